@@ -1,0 +1,120 @@
+"""Run directories, metrics as JSON lines, Markdown tables: what every experiment writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+
+
+class RunDirError(OSError):
+    """The output directory cannot be created or written."""
+
+
+def new_run_dir(out_dir: str | Path, name: str) -> Path:
+    """A fresh ``out_dir/name-YYYYmmdd-HHMMSS[-n]``; never reuses (so never overwrites) a run."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"cannot create the output directory {str(out_dir)!r}: "
+                          f"{e.strerror}") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise RunDirError(f"the output directory {str(out_dir)!r} is not writable")
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        path = out_dir / (f"{name}-{stamp}" + (f"-{n}" if n else ""))
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RunDirError(f"could not find a free run directory name under {str(out_dir)!r}")
+
+
+def environment() -> dict:
+    """Machine and versions, so every figure can be traced to where it was produced."""
+    import flax
+    import optax
+
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "numpy": np.__version__,
+        "devices": [str(d) for d in jax.devices()],
+        "backend": jax.default_backend(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+class Run:
+    """Writes into one run directory: ``config.json``, ``metrics.jsonl``, plots, ``report.md``."""
+
+    def __init__(self, path: Path, config) -> None:
+        self.path = path
+        self.sections: list[str] = []
+        cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+        self._write_json("config.json", {"config": cfg, "environment": environment()})
+        self._metrics = open(path / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+
+    def _write_json(self, name: str, obj) -> None:
+        (self.path / name).write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+    def log(self, section: str, **values) -> dict:
+        """Append one JSON line of metrics (flushed, so a crash keeps what was logged)."""
+        record = {"section": section, **values}
+        self._metrics.write(json.dumps(record, default=_jsonable) + "\n")
+        self._metrics.flush()
+        return record
+
+    def add(self, markdown: str) -> None:
+        self.sections.append(markdown.rstrip() + "\n")
+
+    def finish(self, title: str) -> Path:
+        self._metrics.close()
+        report = self.path / "report.md"
+        report.write_text(f"# {title}\n\n" + "\n".join(self.sections))
+        return report
+
+
+def _jsonable(x):
+    if isinstance(x, np.generic | jax.Array):
+        return np.asarray(x).tolist()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence], caption: str = "") -> str:
+    """A Markdown table; floats to 4 significant digits."""
+    def fmt(v):
+        if isinstance(v, float | np.floating):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    if caption:
+        lines += ["", f"*{caption}*"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,252 @@
+"""Scores as dot products after feature maps.
+
+Every score studied here is ``dot(phi_q(q, *params), phi_k(k, *params))``:
+
+==================  ===========================  ========================
+score               phi_q                        phi_k
+==================  ===========================  ========================
+dot                 q                            k
+scaled_dot          q / sqrt(d)                  k
+cosine              t * q / max(|q|, eps)        k / max(|k|, eps)
+bilinear            q W                          k
+diag_bilinear       q * w                        k
+lowrank_bilinear    q A                          k B
+neg_sq_euclidean    [2q, -|q|^2, -1]             [k, 1, |k|^2]
+==================  ===========================  ========================
+
+So one definition serves a single pair (here), batches and all-pairs matrices (derived with
+``jax.vmap`` in :func:`batched`, :func:`one_to_many`, :func:`pairwise`), fused attention (map q
+and k, then call ``jax.nn.dot_product_attention``) and top-k search (map the database once, then
+it is a matmul). Under ``vmap`` an unbatched operand stays unbatched, so ``pairwise`` maps each
+query and each key once and then does a single ``dot_general``.
+
+A score is called as ``score(q, k, *params, **options)``: ``q`` [d_q], ``k`` [d_k] → scalar.
+Parameters are arrays (``W``, ``w``, ``A``, ``B``, the temperature ``t``) so they can be learned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+class ScoreError(ValueError):
+    """A score was called with inputs that do not fit it (shapes, names)."""
+
+
+def _safe_norm(x: Array, eps: float) -> Array:
+    """max(‖x‖, eps) with a finite gradient at x = 0.
+
+    ``sqrt(max(Σx², eps²))`` rather than ``max(sqrt(Σx²), eps)``: the gradient of sqrt at 0 is
+    infinite, and 0·inf = NaN would leak through the unselected branch of ``maximum``.
+    """
+    return jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1), eps * eps))
+
+
+def _require_vector(name: str, score: str, x: Array) -> None:
+    if jnp.ndim(x) != 1:
+        raise ScoreError(
+            f"score {score!r}: {name} must be a single vector of shape [d], got shape "
+            f"{jnp.shape(x)}; use batched/one_to_many/pairwise for several vectors"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    """A similarity score defined by its pair of feature maps.
+
+    ``phi_q(q [d_q], *params, **options) -> [f]`` and ``phi_k(k [d_k], *params, **options) -> [f]``;
+    calling the score returns ``dot(phi_q(q), phi_k(k))``, a scalar.
+    """
+
+    name: str
+    phi_q: Callable[..., Array]
+    phi_k: Callable[..., Array]
+    doc: str
+
+    def __call__(self, q: Array, k: Array, *params: Array, **options) -> Array:
+        _require_vector("q", self.name, q)
+        _require_vector("k", self.name, k)
+        fq = self.phi_q(q, *params, **options)
+        fk = self.phi_k(k, *params, **options)
+        if fq.shape != fk.shape:
+            raise ScoreError(
+                f"score {self.name!r}: q (dim {q.shape[0]}) and k (dim {k.shape[0]}) do not fit: "
+                f"their feature maps have shapes {fq.shape} and {fk.shape}"
+            )
+        return jnp.dot(fq, fk)
+
+    def map_queries(self, Q: Array, *params: Array, **options) -> Array:
+        """[n, d] → [n, f]: phi_q over rows, derived with vmap."""
+        _require_matrix("queries", self.name, Q)
+        return jax.vmap(lambda q: self.phi_q(q, *params, **options))(Q)
+
+    def map_keys(self, K: Array, *params: Array, **options) -> Array:
+        """[m, d] → [m, f]: phi_k over rows, derived with vmap."""
+        _require_matrix("keys", self.name, K)
+        return jax.vmap(lambda k: self.phi_k(k, *params, **options))(K)
+
+    def __repr__(self) -> str:
+        return f"<score {self.name}: {self.doc}>"
+
+
+def _require_matrix(name: str, score: str, X: Array) -> None:
+    if jnp.ndim(X) != 2:
+        raise ScoreError(
+            f"score {score!r}: {name} must be a matrix of shape [n, d], got shape {jnp.shape(X)}"
+        )
+
+
+
+
+# --- feature maps ---------------------------------------------------------------------------
+
+def _identity(x: Array) -> Array:
+    return x
+
+
+def _scaled(q: Array) -> Array:
+    # Vaswani et al. 2017: dividing by sqrt(d) keeps logits O(1) for unit-variance inputs.
+    return q / math.sqrt(q.shape[-1])
+
+
+def _cosine_q(q: Array, t: Array | float = 1.0, *, eps: float = 1e-8) -> Array:
+    # The temperature t lives on the query side so the key map stays parameter-free (a database
+    # is mapped once whatever t is). Without t a cosine logit is stuck in [-1, 1] and cannot
+    # express a confident sigmoid/softmax (SigLIP, Zhai et al. 2023; Swin v2, Liu et al. 2022).
+    return jnp.asarray(t, q.dtype) * q / _safe_norm(q, eps)
+
+
+def _cosine_k(k: Array, t: Array | float = 1.0, *, eps: float = 1e-8) -> Array:
+    del t
+    return k / _safe_norm(k, eps)
+
+
+def _bilinear_q(q: Array, W: Array) -> Array:
+    if W.ndim != 2 or W.shape[0] != q.shape[0]:
+        raise ScoreError(f"score 'bilinear': W must have shape [d_q={q.shape[0]}, d_k], "
+                         f"got {W.shape}")
+    return q @ W
+
+
+def _bilinear_k(k: Array, W: Array) -> Array:
+    if W.shape[-1] != k.shape[0]:
+        raise ScoreError(f"score 'bilinear': W has shape {W.shape} but k has dim {k.shape[0]}")
+    return k
+
+
+def _diag_q(q: Array, w: Array) -> Array:
+    if jnp.shape(w) != q.shape:
+        raise ScoreError(f"score 'diag_bilinear': w must have shape {q.shape} (one weight per "
+                         f"dimension), got {jnp.shape(w)}")
+    return q * w
+
+
+def _diag_k(k: Array, w: Array) -> Array:
+    del w
+    return k
+
+
+def _lowrank_q(q: Array, A: Array, B: Array) -> Array:
+    if A.ndim != 2 or A.shape[0] != q.shape[0]:
+        raise ScoreError(f"score 'lowrank_bilinear': A must have shape [d_q={q.shape[0]}, r], "
+                         f"got {A.shape}")
+    return q @ A
+
+
+def _lowrank_k(k: Array, A: Array, B: Array) -> Array:
+    if B.ndim != 2 or B.shape != (k.shape[0], A.shape[-1]):
+        raise ScoreError(f"score 'lowrank_bilinear': B must have shape [d_k={k.shape[0]}, "
+                         f"r={A.shape[-1]}], got {B.shape}")
+    return k @ B
+
+
+def _neg_sq_q(q: Array) -> Array:
+    # -|q-k|^2 = 2 q.k - |q|^2 - |k|^2 = [2q, -|q|^2, -1] . [k, 1, |k|^2]
+    one = jnp.ones((1,), q.dtype)
+    return jnp.concatenate([2.0 * q, -jnp.sum(q * q, keepdims=True), -one])
+
+
+def _neg_sq_k(k: Array) -> Array:
+    one = jnp.ones((1,), k.dtype)
+    return jnp.concatenate([k, one, jnp.sum(k * k, keepdims=True)])
+
+
+dot = Score("dot", _identity, _identity, "q . k")
+scaled_dot = Score("scaled_dot", _scaled, _identity, "q . k / sqrt(d)")
+cosine = Score("cosine", _cosine_q, _cosine_k,
+               "t * q.k / (max(|q|,eps) max(|k|,eps)); optional temperature t (default 1)")
+bilinear = Score("bilinear", _bilinear_q, _bilinear_k, "q W k, W [d_q, d_k]")
+diag_bilinear = Score("diag_bilinear", _diag_q, _diag_k,
+                      "sum_i q_i w_i k_i (GMF's weighted element-wise product)")
+lowrank_bilinear = Score("lowrank_bilinear", _lowrank_q, _lowrank_k,
+                         "(q A) . (k B), A [d_q, r], B [d_k, r] (one attention head's W_Q W_K^T)")
+neg_sq_euclidean = Score("neg_sq_euclidean", _neg_sq_q, _neg_sq_k, "-|q - k|^2")
+
+SCORES: dict[str, Score] = {s.name: s for s in (dot, scaled_dot, cosine, bilinear, diag_bilinear,
+                                                lowrank_bilinear, neg_sq_euclidean)}
+
+
+def get_score(score: str | Score) -> Score:
+    """The score with this name (``"dot"``, ``"cosine"``, …), or ``score`` itself."""
+    if isinstance(score, Score):
+        return score
+    if score in SCORES:
+        return SCORES[score]
+    close = difflib.get_close_matches(str(score), SCORES, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ScoreError(f"unknown score {score!r}{hint} Known scores: {', '.join(SCORES)}")
+
+
+# --- derived forms: vmap of the single-pair function, never rewritten -------------------------
+
+def _check_dims(score: Score, Q: Array, K: Array, q_rank: int, k_rank: int, form: str) -> None:
+    want = {1: "[d]", 2: "[n, d]"}
+    if jnp.ndim(Q) != q_rank or jnp.ndim(K) != k_rank:
+        raise ScoreError(f"{form}({score.name}): expects q {want[q_rank]} and "
+                         f"k {want[k_rank].replace('n', 'm')}, got shapes {jnp.shape(Q)} and "
+                         f"{jnp.shape(K)}")
+
+
+def batched(score: str | Score) -> Callable[..., Array]:
+    """``f(Q [n,d], K [n,d], *params) -> [n]``: the score of each row pair."""
+    score = get_score(score)
+
+    def f(Q: Array, K: Array, *params: Array, **options) -> Array:
+        _check_dims(score, Q, K, 2, 2, "batched")
+        if Q.shape[0] != K.shape[0]:
+            raise ScoreError(f"batched({score.name}): q has {Q.shape[0]} rows but k has "
+                             f"{K.shape[0]}; they are scored row by row")
+        return jax.vmap(lambda q, k: score(q, k, *params, **options))(Q, K)
+
+    return f
+
+
+def one_to_many(score: str | Score) -> Callable[..., Array]:
+    """``f(q [d], K [m,d], *params) -> [m]``: one query against every key."""
+    score = get_score(score)
+
+    def f(q: Array, K: Array, *params: Array, **options) -> Array:
+        _check_dims(score, q, K, 1, 2, "one_to_many")
+        return jax.vmap(lambda k: score(q, k, *params, **options))(K)
+
+    return f
+
+
+def pairwise(score: str | Score) -> Callable[..., Array]:
+    """``f(Q [n,d], K [m,d], *params) -> [n, m]``: every query against every key."""
+    score = get_score(score)
+    row = one_to_many(score)
+
+    def f(Q: Array, K: Array, *params: Array, **options) -> Array:
+        _check_dims(score, Q, K, 2, 2, "pairwise")
+        return jax.vmap(lambda q: row(q, K, *params, **options))(Q)
+
+    return f

@@ -1,0 +1,143 @@
+"""Top-k search against a numpy reference for every score; nearest words; analogies; errors."""
+
+import numpy as np
+import pytest
+
+from jaxemb import scoring as S
+from jaxemb import search
+from jaxemb.wordvectors import VocabularyError, WordVectors
+
+D = 9
+
+
+def _reference_scores(name, Q, K, params):
+    score = S.get_score(name)
+    return np.array([[float(score(q, k, *params)) for k in K] for q in Q])
+
+
+def _assert_topk_matches(scores, idx, ref, k):
+    """Equal to numpy's ranking, allowing ties: the scores at each rank agree and each returned
+    index really has the score reported."""
+    scores, idx = np.asarray(scores), np.asarray(idx)
+    expected = -np.sort(-ref, axis=1)[:, :k]
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(ref, idx, axis=1), scores, rtol=1e-5, atol=1e-5)
+    assert all(len(set(row)) == k for row in idx.tolist())
+
+
+def _params(rng, name):
+    if name == "bilinear":
+        return (rng.standard_normal((D, D)).astype(np.float32),)
+    if name == "lowrank_bilinear":
+        return (rng.standard_normal((D, 3)).astype(np.float32),
+                rng.standard_normal((D, 3)).astype(np.float32))
+    if name == "diag_bilinear":
+        return (rng.standard_normal(D).astype(np.float32),)
+    if name == "cosine":
+        return (np.float32(3.0),)
+    return ()
+
+
+@pytest.mark.parametrize("name", list(S.SCORES))
+@pytest.mark.parametrize("m,k,chunk", [(103, 5, 16), (103, 20, 8), (64, 64, 7), (50, 3, 1000)])
+def test_top_k_matches_numpy(rng, name, m, k, chunk):
+    params = _params(rng, name)
+    Q = rng.standard_normal((11, D)).astype(np.float32)
+    K = rng.standard_normal((m, D)).astype(np.float32)
+    ref = _reference_scores(name, Q, K, params)
+    scores, idx = search.top_k(Q, K, k, name, *params, chunk_size=chunk)
+    assert idx.shape == (11, k)
+    _assert_topk_matches(scores, idx, ref, k)
+
+
+def test_top_k_breaks_ties_towards_lower_index(rng):
+    K = np.repeat(rng.standard_normal((4, D)).astype(np.float32), 5, axis=0)  # rows 0-4 equal...
+    Q = K[[0, 7]]
+    _, idx = search.top_k(Q, K, 5, "dot", chunk_size=3)
+    np.testing.assert_array_equal(np.asarray(idx), [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]])
+
+
+def test_single_query_and_query_blocks(rng):
+    K = rng.standard_normal((77, D)).astype(np.float32)
+    Q = rng.standard_normal((13, D)).astype(np.float32)
+    idx = search.index(K, "cosine")
+    s_all, i_all = idx.search(Q, 4, query_block=5)  # 13 is not a multiple of 5
+    s_one, i_one = idx.search(Q[6], 4)
+    np.testing.assert_array_equal(np.asarray(i_all[6]), np.asarray(i_one))
+    _assert_topk_matches(s_all, i_all, _reference_scores("cosine", Q, K, ()), 4)
+
+
+def test_approx_option_runs_and_is_close(rng):
+    K = rng.standard_normal((500, D)).astype(np.float32)
+    Q = rng.standard_normal((8, D)).astype(np.float32)
+    s, i = search.top_k(Q, K, 10, "cosine", approx=True)
+    s_exact, _ = search.top_k(Q, K, 10, "cosine")
+    # approx_max_k is exact off TPU; on TPU it may miss a few: compare the recalled best score
+    np.testing.assert_allclose(np.asarray(s)[:, 0], np.asarray(s_exact)[:, 0], rtol=1e-5)
+
+
+def test_search_errors_name_the_problem(rng):
+    K = rng.standard_normal((10, D)).astype(np.float32)
+    Q = rng.standard_normal((2, D)).astype(np.float32)
+    with pytest.raises(search.SearchError, match="k must be an integer in \\[1, 10\\]"):
+        search.top_k(Q, K, 11)
+    with pytest.raises(search.SearchError, match="queries have dim 4 but the database has dim 9"):
+        search.top_k(Q[:, :4], K, 3)
+    with pytest.raises(search.SearchError, match="database is empty"):
+        search.top_k(Q, K[:0], 1)
+    with pytest.raises(S.ScoreError, match="unknown score"):
+        search.top_k(Q, K, 3, "cosinus")
+    bad = K.copy()
+    bad[6, 2] = np.nan
+    with pytest.raises(search.SearchError, match="NaN or inf in 1 row.*row 6"):
+        search.top_k(Q, bad, 3)
+    with pytest.raises(search.SearchError, match="queries contain NaN"):
+        search.top_k(np.full((1, D), np.nan, np.float32), K, 3)
+
+
+def _toy_vectors():
+    # 2-d vectors with a planted analogy: king - man + woman = queen (exactly, before scaling)
+    words = ("man", "woman", "king", "queen", "apple", "car")
+    vecs = np.array([[1.0, 0.0], [0.0, 1.0], [3.0, 0.2], [2.2, 1.0], [-1.0, -0.2], [-0.3, -1.0]],
+                    np.float32)
+    return WordVectors(words, vecs)
+
+
+def test_most_similar_excludes_query_words_and_matches_numpy():
+    wv = _toy_vectors()
+    got = search.most_similar(wv, "king", topn=5)
+    unit = wv.normalized()
+    sims = unit @ unit[2]
+    order = [i for i in np.argsort(-sims) if i != 2][:5]
+    assert [w for w, _ in got] == [wv.words[i] for i in order]
+    np.testing.assert_allclose([s for _, s in got], sims[order], rtol=1e-5)
+    # dot ranks by length too: the long 'king' vector wins for 'queen' under dot, not cosine
+    assert search.most_similar(wv, "queen", topn=1, score="dot")[0][0] == "king"
+
+
+@pytest.mark.parametrize("method", search.ANALOGY_METHODS)
+def test_analogy_solves_planted_example(method):
+    wv = _toy_vectors()
+    assert search.analogy(wv, "man", "king", "woman", method=method)[0][0] == "queen"
+
+
+def test_analogy_scores_3cosmul_match_closed_form(rng):
+    unit = rng.standard_normal((12, 5)).astype(np.float32)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    abc = np.array([[0, 1, 2], [3, 4, 5]], np.int32)
+    got = np.asarray(search.analogy_scores(unit, abc, method="3cosmul"))
+    cos = unit @ unit.T
+    for r, (a, b, c) in enumerate(abc):
+        expected = ((cos[b] + 1) / 2) * ((cos[c] + 1) / 2) / ((cos[a] + 1) / 2 + 1e-6)
+        expected[[a, b, c]] = -np.inf
+        np.testing.assert_allclose(got[r], expected, rtol=1e-5)
+
+
+def test_word_errors_name_the_word():
+    wv = _toy_vectors()
+    with pytest.raises(VocabularyError, match="word 'kinq' is not in the vocabulary.*'king'"):
+        search.most_similar(wv, "kinq")
+    with pytest.raises(VocabularyError, match="'queeen'"):
+        search.analogy(wv, "man", "king", "queeen")
+    with pytest.raises(search.SearchError, match="unknown analogy method"):
+        search.analogy(wv, "man", "king", "woman", method="3cosmult")
