@@ -208,13 +208,15 @@ def analogy(wv: WordVectors, a: str, b: str, c: str, topn: int = 1, method: str 
     ``most_similar_cosmul``).
     """
     unit = wv.normalized()
-    if restrict_vocab is not None:
-        unit = unit[:restrict_vocab]
     abc = np.array([[wv.index(a), wv.index(b), wv.index(c)]], np.int32)
-    n = unit.shape[0]
-    if topn > n:
-        raise SearchError(f"topn={topn} is larger than the vocabulary searched ({n} words)")
+    # Query words come from the whole vocabulary; only the candidates are restricted (as gensim).
+    n = len(wv) if restrict_vocab is None else min(restrict_vocab, len(wv))
     scores = np.asarray(analogy_scores(jnp.asarray(unit), jnp.asarray(abc), method=method))[0]
+    scores = scores[:n]
+    available = int(np.isfinite(scores).sum())
+    if not 1 <= topn <= available:
+        raise SearchError(f"topn must be in [1, {available}] (candidate words other than the "
+                          f"question words), got {topn}")
     order = np.argsort(-scores, kind="stable")[:topn]
     return [(wv.words[i], float(scores[i])) for i in order]
 

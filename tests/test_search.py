@@ -141,3 +141,13 @@ def test_word_errors_name_the_word():
         search.analogy(wv, "man", "king", "queeen")
     with pytest.raises(search.SearchError, match="unknown analogy method"):
         search.analogy(wv, "man", "king", "woman", method="3cosmult")
+
+
+def test_analogy_restricts_candidates_not_query_words():
+    # found by comparison with gensim: a query word past restrict_vocab must still be read
+    words = ("a", "b", "x", "y", "c")
+    vecs = np.array([[1, 0], [0, 1], [-1, 0.1], [0.6, 0.8], [-1, -0.2]], np.float32)
+    wv = WordVectors(words, vecs)
+    assert search.analogy(wv, "a", "b", "c", restrict_vocab=4)[0][0] == "x"
+    with pytest.raises(search.SearchError, match="topn must be in \\[1, 2\\]"):
+        search.analogy(wv, "a", "b", "c", topn=3)
