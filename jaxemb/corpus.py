@@ -65,13 +65,26 @@ def gensim_datapath(name: str) -> str:
 
 
 def wiki_sample() -> list[list[str]]:
-    """The Wikipedia sample in gensim's wheel: 106 articles, about 453k tokens (WikiCorpus's
-    tokenizer: lowercased, markup stripped, tokens of 2–15 characters)."""
-    from gensim.corpora import WikiCorpus
+    """The Wikipedia sample in gensim's wheel: 106 articles, about 453k tokens.
 
-    # dictionary={} skips building a gensim Dictionary; processes=1 keeps it deterministic.
-    wiki = WikiCorpus(gensim_datapath(WIKI_SAMPLE), dictionary={}, processes=1)
-    return [list(doc) for doc in wiki.get_texts()]
+    Parsed with gensim's wiki parser (markup stripped, lowercased, tokens of 2–15 characters,
+    articles under 50 tokens and non-article namespaces dropped), exactly as
+    ``WikiCorpus(...).get_texts()`` but in this process: WikiCorpus forks a worker pool, and
+    forking a process that runs JAX's threads can deadlock.
+    """
+    import bz2
+
+    from gensim.corpora import wikicorpus as wc
+
+    docs = []
+    with bz2.BZ2File(gensim_datapath(WIKI_SAMPLE)) as f:
+        for title, text, _ in wc.extract_pages(f, ("0",)):
+            tokens = wc.process_article((text, True, title), wc.tokenize, wc.TOKEN_MIN_LEN,
+                                        wc.TOKEN_MAX_LEN, True)[0]
+            if len(tokens) >= wc.ARTICLE_MIN_WORDS and not any(
+                    title.startswith(ns + ":") for ns in wc.IGNORED_NAMESPACES):
+                docs.append(tokens)
+    return docs
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
