@@ -75,7 +75,9 @@ class Run:
         self.path = path
         self.sections: list[str] = []
         cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
-        self._write_json("config.json", {"config": cfg, "environment": environment()})
+        # A resumed run keeps its first config.json; each resume adds its own.
+        self._write_json(_free_name(path, "config", ".json"),
+                         {"config": cfg, "environment": environment()})
         self._metrics = open(path / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
 
     def _write_json(self, name: str, obj) -> None:
@@ -93,9 +95,17 @@ class Run:
 
     def finish(self, title: str) -> Path:
         self._metrics.close()
-        report = self.path / "report.md"
+        report = self.path / _free_name(self.path, "report", ".md")
         report.write_text(f"# {title}\n\n" + "\n".join(self.sections))
         return report
+
+
+def _free_name(folder: Path, stem: str, suffix: str) -> str:
+    """``stem.suffix``, or ``stem-2.suffix``, ... : the first name not taken in ``folder``."""
+    n = 1
+    while (folder / (stem + (f"-{n}" if n > 1 else "") + suffix)).exists():
+        n += 1
+    return stem + (f"-{n}" if n > 1 else "") + suffix
 
 
 def _jsonable(x):

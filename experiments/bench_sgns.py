@@ -1,0 +1,184 @@
+"""gensim vs jaxemb SGNS on the same corpus and settings, interleaved in one process.
+
+    python -m experiments.bench_sgns                       # Wikipedia sample, epochs 5 and 15
+    python -m experiments.bench_sgns --epochs 5 --seeds 2 --json /tmp/sgns.json
+
+For each epoch count and seed, gensim (skip-gram, ``--workers`` threads) and jaxemb train in
+turn; both are evaluated by the same code (jaxemb.evaluate: WS353 and SimLex-999 Spearman ρ on
+cosine, Google analogies 3CosAdd, vocabulary = the trained vocabulary, case-insensitive as
+gensim). Words/s counts training only (gensim's ``train()``; jaxemb after ahead-of-time
+compilation, whose time is reported apart). Effective words are the tokens left after
+subsampling; raw words all in-vocabulary tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import tyro
+from scipy import stats
+
+from experiments.report import environment
+from jaxemb import corpus, datasets, evaluate, sgns, train
+from jaxemb.wordvectors import WordVectors
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    """Side-by-side SGNS benchmark against gensim."""
+
+    corpus: str = "wiki"
+    """'wiki' (gensim's Wikipedia sample), 'lee', 'text8', 'planted', or a text file path."""
+    epochs: tuple[int, ...] = (5, 15)
+    seeds: int = 3
+    dim: int = 100
+    window: int = 5
+    negative: int = 5
+    min_count: int = 5
+    sample: float = 1e-3
+    workers: int = 2
+    """gensim worker threads."""
+    micro_batch: int = dataclasses.field(default=sgns.SGNSConfig.micro_batch)
+    micro_steps: int = dataclasses.field(default=sgns.SGNSConfig.micro_steps)
+    neg_pool: int = dataclasses.field(default=sgns.SGNSConfig.neg_pool)
+    vectors: str = "in"
+    """jaxemb vectors to evaluate: 'in', 'out' or 'in+out' (gensim's are its input vectors)."""
+    json: str | None = None
+    """Write all results here (refuses to overwrite an existing file)."""
+
+
+def load_corpus(name: str) -> list[list[str]]:
+    if name == "wiki":
+        return corpus.wiki_sample()
+    if name == "lee":
+        return datasets.lee_background()
+    if name == "text8":
+        return datasets.text8()
+    if name == "planted":
+        return datasets.planted_corpus().docs
+    return corpus.read_text_file(name)
+
+
+def evaluate_vectors(wv: WordVectors) -> dict:
+    ws = evaluate.word_pairs(wv, corpus.gensim_datapath("wordsim353.tsv"))
+    sl = evaluate.word_pairs(wv, corpus.gensim_datapath("simlex999.txt"))
+    an = evaluate.analogies(wv, corpus.gensim_datapath("questions-words.txt"))
+    return {"ws353": ws.spearman, "simlex": sl.spearman, "analogy": an.accuracy,
+            "analogy_answered": an.total.answered}
+
+
+def run_gensim(docs, a: Args, epochs: int, seed: int) -> dict:
+    from gensim.models import Word2Vec
+
+    model = Word2Vec(vector_size=a.dim, window=a.window, negative=a.negative, sg=1, hs=0,
+                     min_count=a.min_count, sample=a.sample, workers=a.workers, seed=seed)
+    model.build_vocab(docs)
+    t = time.perf_counter()
+    eff, raw = model.train(docs, total_examples=model.corpus_count, epochs=epochs)
+    seconds = time.perf_counter() - t
+    wv = WordVectors(tuple(model.wv.index_to_key), model.wv.vectors)
+    return {"seconds": seconds, "effective_words": eff, "raw_words": raw,
+            **evaluate_vectors(wv)}
+
+
+def run_jaxemb(docs, vocab, ids, a: Args, epochs: int, seed: int) -> dict:
+    cfg = sgns.SGNSConfig(dim=a.dim, window=a.window, negative=a.negative, sample=a.sample,
+                          micro_batch=a.micro_batch, micro_steps=a.micro_steps,
+                          neg_pool=a.neg_pool)
+    res = train.train(ids, vocab.counts, cfg, train.TrainConfig(epochs=epochs, seeds=(seed,)),
+                      progress=False)
+    wv = WordVectors(vocab.words, sgns.export_vectors(res.seed_params(0), a.vectors))
+    return {"seconds": res.seconds, "compile_seconds": res.compile_seconds,
+            "effective_words": res.effective_words, "raw_words": res.raw_words,
+            **evaluate_vectors(wv)}
+
+
+def ci95(x) -> tuple[float, float]:
+    """Mean and half-width of the 95% t-interval (0 half-width for one value)."""
+    x = np.asarray(x, np.float64)
+    if x.size < 2:
+        return float(x.mean()), 0.0
+    return float(x.mean()), float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1)
+                                  / np.sqrt(x.size))
+
+
+def summarise(rows: list[dict]) -> dict:
+    eff = np.array([r["effective_words"] / r["seconds"] for r in rows])
+    raw = np.array([r["raw_words"] / r["seconds"] for r in rows])
+    out = {"eff_wps": [float(eff.min()), float(np.median(eff)), float(eff.max())],
+           "raw_wps_median": float(np.median(raw)),
+           "seconds_median": float(np.median([r["seconds"] for r in rows]))}
+    for m in ("ws353", "simlex", "analogy"):
+        out[m] = ci95([r[m] for r in rows])
+    return out
+
+
+def main(a: Args) -> dict:
+    if a.json and Path(a.json).exists():
+        raise SystemExit(f"error: {a.json} exists; choose a new --json path")
+    if a.seeds < 1 or not a.epochs or min(a.epochs) < 1:
+        raise SystemExit("error: --seeds and every --epochs value must be >= 1")
+    env = environment()
+    print(f"corpus {a.corpus}; dim {a.dim}, window {a.window}, negative {a.negative}, "
+          f"min_count {a.min_count}, sample {a.sample}; gensim workers {a.workers}")
+    print(f"{env['processor']} × {env['cpu_count']}; jax {env['jax']} on {env['devices']}")
+    docs = load_corpus(a.corpus)
+    vocab = corpus.build_vocabulary(docs, min_count=a.min_count)
+    ids = vocab.encode(docs)
+    print(f"{len(docs)} documents, {sum(map(len, docs))} tokens, vocabulary {len(vocab)}")
+    results = {"args": dataclasses.asdict(a), "environment": env, "runs": []}
+    try:
+        import gensim
+        results["environment"]["gensim"] = gensim.__version__
+    except ImportError:
+        raise SystemExit("error: gensim is not installed: pip install -e '.[peer]'") from None
+    # warm-up (jaxemb compiles ahead of time anyway; gensim's first run touches memory)
+    run_gensim(docs, a, 1, 0)
+    for epochs in a.epochs:
+        for seed in range(a.seeds):
+            for name in ("gensim", "jaxemb"):
+                out = (run_gensim(docs, a, epochs, seed) if name == "gensim"
+                       else run_jaxemb(docs, vocab, ids, a, epochs, seed))
+                r = {"method": name, "epochs": epochs, "seed": seed, **out}
+                results["runs"].append(r)
+                print(f"  {name:6s} epochs {epochs:2d} seed {seed}: "
+                      f"{r['effective_words'] / r['seconds']:>10,.0f} eff w/s, "
+                      f"WS353 {r['ws353']:.3f}, SimLex {r['simlex']:.3f}, "
+                      f"analogy {100 * r['analogy']:.2f}%", flush=True)
+    print("\nmethod  epochs  eff words/s (min/med/max)        raw w/s   "
+          "WS353 ρ         SimLex ρ        analogy %")
+    summary = {}
+    for epochs in a.epochs:
+        for name in ("gensim", "jaxemb"):
+            s = summarise([r for r in results["runs"]
+                           if r["method"] == name and r["epochs"] == epochs])
+            summary[f"{name}@{epochs}"] = s
+            print(f"{name:6s}  {epochs:6d}  {s['eff_wps'][0]:>9,.0f} {s['eff_wps'][1]:>9,.0f} "
+                  f"{s['eff_wps'][2]:>9,.0f}  {s['raw_wps_median']:>9,.0f}  "
+                  f"{s['ws353'][0]:.3f}±{s['ws353'][1]:.3f}  "
+                  f"{s['simlex'][0]:.3f}±{s['simlex'][1]:.3f}  "
+                  f"{100 * s['analogy'][0]:.2f}±{100 * s['analogy'][1]:.2f}")
+        g, j = summary[f"gensim@{epochs}"], summary[f"jaxemb@{epochs}"]
+        ratio = j["eff_wps"][1] / g["eff_wps"][1]
+        summary[f"ratio@{epochs}"] = {
+            "eff_wps_median": ratio, "ws353_diff": j["ws353"][0] - g["ws353"][0],
+            "analogy_diff_points": 100 * (j["analogy"][0] - g["analogy"][0])}
+        print(f"jaxemb/gensim @ {epochs} epochs: effective words/s ×{ratio:.2f}; "
+              f"WS353 {j['ws353'][0] - g['ws353'][0]:+.3f}; "
+              f"analogy {100 * (j['analogy'][0] - g['analogy'][0]):+.2f} points")
+    print("(± = 95% t-interval over seeds; eval: jaxemb.evaluate, cosine, restrict 300000, "
+          "case-insensitive, 3CosAdd)")
+    results["summary"] = summary
+    if a.json:
+        tmp = Path(a.json).with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=2, default=float))
+        tmp.rename(a.json)
+    return results
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,90 @@
+"""Run an experiment: ``python -m experiments.run [NAME] [--option value ...]``.
+
+Each run writes a new directory under ``--out-dir`` (never overwriting an earlier run) with the
+resolved config and environment (``config.json``), metrics as JSON lines (``metrics.jsonl``),
+PNG plots and ``report.md``. ``python -m experiments.run --help`` lists the experiments;
+``python -m experiments.run NAME --help`` lists an experiment's options.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import tyro
+from tqdm import tqdm
+
+from experiments.demo import DemoConfig, run_demo
+from experiments.report import Run, RunDirError, new_run_dir
+from experiments.sgns_run import SGNSRunConfig, run_sgns
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    out_dir: str = "runs"
+    """Where run directories are created."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Demo(DemoConfig, Output):
+    """Scoring and search on real vectors: the seed arithmetic, dot vs cosine neighbours,
+    norms vs frequency, hubness, WS353/SimLex/analogies, king − man + woman."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SGNSExperiment(SGNSRunConfig, Output):
+    """SGNS with a chosen score (dot, cosine with temperature, bilinear, ...): train on a
+    corpus, evaluate in / out / in+out vectors on WS353, SimLex-999 and the Google analogies
+    (3CosAdd, 3CosMul), save the vectors. Resumable (--resume RUN_DIR)."""
+
+
+# name -> (config type, function(config, run, progress)); the first is the default
+EXPERIMENTS = {"demo": (Demo, run_demo), "sgns": (SGNSExperiment, run_sgns)}
+
+
+@contextlib.contextmanager
+def progress(label: str):
+    """A progress line for one long step (the steps themselves show bars where they loop)."""
+    with tqdm(total=1, desc=label, leave=True, file=sys.stderr,
+              bar_format="{desc}: {elapsed}{postfix}") as bar:
+        yield
+        bar.update(1)
+        bar.set_postfix_str("done")
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = {name: cfg() for name, (cfg, _) in EXPERIMENTS.items()}
+    experiment = tyro.extras.subcommand_type_from_defaults(
+        defaults, descriptions={name: cfg.__doc__ for name, (cfg, _) in EXPERIMENTS.items()})
+    config = tyro.cli(experiment, args=argv, default=next(iter(defaults.values())),
+                      description=__doc__)
+    name = next(n for n, (cfg, _) in EXPERIMENTS.items() if isinstance(config, cfg))
+    config = config.resolved() if hasattr(config, "resolved") else config
+    try:
+        config.validate()
+        path = _resume_dir(config.resume, name) if getattr(config, "resume", None) else \
+            new_run_dir(config.out_dir, name)
+    except (ValueError, RunDirError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    run = Run(path, config)
+    t0 = time.perf_counter()
+    EXPERIMENTS[name][1](config, run, progress)
+    report = run.finish(f"jaxemb {name} — {path.name}")
+    print(f"\n{name} finished in {time.perf_counter() - t0:.0f} s: {report}")
+    return 0
+
+
+def _resume_dir(resume: str, name: str) -> Path:
+    path = Path(resume)
+    if not (path / "checkpoints").is_dir():
+        raise RunDirError(f"--resume {resume!r}: not a run directory with checkpoints (expected "
+                          f"{str(path / 'checkpoints')!r}, written by an earlier {name} run)")
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Train SGNS with any score, evaluate in / out / in+out vectors, save them.
+
+    python -m experiments.run sgns                         # Wikipedia sample, dot, 5 epochs
+    python -m experiments.run sgns --score cosine --temperature 5 --seeds 0 1 2
+    python -m experiments.run sgns --quick                 # smoke-test size
+    python -m experiments.run sgns --resume runs/sgns-...  # continue an interrupted run
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from experiments.bench_sgns import ci95, load_corpus  # noqa: E402
+from experiments.report import Run, table  # noqa: E402
+from jaxemb import corpus, evaluate, io, sgns, train  # noqa: E402
+from jaxemb.wordvectors import WordVectors  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class SGNSRunConfig:
+    """SGNS (skip-gram, negative sampling) with a chosen score on a chosen corpus."""
+
+    corpus: str = "wiki"
+    """'wiki' (gensim's Wikipedia sample), 'lee', 'text8' (downloaded once), 'planted', or a
+    text file (one document per line)."""
+    score: str = "dot"
+    """dot, scaled_dot, cosine, bilinear, diag_bilinear, neg_sq_euclidean."""
+    temperature: float = 1.0
+    """cosine: initial temperature t (logit = t·cos)."""
+    learn_temperature: bool = True
+    dim: int = 100
+    window: int = 5
+    negative: int = 5
+    min_count: int = 5
+    sample: float = 1e-3
+    epochs: int = 5
+    lr: float = 0.025
+    optimizer: str = "sgd"
+    """'sgd' (word2vec's sparse update, linear decay) or 'adam'."""
+    seeds: tuple[int, ...] = (0,)
+    """Seeds trained together (vmapped)."""
+    max_docs: int | None = None
+    resume: str | None = None
+    """An earlier run directory of this experiment to continue from its last checkpoint."""
+    quick: bool = False
+    """Smoke-test size: 20 documents, dim 32, 1 epoch."""
+
+    def resolved(self) -> SGNSRunConfig:
+        if self.quick:
+            return dataclasses.replace(self, max_docs=20, dim=32, epochs=1)
+        return self
+
+    def model_config(self) -> sgns.SGNSConfig:
+        return sgns.SGNSConfig(dim=self.dim, window=self.window, negative=self.negative,
+                               sample=self.sample, score=self.score,
+                               temperature=self.temperature,
+                               learn_temperature=self.learn_temperature)
+
+    def train_config(self) -> train.TrainConfig:
+        return train.TrainConfig(epochs=self.epochs, lr=self.lr, min_lr=min(1e-4, self.lr),
+                                 optimizer=self.optimizer, seeds=tuple(self.seeds))
+
+    def validate(self) -> None:
+        self.model_config().validate()
+        self.train_config().validate()
+        if self.min_count < 1:
+            raise ValueError(f"--min-count must be >= 1, got {self.min_count}")
+
+
+KINDS = ("in", "out", "in+out")
+
+
+def run_sgns(cfg: SGNSRunConfig, run: Run, progress) -> None:
+    with progress(f"load corpus {cfg.corpus}"):
+        docs = load_corpus(cfg.corpus)[: cfg.max_docs]
+    vocab = corpus.build_vocabulary(docs, min_count=cfg.min_count)
+    ids = vocab.encode(docs)
+    n_tokens = int(sum(map(len, ids)))
+    res = train.train(ids, vocab.counts, cfg.model_config(), cfg.train_config(),
+                      work_dir=run.path, progress=True,
+                      on_epoch=lambda e, loss: run.log("epoch", epoch=e + 1, loss=loss.tolist()))
+    run.log("speed", seconds=res.seconds, compile_seconds=res.compile_seconds,
+            effective_words_per_s=res.effective_words_per_s,
+            raw_words_per_s=res.raw_words_per_s)
+    rows = _evaluate(cfg, vocab, res, run)
+    _plot_loss(res, run)
+    run.add(f"## SGNS, score `{cfg.score}` on {cfg.corpus}\n\n{len(docs)} documents, "
+            f"{n_tokens} in-vocabulary tokens, vocabulary {len(vocab)} (min_count "
+            f"{cfg.min_count}); dim {cfg.dim}, window {cfg.window}, negative {cfg.negative}, "
+            f"sample {cfg.sample}, {cfg.epochs} epochs, optimizer {cfg.optimizer} (lr "
+            f"{cfg.lr}), seeds {list(cfg.seeds)} trained together.\n\n"
+            f"Training: {res.seconds:.1f} s ({res.effective_words_per_s:,.0f} effective words/s "
+            f"per seed-set, {res.raw_words_per_s:,.0f} raw), compile {res.compile_seconds:.1f} "
+            "s.\n\n"
+            + table(("vectors", "WS353 ρ", "SimLex ρ", "analogy 3CosAdd %", "analogy 3CosMul %"),
+                    rows, f"mean ± 95% t-interval over {len(cfg.seeds)} seed(s). Protocol: "
+                    "cosine similarity; vocabulary = the trained one (restrict 300000), "
+                    "case-insensitive as gensim; analogies exclude the question words; OOV "
+                    "pairs/questions skipped (counts in metrics.jsonl).")
+            + "\n![loss per epoch](loss.png)\n\nVectors: `vectors-<kind>-seed<k>.txt` "
+            "(word2vec text format).\n")
+
+
+def _evaluate(cfg: SGNSRunConfig, vocab, res, run: Run) -> list:
+    pairs = {n: evaluate.load_word_pairs(corpus.gensim_datapath(n))
+             for n in ("wordsim353.tsv", "simlex999.txt")}
+    analogies = evaluate.load_analogies(corpus.gensim_datapath("questions-words.txt"))
+    rows = []
+    for kind in KINDS:
+        metrics = {"ws353": [], "simlex": [], "3cosadd": [], "3cosmul": []}
+        for i, seed in enumerate(cfg.seeds):
+            wv = WordVectors(vocab.words, sgns.export_vectors(res.seed_params(i), kind),
+                             vocab.counts)
+            io.save_word2vec(run.path / f"vectors-{kind.replace('+', '')}-seed{seed}.txt", wv)
+            ws = evaluate.word_pairs(wv, pairs["wordsim353.tsv"])
+            sl = evaluate.word_pairs(wv, pairs["simlex999.txt"])
+            metrics["ws353"].append(ws.spearman)
+            metrics["simlex"].append(sl.spearman)
+            record = {"vectors": kind, "seed": seed, "ws353": ws.spearman,
+                      "simlex": sl.spearman, "ws353_oov": ws.n_oov, "simlex_oov": sl.n_oov}
+            for method in ("3cosadd", "3cosmul"):
+                an = evaluate.analogies(wv, analogies, method=method)
+                metrics[method].append(100 * an.accuracy)
+                record[method] = an.accuracy
+                record[f"{method}_answered"] = an.total.answered
+            run.log("evaluation", **record)
+        rows.append((kind, *(_pm(metrics[m], 3) for m in ("ws353", "simlex")),
+                     *(_pm(metrics[m], 2) for m in ("3cosadd", "3cosmul"))))
+    return rows
+
+
+def _pm(values, digits: int) -> str:
+    mean, half = ci95(values)
+    return f"{mean:.{digits}f}" if len(values) < 2 else f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def _plot_loss(res, run: Run) -> None:
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    epochs = np.arange(1, res.epoch_loss.shape[0] + 1)
+    for i in range(res.epoch_loss.shape[1]):
+        ax.plot(epochs, res.epoch_loss[:, i], marker="o", label=f"seed {i}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean SGNS loss per pair")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run.path / "loss.png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,386 @@
+"""Skip-gram with negative sampling (Mikolov et al. 2013) with any jaxemb score.
+
+Data on device, sampling inside jit from (key, step), fixed shapes:
+
+- ``subsample``: each token kept with gensim's probability (√(f/t) + 1)·t/f, the kept tokens
+  compacted to the front of a fixed-size array (so windows span removed words, as in word2vec).
+- A training call takes ``micro_steps`` consecutive blocks of ``micro_batch`` kept positions;
+  each block is one SGD update (``lax.scan``), so frequent words see many small sequential
+  updates, close to word2vec's Hogwild, instead of one huge summed one (which diverges).
+- Windows: per centre a reduced window b ~ U{1..window}; pairs never cross documents.
+- Negatives: drawn from unigram^0.75 by inverse CDF and *shared* by a group of ``neg_group``
+  centres (``neg_pool`` per group), so negative scoring is a [group, d] × [d, pool] matmul rather
+  than ~30 gathers per word (Ji et al. 2016, "Parallelizing Word2Vec in Shared and Distributed
+  Memory", share negatives within a window for the same reason). Each centre's negative term is
+  weighted by negative·n_pairs/pool, so its expectation equals word2vec's (negative draws per
+  pair).
+
+Differences from gensim, by design: mini-batch updates of ``micro_batch`` centres instead of
+per-pair Hogwild; negatives shared in groups (above); the centre is the input vector and the
+context the output (gensim's skip-gram does the reverse; the pair set is symmetric in
+expectation); documents are not split at 10,000 tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxemb import scoring
+from jaxemb.scoring import Score
+
+Array = jax.Array
+
+
+class SGNSError(ValueError):
+    """A bad SGNS setting or corpus."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SGNSConfig:
+    """Model and sampling settings (defaults: gensim's skip-gram defaults)."""
+
+    dim: int = 100
+    window: int = 5
+    negative: int = 5
+    sample: float = 1e-3
+    score: str = "dot"
+    temperature: float = 1.0  # cosine: initial t (logit = t·cos + b)
+    learn_temperature: bool = True  # cosine: learn log t
+    bias: bool = False  # a learned scalar added to every logit
+    micro_batch: int = 512  # centres per SGD update
+    micro_steps: int = 8  # updates per jitted call
+    neg_group: int = 64  # centres sharing one pool of negatives
+    neg_pool: int = 32  # negatives per group (≈ negative × mean pairs per centre)
+
+    def validate(self) -> None:
+        for name in ("dim", "window", "negative", "micro_batch", "micro_steps", "neg_group",
+                     "neg_pool"):
+            if getattr(self, name) < 1:
+                raise SGNSError(f"{name} must be >= 1, got {getattr(self, name)}")
+        T = positive_tile(self)
+        if self.micro_batch % T:
+            raise SGNSError(f"micro_batch ({self.micro_batch}) must be a multiple of {T} (the "
+                            f"tile of the positive scores for window {self.window})")
+        if self.micro_batch % self.neg_group:
+            raise SGNSError(f"micro_batch ({self.micro_batch}) must be a multiple of neg_group "
+                            f"({self.neg_group})")
+        if self.sample < 0:
+            raise SGNSError(f"sample must be >= 0 (0 disables subsampling), got {self.sample}")
+        if self.temperature <= 0:
+            raise SGNSError(f"temperature must be > 0, got {self.temperature}")
+        scoring.get_score(self.score)
+        if self.score in ("lowrank_bilinear",):
+            raise SGNSError("lowrank_bilinear is not an SGNS score here; use 'bilinear' (full) "
+                            "or 'diag_bilinear'")
+
+    @property
+    def words_per_call(self) -> int:
+        return self.micro_batch * self.micro_steps
+
+
+# --- data ----------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DeviceCorpus:
+    """The corpus as device arrays: ``tokens`` [N] int32, ``docs`` [N] int32 (document of each
+    token), ``keep_prob`` [V] float32 and ``neg_cdf`` [V] float32 (unigram^0.75 CDF)."""
+
+    tokens: Array
+    docs: Array
+    keep_prob: Array
+    neg_cdf: Array
+
+    @property
+    def n_tokens(self) -> int:
+        return self.tokens.shape[0]
+
+
+def keep_probability(counts: np.ndarray, sample: float) -> np.ndarray:
+    """gensim's subsampling keep-probability min(1, (√(f/t) + 1)·t/f), f = count/total.
+
+    ``sample`` = 0 keeps every token.
+    """
+    counts = np.asarray(counts, np.float64)
+    if sample == 0:
+        return np.ones_like(counts)
+    f = counts / counts.sum()
+    return np.minimum(1.0, (np.sqrt(f / sample) + 1.0) * sample / f)
+
+
+def negative_cdf(counts: np.ndarray, power: float = 0.75) -> np.ndarray:
+    """CDF of the unigram^power distribution that negatives are drawn from."""
+    w = np.asarray(counts, np.float64) ** power
+    cdf = np.cumsum(w) / w.sum()
+    cdf[-1] = 1.0
+    return cdf
+
+
+def device_corpus(encoded_docs, counts: np.ndarray, sample: float) -> DeviceCorpus:
+    """Concatenate int32 documents and put everything the sampler needs on the device."""
+    docs = [np.asarray(d, np.int32) for d in encoded_docs if len(d)]
+    if not docs:
+        raise SGNSError("the corpus is empty: no in-vocabulary tokens to train on")
+    tokens = np.concatenate(docs)
+    doc_ids = np.repeat(np.arange(len(docs), dtype=np.int32), [len(d) for d in docs])
+    return DeviceCorpus(jnp.asarray(tokens), jnp.asarray(doc_ids),
+                        jnp.asarray(keep_probability(counts, sample), jnp.float32),
+                        jnp.asarray(negative_cdf(counts), jnp.float32))
+
+
+@jax.jit
+def subsample(corpus: DeviceCorpus, key: Array):
+    """Kept tokens and their documents compacted to the front ([N] each), and the kept count."""
+    keep = jax.random.uniform(key, corpus.tokens.shape) < corpus.keep_prob[corpus.tokens]
+    (pos,) = jnp.nonzero(keep, size=corpus.n_tokens, fill_value=0)
+    return corpus.tokens[pos], corpus.docs[pos], keep.sum()
+
+
+jax.tree_util.register_dataclass(DeviceCorpus, data_fields=["tokens", "docs", "keep_prob",
+                                                            "neg_cdf"], meta_fields=[])
+
+
+def sample_negatives(key: Array, cdf: Array, shape: tuple[int, ...]) -> Array:
+    """int32 word ids ~ the distribution with this CDF (inverse-CDF sampling)."""
+    u = jax.random.uniform(key, shape)
+    return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), cdf.shape[0] - 1).astype(jnp.int32)
+
+
+def window_offsets(window: int) -> np.ndarray:
+    """[-window..-1, 1..window]: the context slots of a centre."""
+    return np.array([*range(-window, 0), *range(1, window + 1)], np.int32)
+
+
+# --- model ---------------------------------------------------------------------------------
+
+class SGNS(nn.Module):
+    """Input and output embedding tables and the score that compares them.
+
+    Tables: ``in`` [V, d] (word2vec's uniform ±0.5/d init) and ``out`` [V, d] (zeros, as word2vec,
+    for dot-like scores; small uniform for cosine, whose normalisation is undefined at 0).
+    Score parameters live under ``score``: ``log_t`` (cosine), ``W`` (bilinear, init identity so
+    it starts as dot), ``w`` (diagonal bilinear, init ones), ``b`` (optional bias).
+    """
+
+    vocab_size: int
+    config: SGNSConfig
+
+    def setup(self):
+        cfg, V, d = self.config, self.vocab_size, self.config.dim
+
+        def uniform(key, shape):
+            return jax.random.uniform(key, shape, jnp.float32, -0.5 / d, 0.5 / d)
+
+        self.table_in = self.param("in", uniform, (V, d))
+        zero_ok = cfg.score != "cosine"
+        self.table_out = self.param("out", nn.initializers.zeros if zero_ok else uniform, (V, d))
+        sp = {}
+        if cfg.score == "cosine":
+            sp["log_t"] = self.param("log_t", nn.initializers.constant(np.log(cfg.temperature)),
+                                     ())
+        elif cfg.score == "bilinear":
+            sp["W"] = self.param("W", lambda k, s: jnp.eye(d), (d, d))
+        elif cfg.score == "diag_bilinear":
+            sp["w"] = self.param("w", nn.initializers.ones, (d,))
+        if cfg.bias:
+            sp["b"] = self.param("b", nn.initializers.zeros, ())
+        self.score_params = sp
+
+    def __call__(self, inputs: Array, outputs: Array) -> Array:
+        """Logits [...] of (input word, output word) id pairs of matching shape."""
+        return pair_logits(self.config, self.score_params, self.table_in[inputs],
+                           self.table_out[outputs])
+
+    def tables(self):
+        return self.table_in, self.table_out
+
+
+def _score_args(cfg: SGNSConfig, sp: dict) -> tuple:
+    if cfg.score == "cosine":
+        t = jnp.exp(sp["log_t"])
+        return (t if cfg.learn_temperature else jax.lax.stop_gradient(t),)
+    if cfg.score == "bilinear":
+        return (sp["W"],)
+    if cfg.score == "diag_bilinear":
+        return (sp["w"],)
+    return ()
+
+
+def feature_maps(cfg: SGNSConfig, sp: dict):
+    """(phi_in, phi_out): row-wise maps [..., d] → [..., f] so that logit = phi_in · phi_out."""
+    score: Score = scoring.get_score(cfg.score)
+    args = _score_args(cfg, sp)
+
+    def lift(phi):
+        f = lambda x: phi(x, *args)  # noqa: E731
+        return lambda X: jax.vmap(f)(X.reshape(-1, X.shape[-1])).reshape(*X.shape[:-1], -1)
+
+    return lift(score.phi_q), lift(score.phi_k)
+
+
+def pair_logits(cfg: SGNSConfig, sp: dict, rows_in: Array, rows_out: Array) -> Array:
+    phi_in, phi_out = feature_maps(cfg, sp)
+    logits = jnp.sum(phi_in(rows_in) * phi_out(rows_out), axis=-1)
+    return logits + sp["b"] if "b" in sp else logits
+
+
+def positive_tile(cfg: SGNSConfig) -> int:
+    """Centres per tile of the banded positive-score matmul: the smallest power of two ≥ 8 and
+    ≥ 2·window that divides micro_batch (validated in ``SGNSConfig.validate``)."""
+    t = 8
+    while t < 2 * cfg.window:
+        t *= 2
+    return t
+
+
+def _band_selector(T: int, w: int) -> np.ndarray:
+    """[T, 2w, T+2w] one-hot: centre i of a tile, slot (offset o) → column i + w + o of the
+    tile's keys."""
+    sel = np.zeros((T, 2 * w, T + 2 * w), np.float32)
+    for i in range(T):
+        for s, o in enumerate(window_offsets(w)):
+            sel[i, s, i + w + o] = 1.0
+    return sel
+
+
+def positive_logits(q: Array, k: Array, w: int, T: int) -> Array:
+    """Scores of every centre against the keys of its tile: [b/T, T, T+2w].
+
+    q: [b, f] centres; k: [b + 2w, f] keys with w rows of margin either side. Centre i of tile
+    t meets keys tT .. tT+T+2w−1, which hold all its window positions. A banded score matrix
+    computed as a batched matmul (2.6× the needed dot products at T = 16, w = 5, but matmuls,
+    forward and backward, instead of ten shifted elementwise products whose gradient XLA
+    evaluates with slow padded index arithmetic on CPU).
+    """
+    b, f = q.shape
+    kp = jnp.concatenate([k, jnp.zeros((T - 2 * w, f), k.dtype)]).reshape(b // T + 1, T, f)
+    tiles = jnp.concatenate([kp[:-1], kp[1:, :2 * w]], axis=1)  # [b/T, T+2w, f]
+    return jnp.einsum("tif,tjf->tij", q.reshape(b // T, T, f), tiles)
+
+
+def block_loss(cfg: SGNSConfig, sp: dict, rows_in: Array, rows_out: Array, rows_neg: Array,
+               pair_mask: Array, centre_mask: Array) -> Array:
+    """Summed SGNS loss of one block of centres.
+
+    rows_in, rows_out: [b + 2w, d], the block's input/output rows with w positions of margin;
+    rows_neg: [b / g, pool, d]; pair_mask: [b, 2w] (1 where slot o is a real pair of centre i);
+    centre_mask: [b]. Loss = −Σ log σ(s(i, i+o)) − Σ_i (negative·n_i/pool) Σ_s log σ(−s(i, s)).
+    """
+    w, b = cfg.window, pair_mask.shape[0]
+    T = positive_tile(cfg)
+    phi_in, phi_out = feature_maps(cfg, sp)
+    bias = sp.get("b", 0.0)
+    q = phi_in(rows_in[w:w + b])  # [b, f]
+    pos = positive_logits(q, phi_out(rows_out), w, T) + bias  # [b/T, T, T+2w]
+    band = jnp.einsum("tis,isj->tij", pair_mask.reshape(b // T, T, 2 * w),
+                      _band_selector(T, w))  # the pair mask laid out like pos
+    g = cfg.neg_group
+    neg = jnp.einsum("gif,gsf->gis", q.reshape(b // g, g, -1), phi_out(rows_neg)) + bias
+    n_pairs = pair_mask.sum(1) * centre_mask
+    weight = (cfg.negative * n_pairs / cfg.neg_pool).reshape(b // g, g, 1)
+    return -(jnp.sum(band * jax.nn.log_sigmoid(pos))
+             + jnp.sum(weight * jax.nn.log_sigmoid(-neg)))
+
+
+def block_masks(cfg: SGNSConfig, key: Array, docs: Array, valid: Array):
+    """(pair_mask [b, 2w], centre_mask [b]) for a block with margins: dynamic windows b_i ~
+    U{1..window}, pairs only inside one document and between kept positions."""
+    w = cfg.window
+    b = docs.shape[0] - 2 * w
+    offs = window_offsets(w)
+    reduced = jax.random.randint(key, (b,), 1, w + 1)
+    centre = w + jnp.arange(b)
+    ctx = centre[:, None] + offs[None, :]
+    pair = ((np.abs(offs)[None, :] <= reduced[:, None]) & valid[ctx] & valid[centre][:, None]
+            & (docs[ctx] == docs[centre][:, None]))
+    return pair.astype(jnp.float32), valid[centre].astype(jnp.float32)
+
+
+def _block(cfg: SGNSConfig, params: dict, kept: Array, kept_docs: Array, n_kept: Array,
+           neg_cdf: Array, start: Array, key: Array):
+    """Sample the block of centres at kept position ``start`` and differentiate its loss with
+    respect to the *gathered rows* (so the update is a scatter-add of b + 2w + negatives rows,
+    not a dense [V, d] gradient). Returns (loss, n_pairs, ids, neg_ids, grads)."""
+    w, b = cfg.window, cfg.micro_batch
+    p = start - w + jnp.arange(b + 2 * w)
+    valid = (p >= 0) & (p < n_kept)
+    pc = jnp.clip(p, 0, kept.shape[0] - 1)
+    ids, docs = kept[pc], kept_docs[pc]
+    k_win, k_neg = jax.random.split(key)
+    pair_mask, centre_mask = block_masks(cfg, k_win, docs, valid)
+    neg_ids = sample_negatives(k_neg, neg_cdf, (b // cfg.neg_group, cfg.neg_pool))
+    rows = (params["in"][ids], params["out"][ids], params["out"][neg_ids])
+    loss, grads = jax.value_and_grad(
+        lambda sp, r_in, r_out, r_neg: block_loss(cfg, sp, r_in, r_out, r_neg, pair_mask,
+                                                  centre_mask),
+        argnums=(0, 1, 2, 3))(params["score"], *rows)
+    return loss, pair_mask.sum(), ids, neg_ids, grads
+
+
+def sparse_sgd_update(params: dict, ids: Array, neg_ids: Array, grads, lr: Array) -> dict:
+    """word2vec's update: each touched row moves by −lr·(its summed gradient); score
+    parameters by plain SGD with the same lr."""
+    g_sp, g_in, g_out, g_neg = grads
+    d = g_in.shape[-1]
+    table_in = params["in"].at[ids].add(-lr * g_in)
+    # One scatter for context and negative rows: two in a row made XLA copy the whole table.
+    table_out = params["out"].at[jnp.concatenate([ids, neg_ids.reshape(-1)])].add(
+        -lr * jnp.concatenate([g_out, g_neg.reshape(-1, d)]))
+    score = jax.tree.map(lambda p, g: p - lr * g, params["score"], g_sp)
+    return {"in": table_in, "out": table_out, "score": score}
+
+
+def dense_gradients(params: dict, ids: Array, neg_ids: Array, grads) -> dict:
+    """The same gradient as a dense tree (what autodiff through the gathers would give), for
+    optax optimisers such as Adam."""
+    g_sp, g_in, g_out, g_neg = grads
+    d = g_in.shape[-1]
+    dense_in = jnp.zeros_like(params["in"]).at[ids].add(g_in)
+    dense_out = (jnp.zeros_like(params["out"]).at[ids].add(g_out)
+                 .at[neg_ids.reshape(-1)].add(g_neg.reshape(-1, d)))
+    return {"in": dense_in, "out": dense_out, "score": g_sp}
+
+
+def train_call(cfg: SGNSConfig, optimizer, params: dict, opt_state, kept: Array,
+               kept_docs: Array, n_kept: Array, neg_cdf: Array, start: Array, key: Array,
+               lr: Array):
+    """``cfg.micro_steps`` sequential SGD updates over consecutive blocks from ``start``.
+
+    ``optimizer`` None: sparse SGD at learning rate ``lr`` (word2vec's update); otherwise an optax
+    transformation applied to dense gradients (``lr`` unused: the optimiser owns its schedule).
+    Returns (params, opt_state, loss sum, pair count). Pure: jit it once (see ``train.py``).
+    """
+
+    def body(carry, u):
+        params, opt_state = carry
+        s = start + u * cfg.micro_batch
+        loss, n_pairs, ids, neg_ids, grads = _block(cfg, params, kept, kept_docs, n_kept,
+                                                    neg_cdf, s, jax.random.fold_in(key, u))
+        if optimizer is None:
+            params = sparse_sgd_update(params, ids, neg_ids, grads, lr)
+        else:
+            updates, opt_state = optimizer.update(
+                dense_gradients(params, ids, neg_ids, grads), opt_state, params)
+            params = jax.tree.map(jnp.add, params, updates)
+        return (params, opt_state), (loss, n_pairs)
+
+    (params, opt_state), (loss, n_pairs) = jax.lax.scan(
+        body, (params, opt_state), jnp.arange(cfg.micro_steps))
+    return params, opt_state, loss.sum(), n_pairs.sum()
+
+
+def export_vectors(params: dict, which: str = "in") -> np.ndarray:
+    """[V, d] host vectors: ``in``, ``out`` or ``in+out`` (Levy, Goldberg & Dagan 2015 add them)."""
+    if which == "in":
+        v = params["in"]
+    elif which == "out":
+        v = params["out"]
+    elif which == "in+out":
+        v = params["in"] + params["out"]
+    else:
+        raise SGNSError(f"unknown vector kind {which!r}; use 'in', 'out' or 'in+out'")
+    return np.asarray(v, np.float32)
