@@ -76,7 +76,7 @@ class Run:
         self.sections: list[str] = []
         cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
         # A resumed run keeps its first config.json; each resume adds its own.
-        self._write_json(_free_name(path, "config", ".json"),
+        self._write_json(free_name(path, "config", ".json"),
                          {"config": cfg, "environment": environment()})
         self._metrics = open(path / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
 
@@ -93,14 +93,17 @@ class Run:
     def add(self, markdown: str) -> None:
         self.sections.append(markdown.rstrip() + "\n")
 
-    def finish(self, title: str) -> Path:
+    def close(self) -> None:
         self._metrics.close()
-        report = self.path / _free_name(self.path, "report", ".md")
+
+    def finish(self, title: str) -> Path:
+        self.close()
+        report = self.path / free_name(self.path, "report", ".md")
         report.write_text(f"# {title}\n\n" + "\n".join(self.sections))
         return report
 
 
-def _free_name(folder: Path, stem: str, suffix: str) -> str:
+def free_name(folder: Path, stem: str, suffix: str) -> str:
     """``stem.suffix``, or ``stem-2.suffix``, ... : the first name not taken in ``folder``."""
     n = 1
     while (folder / (stem + (f"-{n}" if n > 1 else "") + suffix)).exists():

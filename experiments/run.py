@@ -72,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run = Run(path, config)
     t0 = time.perf_counter()
-    EXPERIMENTS[name][1](config, run, progress)
+    try:
+        EXPERIMENTS[name][1](config, run, progress)
+    finally:
+        run.close()
     report = run.finish(f"jaxemb {name} — {path.name}")
     print(f"\n{name} finished in {time.perf_counter() - t0:.0f} s: {report}")
     return 0

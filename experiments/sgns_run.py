@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments.bench_sgns import ci95, load_corpus  # noqa: E402
-from experiments.report import Run, table  # noqa: E402
+from experiments.report import Run, free_name, table  # noqa: E402
 from jaxemb import corpus, evaluate, io, sgns, train  # noqa: E402
 from jaxemb.wordvectors import WordVectors  # noqa: E402
 
@@ -117,7 +117,8 @@ def _evaluate(cfg: SGNSRunConfig, vocab, res, run: Run) -> list:
         for i, seed in enumerate(cfg.seeds):
             wv = WordVectors(vocab.words, sgns.export_vectors(res.seed_params(i), kind),
                              vocab.counts)
-            io.save_word2vec(run.path / f"vectors-{kind.replace('+', '')}-seed{seed}.txt", wv)
+            io.save_word2vec(run.path / free_name(
+                run.path, f"vectors-{kind.replace('+', '')}-seed{seed}", ".txt"), wv)
             ws = evaluate.word_pairs(wv, pairs["wordsim353.tsv"])
             sl = evaluate.word_pairs(wv, pairs["simlex999.txt"])
             metrics["ws353"].append(ws.spearman)

@@ -1,0 +1,82 @@
+"""The entry point end to end at the quick size, and its errors before any work starts."""
+
+import json
+import os
+
+import pytest
+
+from experiments import run as runner
+
+pytest.importorskip("gensim")
+
+
+def _run_dirs(out):
+    return sorted(p for p in out.iterdir() if p.is_dir())
+
+
+def test_demo_quick_writes_a_complete_new_run_each_time(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert runner.main(["demo", "--quick", "--out-dir", str(out)]) == 0
+    assert runner.main(["demo", "--quick", "--out-dir", str(out)]) == 0
+    first, second = _run_dirs(out)
+    assert first != second  # never the same directory twice
+    for name in ("config.json", "metrics.jsonl", "report.md", "norm_vs_frequency.png",
+                 "vectors.txt"):
+        assert (first / name).stat().st_size > 0, name
+    report = (first / "report.md").read_text()
+    for heading in ("seed question", "Vectors", "What the length encodes", "Nearest neighbours",
+                    "Hubness", "Standard benchmarks", "king − man + woman"):
+        assert heading in report, heading
+    metrics = [json.loads(line) for line in (first / "metrics.jsonl").read_text().splitlines()]
+    seed = {m["score"]: m for m in metrics if m["section"] == "seed_arithmetic"}
+    assert seed["dot"]["a_b"] == pytest.approx(9.08) and seed["dot"]["a_c"] == pytest.approx(9.04)
+    rho = next(m for m in metrics if m["section"] == "norms")["spearman_norm_logfreq"]
+    assert f"{rho:.3f}" in report  # the report quotes the run's metrics
+    ws = next(m for m in metrics if m["section"] == "word_pairs")
+    assert f"{ws['spearman']:.3f}" in report
+    config = json.loads((first / "config.json").read_text())
+    assert config["config"]["quick"] is True and "jax" in config["environment"]
+
+
+def test_sgns_quick_and_resume_directory_checks(tmp_path):
+    out = tmp_path / "runs"
+    assert runner.main(["sgns", "--quick", "--out-dir", str(out)]) == 0
+    (run_dir,) = _run_dirs(out)
+    assert (run_dir / "vectors-inout-seed0.txt").stat().st_size > 0
+    assert "| in+out |" in (run_dir / "report.md").read_text()
+    # resuming a finished run trains nothing more and writes a second report beside the first
+    assert runner.main(["sgns", "--quick", "--resume", str(run_dir)]) == 0
+    assert (run_dir / "report.md").exists() and (run_dir / "report-2.md").exists()
+    assert (run_dir / "config-2.json").exists()
+    assert runner.main(["sgns", "--quick", "--resume", str(tmp_path)]) == 2
+
+
+def test_unknown_experiment_and_options_fail_before_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        runner.main(["dmeo", "--out-dir", str(tmp_path)])
+    assert e.value.code != 0
+    assert "demo" in capsys.readouterr().err  # the available (closest) names are shown
+    with pytest.raises(SystemExit):
+        runner.main(["demo", "--dimm", "3"])
+    assert "--dim" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        runner.main(["demo", "--dim", "many"])
+    assert runner.main(["demo", "--dim", "0", "--out-dir", str(tmp_path / "x")]) == 2
+    assert "--dim must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_directory(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    assert runner.main(["demo", "--quick", "--out-dir", str(ro / "runs")]) == 2
+    assert "cannot create the output directory" in capsys.readouterr().err
+
+
+def test_output_path_that_is_a_file(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert runner.main(["demo", "--quick", "--out-dir", str(f)]) == 2
+    assert "cannot create the output directory" in capsys.readouterr().err
