@@ -360,12 +360,18 @@ def train_call(cfg: SGNSConfig, optimizer, params: dict, opt_state, kept: Array,
         s = start + u * cfg.micro_batch
         loss, n_pairs, ids, neg_ids, grads = _block(cfg, params, kept, kept_docs, n_kept,
                                                     neg_cdf, s, jax.random.fold_in(key, u))
+        # A block past the end of this seed's kept tokens (seeds keep different numbers) must
+        # not move anything: its gradient is zero, but Adam's momentum would still step.
+        active = s < n_kept
         if optimizer is None:
-            params = sparse_sgd_update(params, ids, neg_ids, grads, lr)
+            params = sparse_sgd_update(params, ids, neg_ids, grads, jnp.where(active, lr, 0.0))
         else:
-            updates, opt_state = optimizer.update(
-                dense_gradients(params, ids, neg_ids, grads), opt_state, params)
-            params = jax.tree.map(jnp.add, params, updates)
+            def step(state):
+                p, o = state
+                updates, o = optimizer.update(dense_gradients(p, ids, neg_ids, grads), o, p)
+                return jax.tree.map(jnp.add, p, updates), o
+
+            params, opt_state = jax.lax.cond(active, step, lambda st: st, (params, opt_state))
         return (params, opt_state), (loss, n_pairs)
 
     (params, opt_state), (loss, n_pairs) = jax.lax.scan(

@@ -120,10 +120,10 @@ def make_call(cfg: SGNSConfig, tcfg: TrainConfig):
         def vm(params, opt_state, kept, kept_docs, n_kept, neg_cdf, call_index, keys, lr):
             sq = functools.partial(jax.tree.map, lambda x: x[0])
             out = call(sq(params), sq(opt_state), kept[0], kept_docs[0], n_kept[0], neg_cdf,
-                       call_index, keys[0], lr)
+                       call_index, keys[0], lr[0])
             return jax.tree.map(lambda x: x[None], out)
     else:
-        vm = jax.vmap(call, in_axes=(0, 0, 0, 0, 0, None, None, 0, None))
+        vm = jax.vmap(call, in_axes=(0, 0, 0, 0, 0, None, None, 0, 0))
     return jax.jit(vm, donate_argnums=(0, 1))
 
 
@@ -167,7 +167,8 @@ def train(encoded_docs: Sequence[np.ndarray], counts: np.ndarray, cfg: SGNSConfi
     subsample = _subsample_seeds.lower(corpus, epoch_keys).compile()
     kept_shape = jax.eval_shape(_subsample_seeds, corpus, epoch_keys)
     call = call.lower(params, opt_state, *kept_shape, corpus.neg_cdf, np.int32(0),
-                      jax.random.key_data(epoch_keys), np.float32(0)).compile()
+                      jax.random.key_data(epoch_keys),
+                      np.zeros(n_seeds, np.float32)).compile()
     compile_seconds = time.perf_counter() - t_compile
     bar = tqdm(total=tcfg.epochs * calls_estimate * wpc, unit="w", unit_scale=True,
                disable=not progress, desc="SGNS", initial=0, smoothing=0.1)
@@ -177,17 +178,18 @@ def train(encoded_docs: Sequence[np.ndarray], counts: np.ndarray, cfg: SGNSConfi
     for epoch in range(first_epoch, tcfg.epochs):
         kept, kept_docs, n_kept = subsample(
             corpus, jax.vmap(jax.random.fold_in, (0, None))(k_sub, epoch))
-        n_max = int(jnp.max(n_kept))  # the one host sync per epoch
+        n_seed = np.asarray(n_kept)  # the one host sync per epoch
+        n_max = int(n_seed.max())
         n_calls = math.ceil(n_max / wpc)
         step_keys = jax.random.key_data(jax.vmap(jax.random.fold_in, (0, None))(k_step, epoch))
         pending = []  # (loss [S], pairs [S]) device arrays; pulled at log points only
         start_call = first_call if epoch == first_epoch else 0
         for c in range(start_call, n_calls):
-            progress_frac = (epoch + c * wpc / n_max) / tcfg.epochs
-            lr = tcfg.lr - (tcfg.lr - tcfg.min_lr) * progress_frac
+            # gensim's linear decay over each seed's own progress through its kept tokens
+            progress_frac = (epoch + np.minimum(c * wpc / n_seed, 1.0)) / tcfg.epochs
+            lr = (tcfg.lr - (tcfg.lr - tcfg.min_lr) * progress_frac).astype(np.float32)
             params, opt_state, loss, pairs = call(params, opt_state, kept, kept_docs, n_kept,
-                                                  corpus.neg_cdf, np.int32(c), step_keys,
-                                                  np.float32(lr))
+                                                  corpus.neg_cdf, np.int32(c), step_keys, lr)
             pending.append((loss, pairs))
             calls_done += 1
             bar.update(min(wpc, max(n_max - c * wpc, 0)))
@@ -250,7 +252,9 @@ class _Checkpoints:
         self._ocp = ocp
         self.dir = Path(work_dir).absolute() / "checkpoints"
         self.meta = {"sgns": dataclasses.asdict(cfg), "seeds": list(tcfg.seeds),
-                     "optimizer": tcfg.optimizer, "vocab_size": vocab_size,
+                     "optimizer": tcfg.optimizer,
+                     "adam_lr": tcfg.adam_lr if tcfg.optimizer == "adam" else None,
+                     "vocab_size": vocab_size,
                      "epochs": tcfg.epochs, "lr": tcfg.lr, "min_lr": tcfg.min_lr}
         self.mngr = ocp.CheckpointManager(
             self.dir, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
