@@ -377,7 +377,9 @@ def _loop_loss(cfg, P, first):
 
 @pytest.mark.parametrize("score", ["dot", "bilinear"])
 def test_train_call_equals_sequential_dense_sgd_written_out(rng, score):
+    # word2vec's plain summed update (dup_alpha=0), written out step by step below
     cfg = SGNSConfig(dim=3, window=1, negative=2, score=score, micro_batch=8, micro_steps=3,
+                     dup_alpha=0.0,
                      neg_group=4, neg_pool=3)
     P = {"in": jnp.asarray(rng.standard_normal((6, 3)), jnp.float32),
          "out": jnp.asarray(rng.standard_normal((6, 3)), jnp.float32),
@@ -471,3 +473,23 @@ def test_device_corpus_rejects_an_empty_corpus():
     for docs in ([], [np.array([], np.int32), np.zeros(0, np.int32)]):
         with pytest.raises(SGNSError, match="the corpus is empty"):
             sgns.device_corpus(docs, np.array([3, 1]), 1e-3)
+
+
+def test_sparse_update_damps_repeated_rows_by_count_power():
+    V, d = 6, 3
+    P = {"in": jnp.zeros((V, d)), "out": jnp.zeros((V, d)), "score": {}}
+    ids = jnp.array([1, 1, 1, 2], jnp.int32)  # word 1 three times, word 2 once
+    neg_ids = jnp.array([[2, 4]], jnp.int32)  # word 2 appears once more among the negatives
+    g_in = jnp.ones((4, d))
+    g_out = jnp.ones((4, d))
+    g_neg = jnp.ones((1, 2, d))
+    for alpha in (0.0, 0.3, 1.0):
+        got = sgns.sparse_sgd_update(P, ids, neg_ids, ({}, g_in, g_out, g_neg), 0.5,
+                                     dup_alpha=alpha)
+        np.testing.assert_allclose(got["in"][1], -0.5 * 3 * 3.0**-alpha, rtol=1e-6)
+        np.testing.assert_allclose(got["in"][2], -0.5, rtol=1e-6)
+        np.testing.assert_allclose(got["out"][2], -0.5 * 2 * 2.0**-alpha, rtol=1e-6)
+        np.testing.assert_allclose(got["out"][4], -0.5, rtol=1e-6)
+        np.testing.assert_array_equal(got["in"][0], 0.0)
+    with pytest.raises(sgns.SGNSError, match="dup_alpha"):
+        sgns.SGNSConfig(dup_alpha=2.0).validate()

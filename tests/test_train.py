@@ -58,10 +58,11 @@ def test_learned_scores_rank_pairs_like_the_planted_pmi(planted, planted_run):
         vin = np.asarray(p["in"][:TOP], np.float64)
         vout = np.asarray(p["out"][:TOP], np.float64)
         score = _upper((vin @ vout.T + vout @ vin.T) / 2)  # in·out, both orders
-        # measured (seeds 0, 1; seed 2 alike): 0.829, 0.833 (0.838) against the planted PMI and
-        # 0.868, 0.868 (0.874) against the model's own (Monte Carlo) PMI; frequency alone: 0.008
-        assert scipy.stats.spearmanr(score, planted_pmi)[0] > 0.78
-        assert scipy.stats.spearmanr(score, model_pmi)[0] > 0.82
+        # measured (seeds 0, 1; seed 2), default dup_alpha 0.3: 0.790, 0.791 (0.790) against the
+        # planted PMI and 0.830, 0.828 (0.832) against the model's own (Monte Carlo) PMI;
+        # frequency alone: 0.008
+        assert scipy.stats.spearmanr(score, planted_pmi)[0] > 0.75
+        assert scipy.stats.spearmanr(score, model_pmi)[0] > 0.79
 
 
 def test_vector_norms_rank_words_like_their_frequency(planted, planted_run):
@@ -70,10 +71,10 @@ def test_vector_norms_rank_words_like_their_frequency(planted, planted_run):
     for s in range(len(PLANTED_SEEDS)):
         p = planted_run.seed_params(s)
         vin, vout = np.asarray(p["in"], np.float64), np.asarray(p["out"], np.float64)
-        # measured (seeds 0, 1; seed 2): ‖in‖² 0.892, 0.897 (0.906); ‖in+out‖² 0.883, 0.879
-        # (0.893); ‖out‖² only 0.73
+        # measured (seeds 0, 1; seed 2), default dup_alpha 0.3: ‖in‖² 0.881, 0.875 (0.893);
+        # ‖in+out‖² 0.851, 0.839 (0.853); ‖out‖² only 0.73
         assert scipy.stats.spearmanr(np.sum(vin**2, 1), logf)[0] > 0.85
-        assert scipy.stats.spearmanr(np.sum((vin + vout) ** 2, 1), logf)[0] > 0.84
+        assert scipy.stats.spearmanr(np.sum((vin + vout) ** 2, 1), logf)[0] > 0.80
         # the word2vec init (uniform in ±0.5/d) carries no frequency: the norms were learned
         assert np.sum(vin**2, 1).max() > 10 * (0.5 / PLANTED_CFG.dim) ** 2 * PLANTED_CFG.dim
 
