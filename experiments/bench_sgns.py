@@ -149,7 +149,7 @@ def main(a: Args) -> dict:
                       f"{r['effective_words'] / r['seconds']:>10,.0f} eff w/s, "
                       f"WS353 {r['ws353']:.3f}, SimLex {r['simlex']:.3f}, "
                       f"analogy {100 * r['analogy']:.2f}%", flush=True)
-    print("\nmethod  epochs  eff words/s (min/med/max)        raw w/s   "
+    print("\nmethod  epochs  eff words/s (min/med/max)        raw w/s   wall s  "
           "WS353 ρ         SimLex ρ        analogy %")
     summary = {}
     for epochs in a.epochs:
@@ -159,6 +159,7 @@ def main(a: Args) -> dict:
             summary[f"{name}@{epochs}"] = s
             print(f"{name:6s}  {epochs:6d}  {s['eff_wps'][0]:>9,.0f} {s['eff_wps'][1]:>9,.0f} "
                   f"{s['eff_wps'][2]:>9,.0f}  {s['raw_wps_median']:>9,.0f}  "
+                  f"{s['seconds_median']:6.1f}  "
                   f"{s['ws353'][0]:.3f}±{s['ws353'][1]:.3f}  "
                   f"{s['simlex'][0]:.3f}±{s['simlex'][1]:.3f}  "
                   f"{100 * s['analogy'][0]:.2f}±{100 * s['analogy'][1]:.2f}")
