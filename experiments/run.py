@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import tyro
-from tqdm import tqdm
 
 from experiments.demo import DemoConfig, run_demo
 from experiments.report import Run, RunDirError, new_run_dir
@@ -47,12 +46,11 @@ EXPERIMENTS = {"demo": (Demo, run_demo), "sgns": (SGNSExperiment, run_sgns)}
 
 @contextlib.contextmanager
 def progress(label: str):
-    """A progress line for one long step (the steps themselves show bars where they loop)."""
-    with tqdm(total=1, desc=label, leave=True, file=sys.stderr,
-              bar_format="{desc}: {elapsed}{postfix}") as bar:
-        yield
-        bar.update(1)
-        bar.set_postfix_str("done")
+    """One line when a long step starts and one when it ends (loops inside show tqdm bars)."""
+    t = time.perf_counter()
+    print(f"{label} ...", file=sys.stderr, flush=True)
+    yield
+    print(f"{label}: done in {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
