@@ -202,9 +202,6 @@ class SGNS(nn.Module):
         return pair_logits(self.config, self.score_params, self.table_in[inputs],
                            self.table_out[outputs])
 
-    def tables(self):
-        return self.table_in, self.table_out
-
 
 def _score_args(cfg: SGNSConfig, sp: dict) -> tuple:
     if cfg.score == "cosine":
