@@ -93,6 +93,25 @@ class Run:
     def add(self, markdown: str) -> None:
         self.sections.append(markdown.rstrip() + "\n")
 
+    def table(self, section: str, header: Sequence[str], rows: Sequence[Sequence],
+              caption: str = "") -> str:
+        """Log a table's rows to ``metrics.jsonl`` and return it as Markdown: the report's
+        numbers are then the run's metrics by construction."""
+        self.log(section, kind="table", header=list(header), rows=[list(r) for r in rows],
+                 caption=caption)
+        return table(header, rows, caption)
+
+    def figure(self, fig, stem: str, caption: str) -> str:
+        """Save a matplotlib figure as ``stem.png`` (a free name: never overwrites), close it,
+        log it and return the Markdown that shows it."""
+        import matplotlib.pyplot as plt
+
+        name = free_name(self.path, stem, ".png")
+        fig.savefig(self.path / name, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        self.log("figure", file=name, caption=caption)
+        return f"![{caption}]({name})\n\n*{caption}*\n"
+
     def close(self) -> None:
         self._metrics.close()
 
