@@ -136,6 +136,9 @@ def train(encoded_docs: Sequence[np.ndarray], counts: np.ndarray, cfg: SGNSConfi
           on_epoch: Callable[[int, np.ndarray], None] | None = None) -> TrainResult:
     """Train SGNS on int32 documents over a vocabulary with ``counts``, one model per seed.
 
+    ``encoded_docs``: a sequence of int32 arrays, or a ready :class:`jaxemb.sgns.DeviceCorpus`
+    (e.g. built from a memory-mapped corpus without a host copy).
+
     With ``work_dir`` the state is checkpointed there (orbax; atomic) and a later call with the
     same settings resumes from the latest checkpoint. ``stop_after_calls`` stops early (after a
     checkpoint) — for tests of resume.
@@ -145,7 +148,8 @@ def train(encoded_docs: Sequence[np.ndarray], counts: np.ndarray, cfg: SGNSConfi
     counts = np.asarray(counts)
     if counts.ndim != 1 or counts.size == 0:
         raise sgns.SGNSError("the vocabulary is empty")
-    corpus = sgns.device_corpus(encoded_docs, counts, cfg.sample)
+    corpus = (encoded_docs if isinstance(encoded_docs, sgns.DeviceCorpus)
+              else sgns.device_corpus(encoded_docs, counts, cfg.sample))
     V, n_seeds = counts.size, len(tcfg.seeds)
     params, opt_state, keys = init_state(V, cfg, tcfg)
     k_sub = jax.random.wrap_key_data(keys[:, 0])
