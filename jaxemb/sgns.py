@@ -33,6 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, PartitionSpec
 
 from jaxemb import scoring
 from jaxemb.scoring import Score
@@ -305,10 +306,15 @@ def block_masks(cfg: SGNSConfig, key: Array, docs: Array, valid: Array):
 
 
 def _block(cfg: SGNSConfig, params: dict, kept: Array, kept_docs: Array, n_kept: Array,
-           neg_cdf: Array, start: Array, key: Array):
+           neg_cdf: Array, start: Array, key: Array, mesh: Mesh | None = None):
     """Sample the block of centres at kept position ``start`` and differentiate its loss with
     respect to the *gathered rows* (so the update is a scatter-add of b + 2w + negatives rows,
-    not a dense [V, d] gradient). Returns (loss, n_pairs, ids, neg_ids, grads)."""
+    not a dense [V, d] gradient). Returns (loss, n_pairs, ids, neg_ids, grads).
+
+    With a ``mesh``, the loss and its gradient are computed by :func:`sharded_block_grads`: the
+    block's centres split across the mesh's ``data`` axis. The randomness is drawn for the whole
+    block first, so a sharded step computes the same update as a single-device one.
+    """
     w, b = cfg.window, cfg.micro_batch
     p = start - w + jnp.arange(b + 2 * w)
     valid = (p >= 0) & (p < n_kept)
@@ -318,11 +324,62 @@ def _block(cfg: SGNSConfig, params: dict, kept: Array, kept_docs: Array, n_kept:
     pair_mask, centre_mask = block_masks(cfg, k_win, docs, valid)
     neg_ids = sample_negatives(k_neg, neg_cdf, (b // cfg.neg_group, cfg.neg_pool))
     rows = (params["in"][ids], params["out"][ids], params["out"][neg_ids])
-    loss, grads = jax.value_and_grad(
+    if mesh is None or mesh.size == 1:
+        loss, grads = _block_grads(cfg, params["score"], *rows, pair_mask, centre_mask)
+    else:
+        loss, grads = sharded_block_grads(cfg, mesh, params["score"], *rows, pair_mask,
+                                          centre_mask)
+    return loss, pair_mask.sum(), ids, neg_ids, grads
+
+
+def _block_grads(cfg: SGNSConfig, sp: dict, rows_in: Array, rows_out: Array, rows_neg: Array,
+                 pair_mask: Array, centre_mask: Array):
+    """(loss, (d/d score params, d/d rows_in, d/d rows_out, d/d rows_neg)) of one block."""
+    return jax.value_and_grad(
         lambda sp, r_in, r_out, r_neg: block_loss(cfg, sp, r_in, r_out, r_neg, pair_mask,
                                                   centre_mask),
-        argnums=(0, 1, 2, 3))(params["score"], *rows)
-    return loss, pair_mask.sum(), ids, neg_ids, grads
+        argnums=(0, 1, 2, 3))(sp, rows_in, rows_out, rows_neg)
+
+
+def shard_multiple(cfg: SGNSConfig) -> int:
+    """Centres per device must be a multiple of this (the positive tile and the negative group)."""
+    return int(np.lcm(positive_tile(cfg), cfg.neg_group))
+
+
+def sharded_block_grads(cfg: SGNSConfig, mesh: Mesh, sp: dict, rows_in: Array, rows_out: Array,
+                        rows_neg: Array, pair_mask: Array, centre_mask: Array):
+    """:func:`_block_grads` with the block's b centres split into n contiguous slices, one per
+    device of the mesh's ``data`` axis (data parallelism inside one SGD update).
+
+    Each device scores its b/n centres against their window (b/n + 2w rows, overlapping its
+    neighbours' by the 2w margin) and its negative groups; the loss and the score parameters'
+    gradient are summed across devices and the row gradients overlap-added back into the
+    block's layout, so the caller's sparse update is the single-device one.
+    """
+    w, b, g = cfg.window, pair_mask.shape[0], cfg.neg_group
+    n = mesh.shape["data"]
+    bl = b // n
+
+    def local(sp, rows_in, rows_out, rows_neg, pair_mask, centre_mask):
+        i = jax.lax.axis_index("data")
+        sl = lambda x, size, scale: jax.lax.dynamic_slice_in_dim(x, i * scale, size)  # noqa: E731
+        loss, (g_sp, g_in, g_out, g_neg) = _block_grads(
+            cfg, sp, sl(rows_in, bl + 2 * w, bl), sl(rows_out, bl + 2 * w, bl),
+            sl(rows_neg, bl // g, bl // g), sl(pair_mask, bl, bl), sl(centre_mask, bl, bl))
+        # g_sp is already summed over devices: sp enters replicated, and under shard_map's
+        # varying-axes typing the transpose of its implicit broadcast is a psum.
+        return jax.lax.psum(loss, "data"), g_sp, g_in[None], g_out[None], g_neg
+
+    rep, data = PartitionSpec(), PartitionSpec("data")
+    loss, g_sp, g_in, g_out, g_neg = jax.shard_map(
+        local, mesh=mesh, in_specs=(rep,) * 6, out_specs=(rep, rep, data, data, data),
+    )(sp, rows_in, rows_out, rows_neg, pair_mask, centre_mask)
+    # overlap-add the n windows [n, bl + 2w, d] back into the block's rows [b + 2w, d]
+    where = (np.arange(n)[:, None] * bl + np.arange(bl + 2 * w)[None, :]).reshape(-1)
+    d = rows_in.shape[-1]
+    g_in = jnp.zeros_like(rows_in).at[where].add(g_in.reshape(-1, d))
+    g_out = jnp.zeros_like(rows_out).at[where].add(g_out.reshape(-1, d))
+    return loss, (g_sp, g_in, g_out, g_neg)
 
 
 def _multiplicity_scale(ids: Array, vocab_size: int, alpha: float) -> Array:
@@ -334,9 +391,9 @@ def _multiplicity_scale(ids: Array, vocab_size: int, alpha: float) -> Array:
 
 
 def sparse_sgd_update(params: dict, ids: Array, neg_ids: Array, grads, lr: Array,
-                      dup_alpha: float = 0.0) -> dict:
+                      dup_alpha: float = 0.0, score_lr_scale: Array | float = 1.0) -> dict:
     """word2vec's update: each touched row moves by −lr·(its summed gradient); score
-    parameters by plain SGD with the same lr.
+    parameters by plain SGD at lr·score_lr_scale (``train_call`` passes 1/pairs: see there).
 
     ``dup_alpha`` > 0 divides the gradient of a row that occurs c times in the block by
     c^dup_alpha: word2vec applies those c updates one after another, each seeing the last (so
@@ -351,7 +408,7 @@ def sparse_sgd_update(params: dict, ids: Array, neg_ids: Array, grads, lr: Array
     table_out = params["out"].at[out_ids].add(
         -lr * jnp.concatenate([g_out, g_neg.reshape(-1, d)])
         * _multiplicity_scale(out_ids, V, dup_alpha)[:, None])
-    score = jax.tree.map(lambda p, g: p - lr * g, params["score"], g_sp)
+    score = jax.tree.map(lambda p, g: p - lr * score_lr_scale * g, params["score"], g_sp)
     return {"in": table_in, "out": table_out, "score": score}
 
 
@@ -368,25 +425,30 @@ def dense_gradients(params: dict, ids: Array, neg_ids: Array, grads) -> dict:
 
 def train_call(cfg: SGNSConfig, optimizer, params: dict, opt_state, kept: Array,
                kept_docs: Array, n_kept: Array, neg_cdf: Array, start: Array, key: Array,
-               lr: Array):
+               lr: Array, mesh: Mesh | None = None):
     """``cfg.micro_steps`` sequential SGD updates over consecutive blocks from ``start``.
 
     ``optimizer`` None: sparse SGD at learning rate ``lr`` (word2vec's update); otherwise an optax
     transformation applied to dense gradients (``lr`` unused: the optimiser owns its schedule).
     Returns (params, opt_state, loss sum, pair count). Pure: jit it once (see ``train.py``).
+    ``mesh``: split each block's centres across its ``data`` axis (:func:`sharded_block_grads`).
     """
 
     def body(carry, u):
         params, opt_state = carry
         s = start + u * cfg.micro_batch
         loss, n_pairs, ids, neg_ids, grads = _block(cfg, params, kept, kept_docs, n_kept,
-                                                    neg_cdf, s, jax.random.fold_in(key, u))
+                                                    neg_cdf, s, jax.random.fold_in(key, u), mesh)
         # A block past the end of this seed's kept tokens (seeds keep different numbers) must
         # not move anything: its gradient is zero, but Adam's momentum would still step.
         active = s < n_kept
         if optimizer is None:
+            # The score's parameters (cosine's log t, bilinear W, a bias) are shared by every
+            # pair of the block: a step on their *summed* gradient moves them ~pairs (thousands)
+            # times further than one word2vec pair update would, and diverged (log t → −2230 in
+            # 3 epochs on the Wikipedia sample). They take a step on the mean loss per pair.
             params = sparse_sgd_update(params, ids, neg_ids, grads, jnp.where(active, lr, 0.0),
-                                       cfg.dup_alpha)
+                                       cfg.dup_alpha, 1.0 / jnp.maximum(n_pairs, 1.0))
         else:
             def step(state):
                 p, o = state

@@ -393,7 +393,10 @@ def test_train_call_equals_sequential_dense_sgd_written_out(rng, score):
         (block_loss, n), grad = jax.value_and_grad(
             lambda Q, u=u: _loop_loss(cfg, Q, start + u * cfg.micro_batch), has_aux=True)(want)
         # (eager on purpose: a plain loop, nothing shared with the library's jitted path)
-        want = jax.tree.map(lambda p, gr: p - lr * gr, want, grad)
+        # rows: summed gradient; the shared score parameters: mean gradient per pair
+        want = {"in": want["in"] - lr * grad["in"], "out": want["out"] - lr * grad["out"],
+                "score": jax.tree.map(lambda p, gr, n=n: p - lr * gr / max(n, 1),
+                                      want["score"], grad["score"])}
         want_loss += float(block_loss)
         want_pairs += n
     assert opt_state == ()
