@@ -10,8 +10,10 @@ Vectors: PPMI → truncated SVD on the Wikipedia sample in gensim's wheel (Levy,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 
+import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
@@ -69,14 +71,26 @@ def run_demo(cfg: DemoConfig, run: Run, progress) -> None:
     _king_queen(wv, run)
 
 
-def _seed_arithmetic(run: Run) -> None:
-    a, b, c = np.array([0.2, 3.0]), np.array([0.4, 3.0]), np.array([0.2, 3.0])
-    rows = []
-    for name in ("dot", "cosine", "neg_sq_euclidean"):
+SEED_A, SEED_B, SEED_C = (0.2, 3.0), (0.4, 3.0), (0.2, 3.0)
+"""The vectors of the seed question: is a·b > a·c although c = a?"""
+
+
+def seed_arithmetic(scores=("dot", "cosine", "neg_sq_euclidean")) -> list[dict]:
+    """[{score, a_b, a_c}] for a = [0.2, 3], b = [0.4, 3], c = a under each jaxemb score."""
+    a, b, c = (jnp.asarray(np.array(v)) for v in (SEED_A, SEED_B, SEED_C))
+    out = []
+    for name in scores:
         s = scoring.get_score(name)
-        ab, ac = float(s(jnp.asarray(a), jnp.asarray(b))), float(s(jnp.asarray(a), jnp.asarray(c)))
-        rows.append((name, f"{ab:.6g}", f"{ac:.6g}", "a·b" if ab > ac else "a·c (identical)"))
-        run.log("seed_arithmetic", score=name, a_b=ab, a_c=ac)
+        out.append({"score": name, "a_b": float(s(a, b)), "a_c": float(s(a, c))})
+    return out
+
+
+def _seed_arithmetic(run: Run) -> None:
+    rows = []
+    for r in seed_arithmetic():
+        ab, ac = r["a_b"], r["a_c"]
+        rows.append((r["score"], f"{ab:.6g}", f"{ac:.6g}", "a·b" if ab > ac else "a·c (identical)"))
+        run.log("seed_arithmetic", **r)
     run.add("## The seed question: why is [0.2,3]·[0.4,3] larger than [0.2,3]·[0.2,3]?\n\n"
             + table(("score", "a=[0.2,3], b=[0.4,3]", "a, c=[0.2,3]", "ranks first"), rows,
                     "jaxemb.scoring on the vectors of the question.")
@@ -107,34 +121,84 @@ def _vectors(cfg: DemoConfig, run: Run, progress) -> WordVectors:
     return wv
 
 
-def _norms(wv: WordVectors, run: Run) -> None:
-    norms = np.linalg.norm(wv.vectors, axis=1)
-    logf = np.log(wv.counts)
+def norm_frequency_figure(vectors: np.ndarray, counts: np.ndarray, label: str = "‖v‖"):
+    """(figure, Spearman ρ) of vector norm against log corpus count, one point per word."""
+    norms = np.linalg.norm(vectors, axis=1)
+    logf = np.log(counts)
     rho = float(stats.spearmanr(norms, logf).statistic)
-    run.log("norms", spearman_norm_logfreq=rho)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.scatter(logf, norms, s=3, alpha=0.4)
     ax.set_xlabel("log corpus count")
-    ax.set_ylabel("‖v‖")
+    ax.set_ylabel(label)
     ax.set_title(f"vector norm vs frequency (Spearman ρ = {rho:.2f})")
     fig.tight_layout()
+    return fig, rho
+
+
+def _norms(wv: WordVectors, run: Run) -> None:
+    fig, rho = norm_frequency_figure(wv.vectors, wv.counts)
+    run.log("norms", spearman_norm_logfreq=rho)
     fig.savefig(run.path / "norm_vs_frequency.png", dpi=120)
     plt.close(fig)
     run.add(f"## What the length encodes\n\nSpearman ρ(‖v‖, log count) = {rho:.3f} over "
             f"{len(wv)} words.\n\n![norm vs frequency](norm_vs_frequency.png)\n")
 
 
+@functools.partial(jax.jit, static_argnames=("k", "score"))
+def _block_neighbours(X, rows, *, k, score):
+    s = scoring.pairwise(score)(X[rows], X)  # [b, V]: one dot_general after the feature maps
+    s = jnp.where(jnp.arange(X.shape[0])[None, :] == rows[:, None], -jnp.inf, s)
+    return jax.lax.top_k(s, k)[1]
+
+
+def neighbours(vectors: np.ndarray, queries, k: int = 10, score: str = "cosine",
+               block: int = 256) -> np.ndarray:
+    """[n, k] top-``k`` rows of ``vectors`` [V, d] for the query rows ``queries`` [n] under
+    ``score`` (all V scores at the backend's float32 matmul precision), each query excluded from
+    its own list. Fixed-size blocks: one compilation per (V, d, k, score), whatever n — many
+    small searches on one small vocabulary (jaxemb.search.top_k, built for large databases,
+    compiled ~100 times in the SGNS study's Q1 and Q7)."""
+    queries = np.asarray(queries, np.int32)
+    b = max(1, min(block, queries.size))
+    padded = np.concatenate([queries, np.repeat(queries[:1], -queries.size % b)])
+    X = jnp.asarray(vectors, jnp.float32)
+    out = [np.asarray(_block_neighbours(X, jnp.asarray(padded[i:i + b]), k=k, score=score))
+           for i in range(0, padded.size, b)]
+    return np.concatenate(out)[:queries.size]
+
+
+def neighbour_rows(wv: WordVectors, words, topn: int = 5) -> list[tuple[str, list, list]]:
+    """(word, top ``topn`` by cosine, top ``topn`` by dot) for the words of ``words`` in ``wv``;
+    same vectors, exact search; only the score differs; query word excluded."""
+    words = [w for w in words if w in wv]
+    if not words:
+        return []
+    rows = [wv.index(w) for w in words]
+    by = {s: neighbours(wv.vectors, rows, topn, s) for s in ("cosine", "dot")}
+    return [(w, [wv.words[j] for j in by["cosine"][i]], [wv.words[j] for j in by["dot"][i]])
+            for i, w in enumerate(words)]
+
+
 def _neighbours(wv: WordVectors, run: Run) -> None:
     rows = []
-    for w in (w for w in QUERY_WORDS if w in wv):
-        by_cos = [x for x, _ in search.most_similar(wv, w, topn=5, score="cosine")]
-        by_dot = [x for x, _ in search.most_similar(wv, w, topn=5, score="dot")]
+    for w, by_cos, by_dot in neighbour_rows(wv, QUERY_WORDS):
         rows.append((w, ", ".join(by_cos), ", ".join(by_dot)))
         run.log("neighbours", word=w, cosine=by_cos, dot=by_dot)
     run.add("## Nearest neighbours: cosine vs dot\n\n"
             + table(("word", "top 5 by cosine", "top 5 by dot"), rows,
-                    "Same vectors, same search (jaxemb.search.most_similar); only the score "
-                    "differs. Query word excluded."))
+                    "Same vectors, same exact search; only the score differs. Query word "
+                    "excluded."))
+
+
+def hubness(vectors: np.ndarray, queries: np.ndarray, frequent: int, score: str,
+            k: int = 10) -> dict:
+    """How much the ``frequent`` first rows (the most frequent words) crowd the top-``k`` lists
+    of ``queries`` (row ids; each query excluded from its own list) under ``score``:
+    {share_top: share of the slots they take, k_occurrence_skew, max_k_occurrence}."""
+    neigh = neighbours(vectors, queries, k, score)
+    occ = np.bincount(neigh.ravel(), minlength=len(vectors))
+    return {"share_top": float((neigh < frequent).mean()),
+            "k_occurrence_skew": float(stats.skew(occ)), "max_k_occurrence": int(occ.max())}
 
 
 def _hubness(cfg: DemoConfig, wv: WordVectors, run: Run) -> None:
@@ -143,16 +207,11 @@ def _hubness(cfg: DemoConfig, wv: WordVectors, run: Run) -> None:
     frequent = max(1, len(wv) // 100)  # the 1% most frequent words
     rows = []
     for name in ("cosine", "dot"):
-        _, idx = search.top_k(wv.vectors[queries], wv.vectors, 11, name)
-        idx = np.asarray(idx)
-        neigh = np.array([[j for j in row if j != q][:10] for row, q in
-                          zip(idx, queries, strict=True)])
-        share = float((neigh < frequent).mean())
-        occ = np.bincount(neigh.ravel(), minlength=len(wv))
-        skew = float(stats.skew(occ))
-        rows.append((name, f"{100 * share:.1f}%", f"{skew:.2f}", int(occ.max())))
+        h = hubness(wv.vectors, queries, frequent, name)
+        share, skew = h["share_top"], h["k_occurrence_skew"]
+        rows.append((name, f"{100 * share:.1f}%", f"{skew:.2f}", h["max_k_occurrence"]))
         run.log("hubness", score=name, share_top1pct=share, k_occurrence_skew=skew,
-                max_k_occurrence=int(occ.max()))
+                max_k_occurrence=h["max_k_occurrence"])
     run.add("## Hubness: how often frequent words crowd others' neighbour lists\n\n"
             + table(("score", f"top-10 slots taken by the {frequent} most frequent words",
                      "skew of k-occurrence", "max k-occurrence"), rows,
@@ -184,15 +243,22 @@ def _benchmarks(wv: WordVectors, run: Run) -> None:
                            arows, f"Google analogies. Protocol: {res.protocol}"))
 
 
-def _king_queen(wv: WordVectors, run: Run) -> None:
+def king_queen(wv: WordVectors, topn: int = 5,
+               methods=("3cosadd", "3cosmul")) -> list[tuple[str, list[tuple[str, float]]]]:
+    """(method, top ``topn`` of king − man + woman) per method; [] if a word is missing."""
     words = ("man", "king", "woman")
     if not all(w in wv for w in words):
-        return
+        return []
+    return [(m, search.analogy(wv, *words, topn=topn, method=m)) for m in methods]
+
+
+def _king_queen(wv: WordVectors, run: Run) -> None:
     rows = []
-    for method in ("3cosadd", "3cosmul"):
-        top = search.analogy(wv, *words, topn=5, method=method)
+    for method, top in king_queen(wv):
         rows.append((method, ", ".join(f"{w} ({s:.3f})" for w, s in top)))
         run.log("king_queen", method=method, top5=top)
+    if not rows:
+        return
     run.add("## king − man + woman\n\n" + table(
         ("method", "top 5 (query words excluded)"), rows,
         "Whatever these vectors say: a 453k-token corpus is small for this analogy."))

@@ -277,7 +277,9 @@ def test_sgns_init_follows_word2vec():
     np.testing.assert_array_equal(p["W"], np.eye(d))
     _, _, p = _module_params("cosine", V, d, temperature=3.0)
     np.testing.assert_allclose(p["log_t"], np.log(3.0), rtol=1e-6)
-    assert np.all(np.abs(np.asarray(p["out"])) <= 0.5 / d) and np.asarray(p["out"]).std() > 0
+    for table in (np.asarray(p["in"]), np.asarray(p["out"])):  # cosine: length ≈ 1
+        assert np.all(np.abs(table) <= np.sqrt(3 / d))
+        assert np.mean(np.sum(table**2, axis=1)) == pytest.approx(1.0, abs=0.15)
 
 
 @pytest.mark.parametrize("score", ["dot", "cosine", "bilinear"])
