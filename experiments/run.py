@@ -19,6 +19,7 @@ import tyro
 from experiments.demo import DemoConfig, run_demo
 from experiments.report import Run, RunDirError, new_run_dir
 from experiments.sgns_run import SGNSRunConfig, run_sgns
+from jaxemb.train import TrainingError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     name = next(n for n, (cfg, _) in EXPERIMENTS.items() if isinstance(config, cfg))
     config = config.resolved() if hasattr(config, "resolved") else config
     try:
+        out_dir = _start_distributed(config)
         config.validate()
         path = _resume_dir(config.resume, name) if getattr(config, "resume", None) else \
-            new_run_dir(config.out_dir, name)
+            new_run_dir(out_dir, name)
     except (ValueError, RunDirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -72,11 +74,37 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         EXPERIMENTS[name][1](config, run, progress)
+    except TrainingError as e:  # NaN loss, SIGTERM, a checkpoint that cannot be written
+        run.close()
+        print(f"error: {e}\n(the run directory {str(path)!r} keeps what was written)",
+              file=sys.stderr)
+        return 3
     finally:
         run.close()
     report = run.finish(f"jaxemb {name} — {path.name}")
     print(f"\n{name} finished in {time.perf_counter() - t0:.0f} s: {report}")
     return 0
+
+
+def _start_distributed(config) -> Path:
+    """Join a multi-host run (``--coordinator``) before JAX starts; processes other than 0 write
+    their run directory under ``out_dir/process-<id>``. Returns the output directory."""
+    coordinator = getattr(config, "coordinator", None)
+    if coordinator is None:
+        return Path(config.out_dir)
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--coordinator must be HOST:PORT, got {coordinator!r}")
+    n, i = config.num_processes, config.process_id
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"need --num-processes >= 1 and 0 <= --process-id < num-processes, got "
+                         f"{n} and {i}")
+    import jax
+
+    # CPU hosts exchange through gloo; GPU and TPU backends bring their own collectives.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator, num_processes=n, process_id=i)
+    return Path(config.out_dir) / f"process-{i}" if i else Path(config.out_dir)
 
 
 def _resume_dir(resume: str, name: str) -> Path:

@@ -46,6 +46,18 @@ class SGNSRunConfig:
     seeds: tuple[int, ...] = (0,)
     """Seeds trained together (vmapped)."""
     max_docs: int | None = None
+    devices: int = 1
+    """Devices on the mesh's data axis (0: all, across every process); each SGD block is split
+    across them."""
+    shard_vocab: bool = False
+    """Also split the embedding tables along the vocabulary across the devices."""
+    coordinator: str | None = None
+    """Multi-host: HOST:PORT of process 0 (jax.distributed.initialize); start the same command
+    on every host with its own --process-id."""
+    num_processes: int = 1
+    """Multi-host: how many processes take part."""
+    process_id: int = 0
+    """Multi-host: this process's rank, 0 … num_processes − 1."""
     resume: str | None = None
     """An earlier run directory of this experiment to continue from its last checkpoint."""
     quick: bool = False
@@ -64,11 +76,14 @@ class SGNSRunConfig:
 
     def train_config(self) -> train.TrainConfig:
         return train.TrainConfig(epochs=self.epochs, lr=self.lr, min_lr=min(1e-4, self.lr),
-                                 optimizer=self.optimizer, seeds=tuple(self.seeds))
+                                 optimizer=self.optimizer, seeds=tuple(self.seeds),
+                                 devices=self.devices, shard_vocab=self.shard_vocab)
 
     def validate(self) -> None:
         self.model_config().validate()
         self.train_config().validate()
+        if self.max_docs is not None and self.max_docs < 1:
+            raise ValueError(f"--max-docs must be >= 1 (or None: all), got {self.max_docs}")
         if self.min_count < 1:
             raise ValueError(f"--min-count must be >= 1, got {self.min_count}")
 

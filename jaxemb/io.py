@@ -265,7 +265,7 @@ def _read_binary(path: str, f: BinaryIO, n: int, rows: int, out: np.ndarray,
         if not word:
             raise _fail(path, f"{place}: empty word (two spaces in a row?)")
         while len(buf) - space - 1 < nbytes:
-            more = f.read(max(_CHUNK, nbytes))
+            more = f.read(_CHUNK)  # not 4·dim at once: a bad header may claim any dim
             if not more:
                 raise _fail(path, f"truncated: {place} (word {word!r}): the file ends inside its "
                                   f"vector, after {len(buf) - space - 1} of {nbytes} bytes")

@@ -77,6 +77,9 @@ class SGNSConfig:
                             f"({self.neg_group})")
         if not 0 <= self.dup_alpha <= 1:
             raise SGNSError(f"dup_alpha must be in [0, 1], got {self.dup_alpha}")
+        for name in ("sample", "temperature", "dup_alpha"):
+            if not np.isfinite(getattr(self, name)):
+                raise SGNSError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.sample < 0:
             raise SGNSError(f"sample must be >= 0 (0 disables subsampling), got {self.sample}")
         if self.temperature <= 0:
