@@ -73,6 +73,7 @@ class Run:
 
     def __init__(self, path: Path, config) -> None:
         self.path = path
+        self.work_dir = path  # where checkpoints go (shared by all processes of a multi-host run)
         self.sections: list[str] = []
         cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
         # A resumed run keeps its first config.json; each resume adds its own.

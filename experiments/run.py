@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import tyro
 
 from experiments.demo import DemoConfig, run_demo
@@ -63,14 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     name = next(n for n, (cfg, _) in EXPERIMENTS.items() if isinstance(config, cfg))
     config = config.resolved() if hasattr(config, "resolved") else config
     try:
-        out_dir = _start_distributed(config)
+        rank = _start_distributed(config)
         config.validate()
         path = _resume_dir(config.resume, name) if getattr(config, "resume", None) else \
-            new_run_dir(out_dir, name)
+            _shared_run_dir(config.out_dir, name, rank)
+        work_dir = path
+        if rank:  # one run directory (and checkpoint directory) for all processes
+            path = path / f"process-{rank}"
+            path.mkdir(exist_ok=True)
     except (ValueError, RunDirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     run = Run(path, config)
+    run.work_dir = work_dir
     t0 = time.perf_counter()
     try:
         EXPERIMENTS[name][1](config, run, progress)
@@ -86,12 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _start_distributed(config) -> Path:
-    """Join a multi-host run (``--coordinator``) before JAX starts; processes other than 0 write
-    their run directory under ``out_dir/process-<id>``. Returns the output directory."""
+def _start_distributed(config) -> int:
+    """Join a multi-host run (``--coordinator``) before JAX starts; returns this process's
+    rank (0 when there is one process)."""
     coordinator = getattr(config, "coordinator", None)
     if coordinator is None:
-        return Path(config.out_dir)
+        return 0
     host, _, port = coordinator.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"--coordinator must be HOST:PORT, got {coordinator!r}")
@@ -104,7 +110,23 @@ def _start_distributed(config) -> Path:
     # CPU hosts exchange through gloo; GPU and TPU backends bring their own collectives.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator, num_processes=n, process_id=i)
-    return Path(config.out_dir) / f"process-{i}" if i else Path(config.out_dir)
+    return i
+
+
+def _shared_run_dir(out_dir: str, name: str, rank: int) -> Path:
+    """A new run directory; in a multi-host run process 0 makes it and tells the others its
+    name, so all save checkpoints to one place (orbax's multi-host barriers expect that)."""
+    import jax
+
+    if jax.process_count() == 1:
+        return new_run_dir(out_dir, name)
+    from jax.experimental import multihost_utils
+
+    made = str(new_run_dir(out_dir, name)) if rank == 0 else ""
+    raw = np.zeros(4096, np.uint8)
+    raw[:len(made.encode())] = np.frombuffer(made.encode(), np.uint8)
+    raw = np.asarray(multihost_utils.broadcast_one_to_all(raw))
+    return Path(bytes(raw[raw > 0]).decode())
 
 
 def _resume_dir(resume: str, name: str) -> Path:

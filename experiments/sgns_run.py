@@ -98,7 +98,7 @@ def run_sgns(cfg: SGNSRunConfig, run: Run, progress) -> None:
     ids = vocab.encode(docs)
     n_tokens = int(sum(map(len, ids)))
     res = train.train(ids, vocab.counts, cfg.model_config(), cfg.train_config(),
-                      work_dir=run.path, progress=True,
+                      work_dir=run.work_dir, progress=True,
                       on_epoch=lambda e, loss: run.log("epoch", epoch=e + 1, loss=loss.tolist()))
     run.log("speed", seconds=res.seconds, compile_seconds=res.compile_seconds,
             effective_words_per_s=res.effective_words_per_s,

@@ -55,8 +55,8 @@ def test_two_processes_train_like_one(tmp_path):
     for p in procs:
         out, _ = p.communicate(timeout=300)
         assert p.returncode == 0, out
-    (run0,) = [p for p in multi.iterdir() if p.name.startswith("sgns-")]
-    (run1,) = [p for p in (multi / "process-1").iterdir()]  # rank 1 writes apart, loses nothing
+    (run0,) = list(multi.iterdir())  # one run directory, shared checkpoints
+    run1 = run0 / "process-1"  # rank 1's report, metrics and vectors: nothing overwritten
     (run_single,) = list(single.iterdir())
     a = io.load_word2vec(run0 / "vectors-in-seed0.txt")
     b = io.load_word2vec(run_single / "vectors-in-seed0.txt")
