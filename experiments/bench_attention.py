@@ -26,28 +26,17 @@ and T = 4096) and a few such arrays live at once in the backward pass.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
+
+from experiments.bench_search import Printer, write_json_atomically
 
 TARGET_T = 1024
 TARGET_RATIO = 1.15
 BASELINE = "scaled_dot"
-
-
-class Printer:
-    """Prints lines and keeps them for the JSON output."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def __call__(self, line: str = "") -> None:
-        self.lines.append(line)
-        print(line, flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -98,21 +87,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not os.path.isdir(parent):
             p.error(f"--json {args.json!r}: directory {parent!r} does not exist")
     return args
-
-
-def write_json_atomically(path: str, payload: dict) -> None:
-    """Temporary file beside ``path``, then a hard link (fails, not clobbers, if path exists)."""
-    parent = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".bench_attention.", suffix=".json.tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, path)
-    finally:
-        os.unlink(tmp)
 
 
 def environment() -> dict:
