@@ -17,9 +17,14 @@ from pathlib import Path
 import numpy as np
 import tyro
 
+from experiments.attention_study import AttentionStudyConfig, run_attention_study
 from experiments.demo import DemoConfig, run_demo
+from experiments.interaction_study import InteractionStudyConfig, run_interaction_study
 from experiments.report import Run, RunDirError, new_run_dir
+from experiments.search_study import SearchStudyConfig, run_search_study
 from experiments.sgns_run import SGNSRunConfig, run_sgns
+from experiments.sgns_study import SGNSStudyConfig, run_sgns_study
+from experiments.study import StudyConfig, run_study
 from jaxemb.train import TrainingError
 
 
@@ -27,6 +32,36 @@ from jaxemb.train import TrainingError
 class Output:
     out_dir: str = "runs"
     """Where run directories are created."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Study(StudyConfig, Output):
+    """The main job (default): one report answering the seven seed questions Q1–Q7 with tables
+    and plots — SGNS dot vs cosine vs bilinear, attention scores, user–item models, search
+    speed, in vs out vectors. ~10 min on a 2-core CPU; --quick for a smoke test."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SGNSQuestions(SGNSStudyConfig, Output):
+    """Q1, Q2, Q3, Q7 alone: SGNS variants (dot, cosine t=1 / fixed / learned, bilinear) on
+    the Wikipedia sample, norms, relevance vs similarity, in vs out vectors."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Attention(AttentionStudyConfig, Output):
+    """Q4 alone: attention with each score on a relevance task, MQAR and a character LM;
+    learning-rate sensitivity, the largest attention logit, attention maps."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Interaction(InteractionStudyConfig, Output):
+    """Q5 alone: dot, cosine, GMF, bilinear, MLP, NeuMF user–item models; can an MLP learn a
+    dot product? Planted data by default, --data ml-100k / ml-1m (downloaded once)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Search(SearchStudyConfig, Output):
+    """Q6 alone: exact top-k cosine search, jaxemb vs numpy vs FAISS vs the matmul bound."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +78,11 @@ class SGNSExperiment(SGNSRunConfig, Output):
 
 
 # name -> (config type, function(config, run, progress)); the first is the default
-EXPERIMENTS = {"demo": (Demo, run_demo), "sgns": (SGNSExperiment, run_sgns)}
+EXPERIMENTS = {"study": (Study, run_study), "questions-sgns": (SGNSQuestions, run_sgns_study),
+               "attention": (Attention, run_attention_study),
+               "interaction": (Interaction, run_interaction_study),
+               "search": (Search, run_search_study),
+               "demo": (Demo, run_demo), "sgns": (SGNSExperiment, run_sgns)}
 
 
 @contextlib.contextmanager
@@ -58,7 +97,8 @@ def progress(label: str):
 def main(argv: list[str] | None = None) -> int:
     defaults = {name: cfg() for name, (cfg, _) in EXPERIMENTS.items()}
     experiment = tyro.extras.subcommand_type_from_defaults(
-        defaults, descriptions={name: cfg.__doc__ for name, (cfg, _) in EXPERIMENTS.items()})
+        defaults, descriptions={name: " ".join(cfg.__doc__.split())
+                                for name, (cfg, _) in EXPERIMENTS.items()})
     config = tyro.cli(experiment, args=argv, default=next(iter(defaults.values())),
                       description=__doc__)
     name = next(n for n, (cfg, _) in EXPERIMENTS.items() if isinstance(config, cfg))

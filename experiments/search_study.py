@@ -6,7 +6,7 @@ times exact top-k cosine search by jaxemb, numpy and FAISS ``IndexFlatIP`` inter
 process (the protocol of ``experiments.bench_search``, whose functions it reuses), next to this
 machine's fp32 matmul alone (the sgemm bound).
 
-    python -m experiments.run search                 # 100k and 300k rows, ~1 min on 2 cores
+    python -m experiments.run search                 # 100k and 200k rows, ~1 min on 2 cores
     python -m experiments.run search --sizes 1000000 # the bench_search headline size
 """
 
@@ -33,7 +33,7 @@ METHODS = ("jaxemb", "faiss", "numpy", "sgemm bound")
 class SearchStudyConfig:
     """Exact top-k cosine search: jaxemb vs numpy vs FAISS vs the matmul alone."""
 
-    sizes: tuple[int, ...] = (100_000, 300_000)
+    sizes: tuple[int, ...] = (100_000, 200_000)
     """Database rows (random i.i.d. normal vectors)."""
     queries: int = 1000
     """Queries per search call."""

@@ -1,0 +1,82 @@
+"""The main job end to end at the quick size: every question's section, table and plot exists and
+is non-empty, and the numbers in report.md are those in the run's metrics.jsonl; bad input stops
+before any work starts."""
+
+import json
+import re
+
+import pytest
+
+from experiments import run as runner
+from experiments.report import table
+
+pytest.importorskip("gensim")
+
+SECTIONS = ("## Q1.", "## Q2.", "## Q3.", "## Q4.", "## Q5.", "## Q6.", "## Q7.")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    assert runner.main(["study", "--quick", "--out-dir", str(out)]) == 0
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return run_dir, (run_dir / "report.md").read_text(), metrics
+
+
+def _sections(report: str) -> dict[str, str]:
+    starts = [(report.index(h), h) for h in SECTIONS]
+    assert [h for _, h in sorted(starts)] == list(SECTIONS)  # all present, in order
+    bounds = [i for i, _ in sorted(starts)] + [len(report)]
+    return {h: report[a:b] for (a, h), b in zip(sorted(starts), bounds[1:], strict=True)}
+
+
+def test_every_question_has_a_section_with_a_table_a_plot_and_an_answer(quick_run):
+    run_dir, report, _ = quick_run
+    for heading, body in _sections(report).items():
+        assert re.search(r"^\|.*\|$", body, re.M), f"{heading}: no table"
+        assert "**Answer" in body or "Answer." in body, f"{heading}: no short answer"
+        pngs = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", body)
+        assert pngs, f"{heading}: no plot"
+        for png in pngs:
+            path = run_dir / png
+            assert path.stat().st_size > 1000, png
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+def test_the_reports_tables_are_the_runs_metrics(quick_run):
+    _, report, metrics = quick_run
+    logged = [m for m in metrics if m.get("kind") == "table"]
+    assert len(logged) >= 7
+    for m in logged:  # each logged table appears verbatim in the report ...
+        assert table(m["header"], m["rows"], m["caption"]) in report, m["section"]
+    # ... and every table row in the report is a row of a logged table
+    rendered = "".join(table(m["header"], m["rows"], m["caption"]) for m in logged)
+    for line in report.splitlines():
+        if line.startswith("|") and not line.startswith("|---"):
+            assert line in rendered, line
+
+
+def test_the_config_and_environment_are_recorded(quick_run):
+    run_dir, _, _ = quick_run
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["config"]["quick"] is True
+    assert config["config"]["sgns"]["quick"] is True  # quick reaches every part
+    assert "jax" in config["environment"] and "processor" in config["environment"]
+
+
+def test_bad_input_stops_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        runner.main(["studdy", "--out-dir", str(tmp_path)])
+    assert e.value.code != 0 and "study" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        runner.main(["study", "--sgns.epochs", "three"])  # ill-typed
+    with pytest.raises(SystemExit):
+        runner.main(["study", "--sgns.epockhs", "3"])  # unknown
+    assert runner.main(["study", "--only", "q9", "--out-dir", str(tmp_path)]) == 2
+    assert "q9" in capsys.readouterr().err
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    assert runner.main(["study", "--out-dir", str(blocked / "runs")]) == 2
+    assert "cannot create the output directory" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [blocked]  # nothing was started
