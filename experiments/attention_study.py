@@ -74,8 +74,8 @@ class AttentionStudyConfig:
     lrs: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0)
     """Learning-rate sweep (character LM, first seed), run in groups of --seeds members."""
     widths: tuple[int, ...] = (16, 32)
-    """MQAR width grid for the smallest width that solves it (128 solves T=16, 2 pairs within
-    ~300 steps; a run of --widths 32 64 128 --steps 600 costs ~10 min here)."""
+    """MQAR width grid for the smallest width that solves it (width 128 learns T=16, 2 pairs
+    within ~300 steps; --widths 32 64 128 --steps 600 is an estimated ~20 min on 2 CPUs)."""
     mqar_lr: float = 1e-3
     """Peak learning rate of the MQAR runs (1e-2 keeps wide models from forming the recall
     circuit; lr is a per-member value, so this reuses the compiled step)."""
