@@ -259,8 +259,10 @@ def _values_for(tp) -> st.SearchStrategy[list[str]]:
         good = st.lists(_INTS, max_size=3)
     elif tp in (int | None, str | None):
         good = st.one_of(st.just(["None"]), plausible[int if tp == int | None else str])
-    else:
+    elif tp in plausible:
         good = plausible[tp]
+    else:  # nested configs (study's --sgns.*), tuples of floats/strings: junk only
+        return st.lists(_JUNK, max_size=2)
     return st.one_of(*[good] * 8, st.lists(_JUNK, max_size=2))
 
 
