@@ -35,7 +35,8 @@ def test_every_question_has_a_section_with_a_table_a_plot_and_an_answer(quick_ru
     run_dir, report, _ = quick_run
     for heading, body in _sections(report).items():
         assert re.search(r"^\|.*\|$", body, re.M), f"{heading}: no table"
-        assert "**Answer" in body or "Answer." in body, f"{heading}: no short answer"
+        assert re.search(r"\*\*Answer|^#+ Q\d(\.\d)? Answer", body, re.M), \
+            f"{heading}: no short answer"
         pngs = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", body)
         assert pngs, f"{heading}: no plot"
         for png in pngs:
