@@ -1,23 +1,27 @@
 """Q4: why does attention use a dot product as relevance, and not cosine, −‖q−k‖² or raw similarity?
 
 The same small causal transformer (jaxemb.transformer) with each query–key score of
-jaxemb.attention, trained under one fixed protocol on three tasks (jaxemb.tasks): negation scope
-(a sentiment word must attend to a dissimilar negator), multi-query associative recall (Arora et
-al. 2023) and a character LM on the Wikipedia sample; plus a learning-rate sweep and the growth of
-attention logits (Wortsman et al. 2023) and the attention maps themselves.
+jaxemb.attention, trained under one fixed protocol on four tasks (jaxemb.tasks): negation scope
+(a sentiment word must attend to a dissimilar negator), successor lookup (a word must point at
+its successor in a fixed one-way relation — the direct test of "why does 'don't' attend to
+'like'?"), multi-query associative recall (Arora et al. 2023) over a width grid, and a character
+LM on the Wikipedia sample; plus a learning-rate sweep, the growth of attention logits (Wortsman
+et al. 2023) and the attention maps themselves.
 
-    python -m experiments.run attention            # ~150 s on a 2-core CPU (260 CPU-s)
-    python -m experiments.run attention --quick    # smoke-test size, ~15 s
-    python -m experiments.run attention --steps 1000 --widths 32 64 128   # a larger size
+    python -m experiments.run attention                 # ~11 min on a 2-core CPU
+    python -m experiments.run attention --quick         # smoke-test size, ~40 s
+    python -m experiments.run attention --parts mqar --widths 32 64 128   # one part, wider
 
-Measured on the 2-vCPU dev box (shared, so noisy): default 145–170 s wall. Every score solves
-the negation task (raw similarity included); no score solves MQAR at widths ≤ 32 within the
-default steps, while a width-128, 2-head scaled-dot model learns it (3 of 3 seeds by step ~300
-of 600 at lr 1e-3).
+Measured on the 2-vCPU dev box (jax 0.10.2, default config, 653 s): every score solves the
+negation task, raw similarity included (it uses the position embeddings: its attention mass on
+the negator is 0.66 against 0.95 for scaled dot); on successor lookup every score with query/key
+projections reaches 1.000 and raw similarity 0.147 (chance 0.127); on MQAR raw similarity is the
+one score that solves it at width 64 in 3 of 3 seeds — its lookup is by identity — while the
+others leave the 1/2 plateau in at most 1 of 3 seeds within 600 steps.
 
-Training: several seeds (and learning rates) are members of one ``jax.vmap``-ed train step,
-jitted once per model shape with the state donated, on a ``jax.sharding.Mesh`` over all devices
-with the batch axis sharded (params replicated): one code path for one device or many.
+Training (experiments.attention_train): several seeds (and learning rates) are members of one
+``jax.vmap``-ed train step, jitted once per model shape and protocol with the state donated, on a
+``jax.sharding.Mesh`` over all devices with the batch axis sharded (params replicated).
 """
 
 from __future__ import annotations
@@ -29,26 +33,30 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import jax
-import jax.numpy as jnp
 import matplotlib
 import numpy as np
-import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from experiments.attention_train import (  # noqa: E402
+    TASK_IDS,
+    Protocol,
+    make_evaluate,
+    make_mesh,
+    make_train_step,
+    member_data_key,
+    train,
+)
 from experiments.bench_sgns import ci95  # noqa: E402
 from experiments.report import Run  # noqa: E402
 from jaxemb import tasks  # noqa: E402
 from jaxemb.attention import ATTENTION_SCORES  # noqa: E402
-from jaxemb.train import TrainingError  # noqa: E402
 from jaxemb.transformer import Transformer, TransformerConfig  # noqa: E402
 
-
-class AttentionStudyError(ValueError):
-    """A study setting that cannot run (batch not divisible by the devices, bad sizes)."""
+PARTS = ("relevance", "mqar", "char")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +65,9 @@ class AttentionStudyConfig:
 
     scores: tuple[str, ...] = ATTENTION_SCORES
     """Query–key scores to compare (jaxemb.attention.ATTENTION_SCORES)."""
+    parts: tuple[str, ...] = PARTS
+    """Which measurements to run: relevance (negation scope, successor lookup), mqar (the width
+    grid), char (character LM, learning-rate sweep, logit growth)."""
     seeds: int = 3
     """Seeds per score and task (init and data keys), trained together with vmap."""
     steps: int = 250
@@ -73,12 +84,17 @@ class AttentionStudyConfig:
     """Peak learning rate of the main runs."""
     lrs: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0)
     """Learning-rate sweep (character LM, first seed), run in groups of --seeds members."""
-    widths: tuple[int, ...] = (16, 32)
-    """MQAR width grid for the smallest width that solves it (width 128 learns T=16, 2 pairs
-    within ~300 steps; --widths 32 64 128 --steps 600 is an estimated ~20 min on 2 CPUs)."""
+    widths: tuple[int, ...] = (32, 64)
+    """MQAR width grid, for the smallest width at which each score solves it (at T=16, 2 pairs
+    and 600 steps, width 32 stayed on the 1/2 plateau for scaled_dot and width 64 left it)."""
+    mqar_steps: int = 600
+    """Optimiser steps of each MQAR run (the recall circuit forms after a plateau: 250 steps
+    was too few at every width tried)."""
+    mqar_batch: int = 64
+    """Sequences per MQAR step (at batch 32 one seed in two stayed on the plateau at width 64)."""
     mqar_lr: float = 1e-3
-    """Peak learning rate of the MQAR runs (1e-2 keeps wide models from forming the recall
-    circuit; lr is a per-member value, so this reuses the compiled step)."""
+    """Peak learning rate of the MQAR runs (at 3e-3 and 1e-2 width 32-64 models stayed on the
+    plateau more often)."""
     warmup: float = 0.1
     """Fraction of the steps with a linear warmup (then cosine decay to 0.1 × peak)."""
     weight_decay: float = 1e-4
@@ -98,6 +114,8 @@ class AttentionStudyConfig:
     fillers collide with keys often in a small vocabulary)."""
     scope: int = 3
     """Negation scope: a negator flips the sentiment words up to this many tokens after it."""
+    lookup_words: int = 32
+    """Words in the one-way cycle of the successor-lookup task (>= seq_len, <= vocab)."""
     char_max_chars: int | None = 1_000_000
     """Use the first N characters of the Wikipedia sample (None: all, ~2.8M); last 10% held out."""
     eval_size: int = 256
@@ -105,7 +123,8 @@ class AttentionStudyConfig:
     solve_threshold: float = 0.99
     """MQAR is solved at a width when the seeds' mean held-out accuracy reaches this."""
     relevance_threshold: float = 0.95
-    """The relevance task is solved when the mean accuracy on negated words reaches this."""
+    """A relevance task is solved when the mean accuracy (negation: on negated words) reaches
+    this."""
     log_every: int = 50
     """Steps between host syncs (loss, NaN check, attention-logit probe)."""
     workers: int = 2
@@ -119,13 +138,14 @@ class AttentionStudyConfig:
         if self.quick:
             return dataclasses.replace(
                 self, scores=("scaled_dot", "raw"), seeds=2, steps=40, width=16, depth=1, batch=16,
-                lrs=(1e-3, 1e-2, 1.0), widths=(16,), char_max_chars=200_000, eval_size=64,
-                log_every=20)
+                lrs=(1e-3, 1e-2, 1.0), widths=(16,), mqar_steps=40, mqar_batch=16,
+                char_max_chars=200_000, eval_size=64, log_every=20)
         return self
 
     def validate(self) -> None:
         for name in ("seeds", "steps", "width", "depth", "heads", "batch", "seq_len", "vocab",
-                     "kv_pairs", "scope", "eval_size", "log_every", "workers"):
+                     "kv_pairs", "scope", "lookup_words", "eval_size", "log_every", "workers",
+                     "mqar_steps", "mqar_batch"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
@@ -135,6 +155,8 @@ class AttentionStudyConfig:
             if s not in ATTENTION_SCORES:
                 raise ValueError(f"--scores: unknown score {s!r}; known: "
                                  f"{', '.join(ATTENTION_SCORES)}")
+        if not self.parts or any(p not in PARTS for p in self.parts):
+            raise ValueError(f"--parts must name some of {', '.join(PARTS)}, got {self.parts}")
         if len(set(self.scores)) != len(self.scores):
             raise ValueError(f"--scores must be distinct, got {self.scores}")
         if not self.lrs or min(self.lrs) <= 0 or self.lr <= 0 or self.mqar_lr <= 0:
@@ -160,235 +182,17 @@ class AttentionStudyConfig:
             raise ValueError(f"--vocab must be >= {len(tasks.CHARS)} (the character LM shares "
                              f"the model shape), got {self.vocab}")
         n = jax.device_count()
-        for name in ("batch", "eval_size"):
+        for name in ("batch", "mqar_batch", "eval_size"):
             if getattr(self, name) % n:
                 raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)} must be "
                                  f"divisible by the {n} devices the batch is sharded over")
         # Task arguments: fail here, not after minutes of training.
         tasks.mqar(0, 1, self.seq_len, self.kv_pairs, self.vocab)
         tasks.negation_scope(0, 1, self.seq_len, self.vocab, scope=self.scope)
-
-
-# --- training: one vmapped, sharded, donated step per model shape ----------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Protocol:
-    """The fixed optimisation protocol: AdamW (β = 0.9, 0.95, ε = 1e-8; Wortsman et al. 2023),
-    global-norm clipping, linear warmup then cosine decay to 0.1 × peak; the peak learning rate
-    is a per-member value so one compiled step serves a learning-rate sweep."""
-
-    steps: int
-    warmup: float = 0.1
-    weight_decay: float = 1e-4
-    clip: float = 1.0
-    dropout: float = 0.0
-
-    def optimizer(self) -> optax.GradientTransformation:
-        """AdamW with a unit peak: multiplied by the member's lr it is optax.adamw(lr · sched)."""
-        warmup = max(1, round(self.warmup * self.steps))
-        sched = optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup, max(self.steps, warmup + 1),
-                                                   end_value=0.1)
-        # Clipping and Adam act on one flat vector (optax.flatten): the same maths, but a few
-        # large ops instead of a handful per parameter leaf compile ~2× faster on CPU.
-        return optax.chain(
-            optax.flatten(optax.chain(optax.clip_by_global_norm(self.clip),
-                                      optax.scale_by_adam(b1=0.9, b2=0.95, eps=1e-8))),
-            optax.add_decayed_weights(self.weight_decay,
-                                      mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p)),
-            optax.scale_by_learning_rate(sched))
-
-
-def make_mesh(devices: Sequence | None = None) -> Mesh:
-    """A 1-D mesh (axis ``data``) over ``devices`` (default: all)."""
-    return Mesh(np.array(jax.devices() if devices is None else list(devices)), ("data",))
-
-
-def check_divisible(n: int, mesh: Mesh, what: str = "batch") -> None:
-    if n % mesh.size:
-        raise AttentionStudyError(f"{what} {n} must be divisible by the {mesh.size} devices of "
-                                  f"the mesh (the batch axis is sharded over them)")
-
-
-def masked_metrics(logits, targets, mask):
-    """(mean cross-entropy, accuracy) over positions where mask holds; [B, T, O], [B, T], [B, T]."""
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-    w = mask.astype(logits.dtype)
-    n = jnp.maximum(jnp.sum(w), 1.0)
-    correct = (jnp.argmax(logits, -1) == targets).astype(logits.dtype)
-    return jnp.sum(ce * w) / n, jnp.sum(correct * w) / n
-
-
-def init_state(model: Transformer, protocol: Protocol, seeds: Sequence[int],
-               lrs: Sequence[float], seq_len: int) -> dict:
-    """The members' stacked state (numpy, on the host): params, optimiser state, peak lr,
-    dropout key, step, and the first step whose loss was not finite (-1: none).
-
-    Keys: ``key(seed)`` split once by purpose (init, data, dropout); the data key is
-    :func:`member_data_key`'s. Each member is initialised eagerly and the results stacked: a
-    jitted (or vmapped) flax init compiles every initialiser's random-number code anew for each
-    model shape (seconds each), while eager ops are compiled once per shape and reused by every
-    later model that shares them.
-    """
-    tx = protocol.optimizer()
-    tokens = jnp.zeros((1, seq_len), jnp.int32)
-    members = []
-    for seed in seeds:
-        k_init, _, k_drop = jax.random.split(jax.random.key(seed), 3)
-        params = model.init(k_init, tokens)["params"]
-        members.append((params, tx.init(params), jax.random.key_data(k_drop)))
-    params, opt, keys = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]),
-                                     *members)
-    return {"params": params, "opt": opt, "lr": np.asarray(lrs, np.float32), "key": keys,
-            "step": np.zeros((), np.int32), "first_bad": np.full(len(seeds), -1, np.int32)}
-
-
-def member_data_key(seed: int, task: int) -> jax.Array:
-    """The data key of a member for a task: the second purpose key of ``key(seed)``."""
-    return jax.random.fold_in(jax.random.split(jax.random.key(seed), 3)[1], task)
-
-
-def make_train_step(model: Transformer, protocol: Protocol, mesh: Mesh,
-                    on_trace: Callable[[], None] | None = None):
-    """``step(state, batch) -> (state, metrics)``, jitted once, state donated.
-
-    ``batch``: inputs, targets [M, B, T] int32 and mask [M, B, T] bool, sharded along B over the
-    mesh's ``data`` axis; params replicated (XLA inserts the gradient all-reduce). Metrics: loss
-    and accuracy [M] of this step's batch (before the update), left on the device.
-    """
-    tx = protocol.optimizer()
-    dropout = protocol.dropout > 0
-
-    def member(params, opt, lr, key, step, inputs, targets, mask):
-        rng = jax.random.fold_in(jax.random.wrap_key_data(key), step)
-
-        def loss_fn(p):
-            logits = model.apply({"params": p}, inputs, deterministic=not dropout,
-                                 rngs={"dropout": rng} if dropout else None)
-            return masked_metrics(logits, targets, mask)
-
-        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt = tx.update(grads, opt, params)
-        params = optax.apply_updates(params, jax.tree.map(lambda u: lr * u, updates))
-        return params, opt, loss, acc
-
-    def step(state, batch):
-        if on_trace is not None:
-            on_trace()
-        params, opt, loss, acc = jax.vmap(member, in_axes=(0, 0, 0, 0, None, 0, 0, 0))(
-            state["params"], state["opt"], state["lr"], state["key"], state["step"],
-            batch["inputs"], batch["targets"], batch["mask"])
-        bad = (state["first_bad"] < 0) & ~jnp.isfinite(loss)
-        new = {**state, "params": params, "opt": opt, "step": state["step"] + 1,
-               "first_bad": jnp.where(bad, state["step"], state["first_bad"])}
-        return new, {"loss": loss, "accuracy": acc}
-
-    replicated = NamedSharding(mesh, PartitionSpec())
-    data = NamedSharding(mesh, PartitionSpec(None, "data"))
-    return jax.jit(step, in_shardings=(replicated, data), out_shardings=(replicated, replicated),
-                   donate_argnums=0)
-
-
-def place(state: dict, batch: dict, mesh: Mesh) -> tuple[dict, dict]:
-    """State replicated and batch sharded along B over ``mesh`` (what the step expects)."""
-    check_divisible(batch["inputs"].shape[1], mesh)
-    return (jax.device_put(state, NamedSharding(mesh, PartitionSpec())),
-            jax.device_put(batch, NamedSharding(mesh, PartitionSpec(None, "data"))))
-
-
-def make_evaluate(model: Transformer, mesh: Mesh):
-    """``f(params [M,...], inputs, targets, attend [E, T], example) -> dict`` for every member on
-    one held-out batch (sharded along E):
-
-    - ``ce``, ``correct`` [M, E, T]: cross-entropy and argmax hit per position;
-    - ``mass`` [M, L, H]: mean softmax weight from each position with ``attend >= 0`` to the
-      position it names (the token it must attend to), per layer and head;
-    - ``max_abs_logit``, ``max_logit_range`` [M]: the largest |attention logit| over layers,
-      heads and causal entries (Wortsman et al. 2023), and the largest row range (max − min over
-      one query's keys: what a softmax sees, so −‖q−k‖²'s ‖q‖² term drops out);
-    - ``maps`` [M, L, H, T, T]: the attention weights of sequence ``example``.
-    """
-    def member(params, inputs, targets, attend, example):
-        logits = model.apply({"params": params}, inputs)
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-        a, w = model.apply({"params": params}, inputs, method=Transformer.attention_maps)
-        T = inputs.shape[1]
-        valid = jnp.tril(jnp.ones((T, T), bool))
-        hi = jnp.where(valid, a, -jnp.inf).max(-1)
-        lo = jnp.where(valid, a, jnp.inf).min(-1)
-        idx = jnp.broadcast_to(jnp.maximum(attend, 0)[None, :, None, :, None], (*w.shape[:-1], 1))
-        on = jnp.take_along_axis(w, idx, axis=-1)[..., 0]          # [L, E, H, T]
-        m = (attend >= 0).astype(w.dtype)[None, :, None, :]        # [1, E, 1, T]
-        return {"ce": ce, "correct": jnp.argmax(logits, -1) == targets,
-                "mass": jnp.sum(on * m, axis=(1, 3)) / jnp.maximum(jnp.sum(m), 1.0),
-                "max_abs_logit": jnp.where(valid, jnp.abs(a), 0.0).max(),
-                "max_logit_range": (hi - lo).max(),
-                "maps": jnp.take(w, example, axis=1)}
-
-    replicated = NamedSharding(mesh, PartitionSpec())
-    data = NamedSharding(mesh, PartitionSpec("data"))
-    return jax.jit(jax.vmap(member, in_axes=(0, None, None, None, None)),
-                   in_shardings=(replicated, data, data, data, replicated),
-                   out_shardings=replicated)
-
-
-@dataclasses.dataclass
-class Trained:
-    params: dict                 # leading member axis
-    history: list[dict]          # per log point: step, loss [M], accuracy [M], (logit probe)
-    first_bad: np.ndarray        # [M] first step with a non-finite loss, -1 if none
-    seconds: float
-
-
-def train(model: Transformer, protocol: Protocol, mesh: Mesh, step_fn, seeds: Sequence[int],
-          lrs: Sequence[float], data: dict, *, log_every: int, label: str,
-          probe: Callable[[dict], dict] | None = None,
-          may_diverge: Sequence[bool] | None = None) -> Trained:
-    """Train the members (one per (seed, lr)) for ``data['inputs'].shape[0]`` steps.
-
-    ``data``: inputs, targets, mask as numpy [steps, M, B, T]; each step's slice is put on the
-    mesh sharded along B. Metrics (and ``probe(params)``, a dict of [M] arrays) are pulled to the
-    host only every ``log_every`` steps and at the end; a non-finite loss raises TrainingError
-    naming the step and member, except for members marked in ``may_diverge`` (a learning-rate
-    sweep records the step instead).
-    """
-    steps, M, B, T = data["inputs"].shape
-    check_divisible(B, mesh)
-    state = init_state(model, protocol, seeds, lrs, T)
-    state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
-    sharding = NamedSharding(mesh, PartitionSpec(None, "data"))
-    may_diverge = np.zeros(M, bool) if may_diverge is None else np.asarray(may_diverge, bool)
-    history: list[dict] = []
-    t0 = time.perf_counter()
-    for s in range(steps):
-        batch = jax.device_put({k: v[s] for k, v in data.items()}, sharding)
-        state, metrics = step_fn(state, batch)
-        if (s + 1) % log_every == 0 or s + 1 == steps:
-            record = {"step": s + 1, **jax.device_get(metrics)}
-            if probe is not None:
-                record.update(jax.device_get(probe(state["params"])))
-            history.append(record)
-            bad = np.asarray(jax.device_get(state["first_bad"]))
-            fatal = (bad >= 0) & ~may_diverge
-            if fatal.any():
-                m = int(np.flatnonzero(fatal)[0])
-                raise TrainingError(f"{label}: the loss became NaN/inf at step {int(bad[m])} "
-                                    f"(member seed={seeds[m]}, lr={lrs[m]:g}); lower --lr or "
-                                    f"raise --clip")
-    jax.block_until_ready(state["params"])
-    return Trained(state["params"], history, np.asarray(jax.device_get(state["first_bad"])),
-                   time.perf_counter() - t0)
-
-
-# --- tasks as [steps, M, B, T] arrays ----------------------------------------------------------
-
-TASK_IDS = {"negation": 0, "mqar": 1, "char": 2}
-
-
-def stack_members(make: Callable[[jax.Array, int], dict], seeds: Sequence[int], task: str,
-                  steps: int, batch: int) -> dict:
-    """Each member's stream from its own data key, as {name: [steps, M, B, T]}."""
-    per = [make(member_data_key(s, TASK_IDS[task]), steps * batch) for s in seeds]
-    return {k: np.stack([p[k].reshape(steps, batch, -1) for p in per], axis=1) for k in per[0]}
+        tasks.successor_lookup(0, 1, self.seq_len, self.lookup_words)
+        if self.lookup_words > self.vocab:
+            raise ValueError(f"--lookup-words {self.lookup_words} exceeds --vocab {self.vocab} "
+                             f"(the words are token ids of the shared model shape)")
 
 
 # --- the study ------------------------------------------------------------------------------
@@ -400,16 +204,18 @@ def _fmt(mean: float, half: float, digits: int = 3) -> str:
 @dataclasses.dataclass
 class _Setup:
     """Everything the runs share: data streams, held-out sets, and the compiled functions (one
-    train step and one evaluator per model shape; the three tasks share one shape)."""
+    train step per model shape and protocol, one evaluator per shape; the tasks share a shape)."""
 
     cfg: AttentionStudyConfig
     protocol: Protocol
+    mqar_protocol: Protocol
     mesh: Mesh
     seeds: list[int]
     streams: dict          # task -> seed -> {inputs, targets, mask} [steps, B, T]
     evals: dict            # task -> (inputs, targets, attend) [E, T]
     negation: tasks.NegationBatch
-    example: int           # the held-out negation sequence whose maps are plotted
+    lookup: tasks.LookupBatch
+    examples: dict         # task -> the held-out sequence whose attention maps are plotted
     char_vocab: int
     char_chars: int
     sweep: list[list[tuple[int, float]]]  # learning-rate sweep members in runs of len(seeds)
@@ -419,20 +225,22 @@ class _Setup:
         per = [self.streams[task][s] for s in seeds]
         return {k: np.stack([p[k] for p in per], axis=1) for k in per[0]}
 
-    def functions(self, score: str, width: int) -> tuple[Transformer, dict]:
-        c = self.cfg
+    def functions(self, score: str, width: int, protocol: Protocol | None = None
+                  ) -> tuple[Transformer, dict]:
+        c, protocol = self.cfg, protocol or self.protocol
         tc = TransformerConfig(vocab_size=c.vocab, width=width, depth=c.depth,
                                num_heads=c.heads, score=score, causal=True, max_len=c.seq_len,
                                dropout_rate=c.dropout)
         model = Transformer(tc)
-        if tc not in self.fns:  # keys are per score: each worker thread writes its own
-            self.fns[tc] = {"step": make_train_step(model, self.protocol, self.mesh),
-                            "evaluate": make_evaluate(model, self.mesh)}
-        return model, self.fns[tc]
+        key = (tc, protocol)  # per score: each worker thread writes its own keys
+        if key not in self.fns:
+            self.fns[key] = {"step": make_train_step(model, protocol, self.mesh),
+                             "evaluate": make_evaluate(model, self.mesh)}
+        return model, self.fns[key]
 
     def evaluate(self, fns: dict, task: str, params, keys=None) -> dict:
         x, y, attend = self.evals[task]
-        out = fns["evaluate"](params, x, y, attend, self.example)
+        out = fns["evaluate"](params, x, y, attend, self.examples.get(task, 0))
         return jax.device_get(out if keys is None else {k: out[k] for k in keys})
 
 
@@ -443,12 +251,17 @@ def _eval_key(cfg: AttentionStudyConfig, task: str) -> jax.Array:
 
 def _prepare(cfg: AttentionStudyConfig, progress) -> _Setup:
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
-    n, T, E, V = cfg.steps * cfg.batch, cfg.seq_len, cfg.eval_size, cfg.vocab
-    with progress("Q4 data: negation scope, MQAR, characters of the Wikipedia sample"):
+    T, E, V = cfg.seq_len, cfg.eval_size, cfg.vocab
+    with progress("Q4 data: negation scope, successor lookup, MQAR, characters of the "
+                  "Wikipedia sample"):
         cd = tasks.char_data(max_chars=cfg.char_max_chars)
 
         def negation(key, n):
             b = tasks.negation_scope(key, n, T, V, scope=cfg.scope)
+            return {"inputs": b.inputs, "targets": b.targets, "mask": b.loss_mask}
+
+        def lookup(key, n):
+            b = tasks.successor_lookup(key, n, T, cfg.lookup_words)
             return {"inputs": b.inputs, "targets": b.targets, "mask": b.loss_mask}
 
         def mqar(key, n):
@@ -461,26 +274,34 @@ def _prepare(cfg: AttentionStudyConfig, progress) -> _Setup:
             return {"inputs": x, "targets": y, "mask": np.ones_like(x, bool)}
 
         streams = {}
-        for task, make in (("negation", negation), ("mqar", mqar), ("char", char)):
+        for task, make, steps, batch in (
+                ("negation", negation, cfg.steps, cfg.batch),
+                ("lookup", lookup, cfg.steps, cfg.batch),
+                ("mqar", mqar, cfg.mqar_steps, cfg.mqar_batch),
+                ("char", char, cfg.steps, cfg.batch)):
             streams[task] = {}
             for s in seeds:
-                d = make(member_data_key(s, TASK_IDS[task]), n)
-                streams[task][s] = {k: v.reshape(cfg.steps, cfg.batch, T) for k, v in d.items()}
+                d = make(member_data_key(s, TASK_IDS[task]), steps * batch)
+                streams[task][s] = {k: v.reshape(steps, batch, T) for k, v in d.items()}
         ev = tasks.negation_scope(_eval_key(cfg, "negation"), E, T, V, scope=cfg.scope)
+        lk = tasks.successor_lookup(_eval_key(cfg, "lookup"), E, T, cfg.lookup_words)
         mx, my, _ = tasks.mqar(_eval_key(cfg, "mqar"), E, T, cfg.kv_pairs, V,
                                random_non_queries=cfg.mqar_random_fill)
         cx, cy = cd.tiles(E, T)
         none = np.full((E, T), -1, np.int32)
-        evals = {"negation": (ev.inputs, ev.targets, ev.attend), "mqar": (mx, my, none),
+        evals = {"negation": (ev.inputs, ev.targets, ev.attend),
+                 "lookup": (lk.inputs, lk.targets, lk.attend), "mqar": (mx, my, none),
                  "char": (cx, cy, none)}
     sweep = [(seeds[0], lr) for lr in cfg.lrs if not math.isclose(lr, cfg.lr)]
     # Runs of len(seeds) members (the last padded with its own last member) so every run has
     # the same shape as the main runs and reuses their compiled step.
     runs = [sweep[i: i + len(seeds)] for i in range(0, len(sweep), len(seeds))]
     runs = [r + [r[-1]] * (len(seeds) - len(r)) for r in runs]
-    example = int(np.argmax(ev.negated[:, :_T_SHOW].sum(1)))
+    examples = {"negation": int(np.argmax(ev.negated[:, :_T_SHOW].sum(1))),
+                "lookup": int(np.argmax(lk.loss_mask[:, :_T_SHOW].sum(1)))}
     return _Setup(cfg, Protocol(cfg.steps, cfg.warmup, cfg.weight_decay, cfg.clip, cfg.dropout),
-                  make_mesh(), seeds, streams, evals, ev, example, cd.vocab_size,
+                  Protocol(cfg.mqar_steps, cfg.warmup, cfg.weight_decay, cfg.clip, cfg.dropout),
+                  make_mesh(), seeds, streams, evals, ev, lk, examples, cd.vocab_size,
                   cd.train.size + cd.validation.size, runs)
 
 
@@ -489,25 +310,27 @@ _T_SHOW = 24  # positions shown in the attention-map figure
 
 def _mqar_run(st: _Setup, score: str, width: int) -> dict:
     cfg, seeds = st.cfg, st.seeds
-    model, fns = st.functions(score, width)
-    tr = train(model, st.protocol, st.mesh, fns["step"], seeds, [cfg.mqar_lr] * len(seeds),
+    model, fns = st.functions(score, width, st.mqar_protocol)
+    tr = train(model, st.mqar_protocol, st.mesh, fns["step"], seeds, [cfg.mqar_lr] * len(seeds),
                st.data("mqar", seeds), log_every=cfg.log_every, label=f"mqar/w{width}/{score}")
     e = st.evaluate(fns, "mqar", tr.params, ("correct",))
     return {**e, "loss": tr.history[-1]["loss"], "seconds": tr.seconds}
 
 
 def _main_runs(st: _Setup, score: str) -> dict:
-    """The runs of one score at the main width (one compiled step): negation, MQAR, the
-    character LM and its learning-rate sweep."""
+    """The runs of one score at the main width (one compiled step): negation, successor
+    lookup, the character LM and its learning-rate sweep."""
     cfg, seeds = st.cfg, st.seeds
     M = len(seeds)
     model, fns = st.functions(score, cfg.width)
     out: dict = {}
-    tr = train(model, st.protocol, st.mesh, fns["step"], seeds, [cfg.lr] * M,
-               st.data("negation", seeds), log_every=cfg.log_every, label=f"negation/{score}")
-    e = st.evaluate(fns, "negation", tr.params, ("correct", "mass", "maps"))
-    out["negation"] = {**e, "loss": tr.history[-1]["loss"], "seconds": tr.seconds}
-    out["mqar"] = {cfg.width: _mqar_run(st, score, cfg.width)}
+    for task in ("negation", "lookup") if "relevance" in cfg.parts else ():
+        tr = train(model, st.protocol, st.mesh, fns["step"], seeds, [cfg.lr] * M,
+                   st.data(task, seeds), log_every=cfg.log_every, label=f"{task}/{score}")
+        e = st.evaluate(fns, task, tr.params, ("correct", "mass", "maps"))
+        out[task] = {**e, "loss": tr.history[-1]["loss"], "seconds": tr.seconds}
+    if "char" not in cfg.parts:
+        return out
     members: list[dict] = []
     ln2 = math.log(2)
 
@@ -533,38 +356,56 @@ def _main_runs(st: _Setup, score: str) -> dict:
     return out
 
 
+def _seed_rows(st: _Setup, r: dict, scored: np.ndarray, run: Run, section: str, score: str,
+               **extra_masks: np.ndarray) -> list[dict]:
+    """Log one row per seed: accuracy on ``scored`` (and on each extra mask), the largest mean
+    attention mass on the position that must be attended to, and where it is."""
+    rows = []
+    for i, s in enumerate(st.seeds):
+        best = np.unravel_index(int(np.argmax(r["mass"][i])), r["mass"][i].shape)
+        rows.append(run.log(
+            section, score=score, seed=s, accuracy=float(r["correct"][i][scored].mean()),
+            **{k: float(r["correct"][i][m].mean()) for k, m in extra_masks.items()},
+            attention_mass=float(r["mass"][i][best]), best_layer=int(best[0]),
+            best_head=int(best[1]), train_loss=float(r["loss"][i]), seconds=r["seconds"]))
+    return rows
+
+
+def _map_of(r: dict, row: dict):
+    """The first seed's attention map in the head its row names, with the head and its mass."""
+    layer, head = row["best_layer"], row["best_head"]
+    return r["maps"][0][layer, head], (layer, head), row["attention_mass"]
+
+
 def _relevance_section(st: _Setup, res: dict, run: Run) -> tuple[dict, str]:
-    cfg, ev = st.cfg, st.negation
+    cfg, ev, lk = st.cfg, st.negation, st.lookup
     negated, plain = ev.negated, ev.loss_mask & ~ev.negated
-    out, maps = {}, {}
+    neg, look, neg_maps, look_maps = {}, {}, {}, {}
     for score, r in res.items():
-        n = r["negation"]
-        rows = []
-        for i, s in enumerate(st.seeds):
-            best = np.unravel_index(int(np.argmax(n["mass"][i])), n["mass"][i].shape)
-            rows.append(run.log(
-                "q4_relevance", score=score, seed=s,
-                accuracy=float(n["correct"][i][ev.loss_mask].mean()),
-                negated_accuracy=float(n["correct"][i][negated].mean()),
-                plain_accuracy=float(n["correct"][i][plain].mean()),
-                attention_mass=float(n["mass"][i][best]), best_layer=int(best[0]),
-                best_head=int(best[1]), train_loss=float(n["loss"][i]), seconds=n["seconds"]))
-        out[score] = {k: ci95([row[k] for row in rows]) for k in
+        rows = _seed_rows(st, r["negation"], ev.loss_mask, run, "q4_relevance", score,
+                          negated_accuracy=negated, plain_accuracy=plain)
+        neg[score] = {k: ci95([row[k] for row in rows]) for k in
                       ("accuracy", "negated_accuracy", "plain_accuracy", "attention_mass")}
-        out[score]["solved"] = out[score]["negated_accuracy"][0] >= cfg.relevance_threshold
-        layer, head = rows[0]["best_layer"], rows[0]["best_head"]
-        maps[score] = (n["maps"][0][layer, head], (layer, head), rows[0]["attention_mass"])
+        neg[score]["solved"] = neg[score]["negated_accuracy"][0] >= cfg.relevance_threshold
+        neg_maps[score] = _map_of(r["negation"], rows[0])
+        rows = _seed_rows(st, r["lookup"], lk.loss_mask, run, "q4_lookup", score)
+        look[score] = {k: ci95([row[k] for row in rows]) for k in ("accuracy", "attention_mass")}
+        look[score]["solved"] = look[score]["accuracy"][0] >= cfg.relevance_threshold
+        look_maps[score] = _map_of(r["lookup"], rows[0])
     # Baselines from the held-out data: a context-blind model predicts each word's own polarity;
-    # uniform causal attention puts 1/(t+1) on each earlier token.
+    # uniform causal attention puts 1/(t+1) on each token up to t.
     blind = float(1.0 - negated.sum() / ev.loss_mask.sum())
     uniform = float(np.mean(1.0 / (np.nonzero(negated)[1] + 1)))
-    run.log("q4_relevance_baselines", context_blind_accuracy=blind, uniform_attention=uniform)
+    chance = tasks.successor_lookup_chance(lk.loss_mask)
+    look_uniform = float(np.mean(1.0 / (np.nonzero(lk.loss_mask)[1] + 1)))
+    run.log("q4_relevance_baselines", context_blind_accuracy=blind, uniform_attention=uniform,
+            lookup_chance=chance, lookup_uniform_attention=look_uniform)
     md = run.table(
         "q4_relevance_table",
         ("score", "accuracy (all sentiment words)", "on negated words", "on other words",
          "attention mass on the negator (best head)", "solved"),
         [(s, _fmt(*r["accuracy"]), _fmt(*r["negated_accuracy"]), _fmt(*r["plain_accuracy"]),
-          _fmt(*r["attention_mass"]), "yes" if r["solved"] else "no") for s, r in out.items()],
+          _fmt(*r["attention_mass"]), "yes" if r["solved"] else "no") for s, r in neg.items()],
         f"Negation scope, held-out: {cfg.eval_size} sequences of T={cfg.seq_len} (vocabulary "
         f"{cfg.vocab}: fillers, 4 negators, 8 positive and 8 negative words; a negator flips the "
         f"words up to {cfg.scope} tokens after it). Mean ± 95% t-interval over "
@@ -573,48 +414,75 @@ def _relevance_section(st: _Setup, res: dict, run: Run) -> tuple[dict, str]:
         f"{blind:.3f} overall and 0 on negated words; uniform attention would put {uniform:.3f} "
         f"on the negator. Attention mass: mean softmax weight from each negated word to its "
         f"negator, in the layer and head where it is largest.")
-    return out, md + "\n" + _attention_figure(run, st, maps)
+    voc = tasks.negation_vocabulary(cfg.vocab)
+    md += "\n" + _attention_figure(
+        run, st, "negation", neg_maps, ev, ev.negated,
+        lambda t: ("N" if t in voc.negators else "+" if t in voc.positive
+                   else "−" if t in voc.negative else "·"),
+        "Attention weights (rows: queries, columns: keys) on one held-out negation sequence, "
+        "first seed, the head with the most mass on negators (the mass is its mean over all "
+        "held-out negated words); red circles: the negator each negated word must attend to. "
+        "Ticks: N negator, +/− sentiment word, · filler.", "q4_attention_maps")
+    md += "\n" + run.table(
+        "q4_lookup_table",
+        ("score", "accuracy (successor's position)", "attention mass on the successor "
+         "(best head)", "solved"),
+        [(s, _fmt(*r["accuracy"]), _fmt(*r["attention_mass"]), "yes" if r["solved"] else "no")
+         for s, r in look.items()],
+        f"Successor lookup (jaxemb.tasks.successor_lookup), held-out: {cfg.eval_size} sequences "
+        f"of T={cfg.seq_len} consecutive words of a fixed one-way cycle through "
+        f"{cfg.lookup_words} words, in random order; each word whose successor stands earlier "
+        f"must output the successor's position. Mean ± 95% t-interval over {len(st.seeds)} "
+        f"seeds; only the score differs ({_protocol_short(cfg)}). Solved: accuracy ≥ "
+        f"{cfg.relevance_threshold}. Guessing among the earlier positions scores {chance:.3f}; "
+        f"uniform attention would put {look_uniform:.3f} on the successor. A symmetric score "
+        f"that is largest at the token itself (raw similarity) cannot rank every successor "
+        f"above the predecessor and the token itself.")
+    md += "\n" + _attention_figure(
+        run, st, "lookup", look_maps, lk, lk.loss_mask, str,
+        "Attention weights on one held-out successor-lookup sequence, first seed, the head "
+        "with the most mass on successors; red circles: the successor each scored word must "
+        "attend to. Ticks: word ids (the cycle is fixed; positions are random).",
+        "q4_lookup_attention_maps")
+    return {"negation": neg, "lookup": look, "lookup_chance": chance}, md
 
 
-def _protocol_short(cfg: AttentionStudyConfig, lr: float | None = None) -> str:
-    return (f"width {cfg.width}, depth {cfg.depth}, {cfg.heads} heads, {cfg.steps} steps, batch "
-            f"{cfg.batch}, peak lr {cfg.lr if lr is None else lr:g}")
+def _protocol_short(cfg: AttentionStudyConfig, lr: float | None = None,
+                    steps: int | None = None, batch: int | None = None) -> str:
+    return (f"width {cfg.width}, depth {cfg.depth}, {cfg.heads} heads, "
+            f"{cfg.steps if steps is None else steps} steps, batch "
+            f"{cfg.batch if batch is None else batch}, peak lr {cfg.lr if lr is None else lr:g}")
 
 
-def _attention_figure(run: Run, st: _Setup, maps: dict) -> str:
-    ev, ex = st.negation, st.example
+def _attention_figure(run: Run, st: _Setup, task: str, maps: dict, batch, scored: np.ndarray,
+                      tick: Callable[[int], str], caption: str, name: str) -> str:
+    ex = st.examples[task]
     T = min(_T_SHOW, st.cfg.seq_len)
-    voc = tasks.negation_vocabulary(st.cfg.vocab)
-    kind = ["N" if t in voc.negators else "+" if t in voc.positive else "−" if t in voc.negative
-            else "·" for t in ev.inputs[ex, :T].tolist()]
+    kind = [tick(t) for t in batch.inputs[ex, :T].tolist()]
     cols = min(len(maps), 4)
     fig, axes = plt.subplots(-(-len(maps) // cols), cols, figsize=(3.2 * cols, 3.4 * (
         -(-len(maps) // cols))), squeeze=False)
-    neg_t = np.flatnonzero(ev.negated[ex, :T])
+    rows_t = np.flatnonzero(scored[ex, :T])
     for ax, (score, (w, (layer, head), mass)) in zip(axes.flat, maps.items(), strict=False):
         ax.imshow(np.asarray(w)[:T, :T], cmap="viridis", vmin=0, vmax=1)
-        ax.scatter(ev.attend[ex, neg_t], neg_t, s=16, facecolors="none", edgecolors="r")
+        ax.scatter(batch.attend[ex, rows_t], rows_t, s=16, facecolors="none", edgecolors="r")
         ax.set_title(f"{score}\nlayer {layer} head {head}: mass {mass:.2f}", fontsize=8)
         ax.set_xticks(range(T), kind, fontsize=5)
         ax.set_yticks(range(T), kind, fontsize=5)
     for ax in axes.flat[len(maps):]:
         ax.axis("off")
     fig.tight_layout()
-    return run.figure(
-        fig, "q4_attention_maps",
-        "Attention weights (rows: queries, columns: keys) on one held-out negation sequence, "
-        "first seed, the head with the most mass on negators (the mass is its mean over all "
-        "held-out negated words); red circles: the negator each negated word must attend to. "
-        "Ticks: N negator, +/− sentiment word, · filler.")
+    return run.figure(fig, name, caption)
 
 
 def _mqar_section(st: _Setup, res: dict, run: Run) -> tuple[dict, str]:
     cfg = st.cfg
     mask = st.evals["mqar"][1] > 0  # answers are values, never id 0
-    widths = sorted(set(cfg.widths) | {cfg.width})
+    widths = sorted(set(cfg.widths))
     acc: dict = {}
+    solved_seeds: dict = {}
     for score, r in res.items():
-        acc[score] = {}
+        acc[score], solved_seeds[score] = {}, {}
         for w in widths:
             q = r["mqar"][w]
             vals = [run.log("q4_mqar", score=score, width=w, seed=s,
@@ -622,21 +490,27 @@ def _mqar_section(st: _Setup, res: dict, run: Run) -> tuple[dict, str]:
                             train_loss=float(q["loss"][i]), seconds=q["seconds"])["accuracy"]
                     for i, s in enumerate(st.seeds)]
             acc[score][w] = ci95(vals)
+            solved_seeds[score][w] = sum(v >= cfg.solve_threshold for v in vals)
     smallest = {s: next((w for w in widths if acc[s][w][0] >= cfg.solve_threshold), None)
                 for s in acc}
+    n = len(st.seeds)
     md = run.table(
-        "q4_mqar_table", ("score", *[f"accuracy, width {w}" for w in widths],
-                          f"smallest width with accuracy ≥ {cfg.solve_threshold}"),
-        [(s, *[_fmt(*acc[s][w]) for w in widths],
+        "q4_mqar_table", ("score", *[f"accuracy, width {w} (seeds ≥ {cfg.solve_threshold})"
+                                     for w in widths],
+                          f"smallest width with mean accuracy ≥ {cfg.solve_threshold}"),
+        [(s, *[f"{_fmt(*acc[s][w])} ({solved_seeds[s][w]}/{n})" for w in widths],
           str(smallest[s]) if smallest[s] is not None else f"none ≤ {widths[-1]}")
          for s in acc],
         f"MQAR (Zoology's generator), held-out accuracy at the {cfg.kv_pairs} query positions "
         f"of {cfg.eval_size} sequences, T={cfg.seq_len}, vocabulary {cfg.vocab} (keys and values "
         f"from disjoint halves; fillers {'random' if cfg.mqar_random_fill else 'id 0'}). Mean ± "
-        f"95% t-interval over {len(st.seeds)} seeds; only the score and width vary "
-        f"({_protocol_short(cfg, cfg.mqar_lr)}). Answering with a random value "
-        f"of the sequence scores 1/{cfg.kv_pairs}.")
-    return {"accuracy": acc, "smallest_width": smallest}, md
+        f"95% t-interval over {n} seeds, and how many seeds reached the threshold; only the "
+        f"score and width vary (depth {cfg.depth}, {cfg.heads} heads, {cfg.mqar_steps} steps, "
+        f"batch {cfg.mqar_batch}, peak lr {cfg.mqar_lr:g}). Answering with a random value of "
+        f"the sequence scores 1/{cfg.kv_pairs}: a model that has learned which tokens are values "
+        f"but not which key each belongs to sits on that plateau, and leaving it is abrupt and "
+        f"seed-dependent, so the seeds column matters as much as the mean.")
+    return {"accuracy": acc, "smallest_width": smallest, "solved_seeds": solved_seeds}, md
 
 
 def _char_section(st: _Setup, res: dict, run: Run) -> tuple[dict, str]:
@@ -752,46 +626,72 @@ def _compare(a: tuple[float, float], b: tuple[float, float]) -> str:
     return "not separable at 95% from"
 
 
-def _answer(cfg: AttentionStudyConfig, rel: dict, mq: dict, ch: dict) -> str:
-    """The short answer; every claim is chosen by comparing the measured numbers."""
+def _raw_sentence(task: str, rel: dict, acc_key: str, what: str) -> str | None:
+    """Raw similarity against scaled_dot (or, without it, the best other score) on one task."""
+    others = {s: r for s, r in rel.items() if s != "raw"}
+    if "raw" not in rel or not others:
+        return None
+    ref = ("scaled_dot" if "scaled_dot" in others
+           else max(others, key=lambda s: others[s][acc_key][0]))
+    raw, std = rel["raw"], others[ref]
+    verdict = ("failed where learned projections succeeded" if not raw["solved"] and std["solved"]
+               else "solved it too" if raw["solved"] else "did not solve it")
+    return (f"On {task}, raw similarity (no W_Q, W_K) {verdict}: {_fmt(*raw[acc_key])}, "
+            f"{_compare(raw[acc_key], std[acc_key])} {ref} ({_fmt(*std[acc_key])}); its "
+            f"attention mass on {what}, {_fmt(*raw['attention_mass'], 2)}, was "
+            f"{_compare(raw['attention_mass'], std['attention_mass'])} {ref}'s "
+            f"({_fmt(*std['attention_mass'], 2)}).")
+
+
+def _solved_sentence(task: str, rel: dict, threshold: float, steps: int) -> str:
     solved = [s for s, r in rel.items() if r["solved"]]
     unsolved = [s for s in rel if s not in solved]
+    if not solved:
+        return f"No score solved {task} (≥ {threshold:.0%}) within {steps} steps."
+    return (f"On {task} {', '.join(solved)} reached ≥ {threshold:.0%}"
+            + (f"; {', '.join(unsolved)} did not." if unsolved else "."))
+
+
+def _answer(cfg: AttentionStudyConfig, rel: dict | None, mq: dict | None,
+            ch: dict | None) -> str:
+    """The short answer; every claim is chosen by comparing the measured numbers."""
     lines = []
-    if solved:
-        lines.append(f"On the relevance task (a sentiment word must find its negator, a token "
-                     f"unlike it) {', '.join(solved)} reached ≥ {cfg.relevance_threshold:.0%} "
-                     f"accuracy on negated words"
-                     + (f"; {', '.join(unsolved)} did not." if unsolved else "."))
-    else:
-        lines.append(f"No score reached {cfg.relevance_threshold:.0%} accuracy on negated words "
-                     f"within {cfg.steps} steps.")
-    others = {s: r for s, r in rel.items() if s != "raw"}
-    if "raw" in rel and others:
-        # Raw similarity against the standard score (or, without it, the best other one).
-        ref = ("scaled_dot" if "scaled_dot" in others
-               else max(others, key=lambda s: others[s]["negated_accuracy"][0]))
-        raw, std = rel["raw"], others[ref]
-        acc = _compare(raw["negated_accuracy"], std["negated_accuracy"])
-        verdict = ("failed where learned projections succeeded" if not raw["solved"] and solved
-                   else "solved it too" if raw["solved"] else "did not solve it either")
-        lines.append(f"Raw similarity (no W_Q, W_K) {verdict}: {_fmt(*raw['negated_accuracy'])} "
-                     f"on negated words, {acc} {ref} ({_fmt(*std['negated_accuracy'])}); "
-                     f"its attention mass on the negator, {_fmt(*raw['attention_mass'], 2)}, was "
-                     f"{_compare(raw['attention_mass'], std['attention_mass'])} {ref}'s "
-                     f"({_fmt(*std['attention_mass'], 2)}).")
+    if rel is not None:
+        neg_task = "negation scope (a sentiment word must find its negator, a token unlike it)"
+        look_task = ("successor lookup (a word must point at its successor in a one-way relation; "
+                     f"chance {rel['lookup_chance']:.3f})")
+        lines += [_solved_sentence(neg_task + ", accuracy on negated words", rel["negation"],
+                                   cfg.relevance_threshold, cfg.steps),
+                  _solved_sentence(look_task, rel["lookup"], cfg.relevance_threshold, cfg.steps)]
+        lines += [x for x in (
+            _raw_sentence("negation scope", rel["negation"], "negated_accuracy", "the negator"),
+            _raw_sentence("successor lookup", rel["lookup"], "accuracy", "the successor")) if x]
+    if mq is not None:
+        lines.append(_mqar_sentence(cfg, mq))
+    if ch is not None:
+        lines += _char_sentences(ch)
+    return " ".join(lines)
+
+
+def _mqar_sentence(cfg: AttentionStudyConfig, mq: dict) -> str:
     ok = {s: w for s, w in mq["smallest_width"].items() if w is not None}
     if ok:
         w_min = min(ok.values())
         never = [s for s in mq["smallest_width"] if s not in ok]
-        lines.append(f"MQAR was solved (≥ {cfg.solve_threshold}) from width {w_min} by "
-                     f"{', '.join(s for s, w in ok.items() if w == w_min)}"
-                     + (f"; not within the grid by {', '.join(never)}" if never else "") + ".")
-    else:
-        best = max(mq["accuracy"], key=lambda s: max(v[0] for v in mq["accuracy"][s].values()))
-        top = max(v[0] for v in mq["accuracy"][best].values())
-        lines.append(f"No score solved MQAR (≥ {cfg.solve_threshold}) at any width of the grid "
-                     f"within {cfg.steps} steps (best: {best}, {top:.3f}; answering with a "
-                     f"random value of the sequence scores {1 / cfg.kv_pairs:.3f}).")
+        later = {s: w for s, w in ok.items() if w != w_min}
+        return (f"MQAR was solved (mean ≥ {cfg.solve_threshold}) from width {w_min} by "
+                f"{', '.join(s for s, w in ok.items() if w == w_min)}"
+                + "".join(f"; from width {w} by {s}" for s, w in later.items())
+                + (f"; not within the grid by {', '.join(never)}" if never else "") + ".")
+    best = max(mq["accuracy"], key=lambda s: max(v[0] for v in mq["accuracy"][s].values()))
+    top = max(v[0] for v in mq["accuracy"][best].values())
+    return (f"No score solved MQAR (mean ≥ {cfg.solve_threshold}) at any width of the grid "
+            f"within {cfg.mqar_steps} steps (best: {best}, {top:.3f}; answering with a random "
+            f"value of the sequence scores {1 / cfg.kv_pairs:.3f}).")
+
+
+def _char_sentences(ch: dict) -> list[str]:
+    lines = []
     bpc = ch["bits_per_char"]
     best = min(bpc, key=lambda s: bpc[s][0])
     tied = [s for s in bpc if s != best and bpc[s][0] - bpc[s][1] <= bpc[best][0] + bpc[best][1]]
@@ -802,7 +702,7 @@ def _answer(cfg: AttentionStudyConfig, rel: dict, mq: dict, ch: dict) -> str:
     order = sorted(sens, key=sens.get)
     lines.append(f"Across the learning-rate sweep the least sensitive score was {order[0]} "
                  f"({sens[order[0]]:.3f} bits), the most {order[-1]} ({sens[order[-1]]:.3f}).")
-    return " ".join(lines)
+    return lines
 
 
 WHY = """\
@@ -813,41 +713,55 @@ other feature maps (jaxemb.scoring): cosine drops the lengths and needs a learne
 express a peaked softmax; −‖q−k‖² = 2q·k − ‖k‖² − ‖q‖², and ‖q‖² cancels in the softmax over keys,
 so it is a dot product with a per-key penalty ‖k‖²; the bilinear forms re-parametrise
 W_Q W_Kᵀ. Raw similarity (q = k = x) cannot separate relevance from resemblance: a token scores
-itself at least as high as any other token of its norm (Cauchy–Schwarz). Which of these matter in
-practice is what the tables above measure."""
+itself at least as high as any other token of its norm (Cauchy–Schwarz), and its score is
+symmetric, so it cannot express a one-way relation ("don't" → "like" but not back): around a
+cycle of words the sum of successor scores equals the sum of predecessor scores (the successor
+task). MQAR is different: the query is the very token that was stored as a key, so its lookup is
+by resemblance. Which of these matter in practice is what the tables above measure."""
 
 
 def run_attention_study(cfg: AttentionStudyConfig, run: Run, progress) -> dict:
-    """Train and evaluate every score on the three tasks; append the Q4 section to ``run``."""
+    """Train and evaluate every score on the chosen parts; append the Q4 section to ``run``."""
     cfg = cfg.resolved()
     cfg.validate()
     t0, cpu0 = time.perf_counter(), time.process_time()
     st = _prepare(cfg, progress)
-    res: dict = {}
-    label = (f"Q4 training: {len(cfg.scores)} scores × (negation, MQAR at widths "
-             f"{sorted(set(cfg.widths) | {cfg.width})}, character LM + lr sweep), "
-             f"{cfg.workers} worker thread(s)")
-    grid = [w for w in sorted(set(cfg.widths)) if w != cfg.width]
+    grid = sorted(set(cfg.widths)) if "mqar" in cfg.parts else []
+    main = {"relevance", "char"} & set(cfg.parts)
+    what = [*(["negation, successor lookup"] if "relevance" in main else []),
+            *(["character LM + lr sweep"] if "char" in main else []),
+            *([f"MQAR at widths {grid}"] if grid else [])]
+    label = (f"Q4 training: {len(cfg.scores)} scores × ({'; '.join(what)}), {cfg.workers} "
+             f"worker thread(s)")
     with progress(label), ThreadPoolExecutor(cfg.workers) as pool:
         # Jobs run concurrently: XLA compiles and executes without the GIL, so on a small CPU
-        # the compiles of one job overlap the training of another. One job per model shape (no
-        # shape is compiled twice); the long main-width jobs first, so the pool ends balanced.
-        futures = {pool.submit(_main_runs, st, s): (s, None) for s in cfg.scores}
+        # the compiles of one job overlap the training of another. One job per model shape and
+        # protocol (nothing is compiled twice); the long main-width jobs first, so the pool ends
+        # balanced. MQAR runs have their own step count, hence their own compiled steps.
+        futures = {pool.submit(_main_runs, st, s): (s, None) for s in cfg.scores if main}
         futures.update({pool.submit(_mqar_run, st, s, w): (s, w) for w in grid
                         for s in cfg.scores})
         done = {}
         for f in tqdm(as_completed(futures), total=len(futures), desc="Q4 runs", leave=False):
             done[futures[f]] = f.result()
-    res = {s: done[(s, None)] for s in cfg.scores}
-    for s in cfg.scores:
-        res[s]["mqar"].update({w: done[(s, w)] for w in grid})
-    rel, rel_md = _relevance_section(st, res, run)
-    mq, mq_md = _mqar_section(st, res, run)
-    ch, ch_md = _char_section(st, res, run)
+    res = {s: {**done.get((s, None), {}), "mqar": {w: done[(s, w)] for w in grid}}
+           for s in cfg.scores}
+    rel = mq = ch = None
+    parts_md = []
+    if "relevance" in cfg.parts:
+        rel, md = _relevance_section(st, res, run)
+        parts_md.append("Relevance: negation scope and a one-way relation\n\n" + md)
+    if "mqar" in cfg.parts:
+        mq, md = _mqar_section(st, res, run)
+        parts_md.append("Multi-query associative recall\n\n" + md)
+    if "char" in cfg.parts:
+        ch, md = _char_section(st, res, run)
+        parts_md.append("Character LM, learning-rate sensitivity, logit growth\n\n" + md)
     answer = _answer(cfg, rel, mq, ch)
     seconds = time.perf_counter() - t0
     run.log("q4_summary", answer=answer, seconds=seconds, devices=st.mesh.size,
             cpu_seconds=time.process_time() - cpu0)
+    body = "".join(f"### Q4.{i} {md}\n" for i, md in enumerate(parts_md, 1))
     run.add(
         "## Q4. Attention: why a dot product as relevance, and not cosine, subtraction or raw "
         "similarity?\n\n"
@@ -856,12 +770,11 @@ def run_attention_study(cfg: AttentionStudyConfig, run: Run, progress) -> dict:
         f"{cfg.seq_len}); AdamW (β = 0.9, 0.95, ε = 1e-8, weight decay {cfg.weight_decay:g} on "
         f"matrices), gradient clipping at {cfg.clip:g}, linear warmup over {cfg.warmup:.0%} of "
         f"{cfg.steps} steps to the peak lr {cfg.lr:g}, then cosine decay to 0.1 × peak; batch "
-        f"{cfg.batch} sharded over {st.mesh.size} device(s); {cfg.seeds} seeds (init and data "
-        f"keys) trained together with jax.vmap; fresh training data at every step, held-out data "
-        f"from a separate key. Scores: {', '.join(cfg.scores)} (jaxemb.attention). "
-        f"{seconds:.0f} s on this machine.\n\n"
-        "### Q4.1 Relevance: negation scope\n\n" + rel_md
-        + "\n### Q4.2 Multi-query associative recall\n\n" + mq_md
-        + "\n### Q4.3 Character LM, learning-rate sensitivity, logit growth\n\n" + ch_md
-        + "\n### Q4.4 Answer\n\n" + WHY + "\n\n**Measured:** " + answer + "\n")
+        f"{cfg.batch} sharded over {st.mesh.size} device(s) (MQAR: its own widths, steps, batch "
+        f"and lr, stated with its table); {cfg.seeds} seeds (init and data keys) trained "
+        f"together with jax.vmap; fresh training data at every step, held-out data from a "
+        f"separate key. Scores: {', '.join(cfg.scores)} (jaxemb.attention). Parts: "
+        f"{', '.join(cfg.parts)}. {seconds:.0f} s on this machine.\n\n"
+        + body + f"### Q4.{len(parts_md) + 1} Answer\n\n" + WHY + "\n\n**Measured:** "
+        + answer + "\n")
     return {"relevance": rel, "mqar": mq, "char": ch, "answer": answer, "seconds": seconds}

@@ -10,10 +10,8 @@ Vectors: PPMI → truncated SVD on the Wikipedia sample in gensim's wheel (Levy,
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 
-import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
@@ -144,27 +142,23 @@ def _norms(wv: WordVectors, run: Run) -> None:
             f"{len(wv)} words.\n\n![norm vs frequency](norm_vs_frequency.png)\n")
 
 
-@functools.partial(jax.jit, static_argnames=("k", "score"))
-def _block_neighbours(X, rows, *, k, score):
-    s = scoring.pairwise(score)(X[rows], X)  # [b, V]: one dot_general after the feature maps
-    s = jnp.where(jnp.arange(X.shape[0])[None, :] == rows[:, None], -jnp.inf, s)
-    return jax.lax.top_k(s, k)[1]
-
-
-def neighbours(vectors: np.ndarray, queries, k: int = 10, score: str = "cosine",
-               block: int = 256) -> np.ndarray:
+def neighbours(vectors: np.ndarray, queries, k: int = 10, score: str = "cosine") -> np.ndarray:
     """[n, k] top-``k`` rows of ``vectors`` [V, d] for the query rows ``queries`` [n] under
-    ``score`` (all V scores at the backend's float32 matmul precision), each query excluded from
-    its own list. Fixed-size blocks: one compilation per (V, d, k, score), whatever n — many
-    small searches on one small vocabulary (jaxemb.search.top_k, built for large databases,
-    compiled ~100 times in the SGNS study's Q1 and Q7)."""
+    ``score`` (exact float32 search, ties to the lower row), each query excluded from its own
+    list. jaxemb.search pads queries into a few fixed block shapes, so the many small searches
+    of the SGNS study's Q1 and Q7 reuse a handful of compilations."""
     queries = np.asarray(queries, np.int32)
-    b = max(1, min(block, queries.size))
-    padded = np.concatenate([queries, np.repeat(queries[:1], -queries.size % b)])
-    X = jnp.asarray(vectors, jnp.float32)
-    out = [np.asarray(_block_neighbours(X, jnp.asarray(padded[i:i + b]), k=k, score=score))
-           for i in range(0, padded.size, b)]
-    return np.concatenate(out)[:queries.size]
+    X = np.asarray(vectors, np.float32)
+    if not 1 <= k < len(X):
+        raise ValueError(f"k must be in [1, {len(X) - 1}] (the rows other than the query), "
+                         f"got {k}")
+    # k + 1 so that dropping the query itself still leaves k; where the query is not among them
+    # (dot ranks long vectors first), the (k + 1)-th goes instead.
+    _, idx = search.top_k(X[queries], X, k + 1, score)
+    idx = np.asarray(idx)
+    keep = idx != queries[:, None]
+    keep[keep.all(axis=1), -1] = False
+    return idx[keep].reshape(queries.size, k)
 
 
 def neighbour_rows(wv: WordVectors, words, topn: int = 5) -> list[tuple[str, list, list]]:

@@ -24,13 +24,12 @@ compilation (one per variant). text8 (17M tokens) takes about 40× the training 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import time
 from collections.abc import Sequence
 
-import jax
-import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import scipy.sparse as sp
@@ -42,7 +41,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from experiments import demo  # noqa: E402
 from experiments.bench_sgns import ci95, load_corpus  # noqa: E402
 from experiments.report import Run  # noqa: E402
-from jaxemb import corpus, datasets, evaluate, ppmi, scoring, search, sgns, train  # noqa: E402
+from jaxemb import corpus, datasets, evaluate, ppmi, sgns, train  # noqa: E402
 from jaxemb.wordvectors import WordVectors  # noqa: E402
 
 
@@ -438,19 +437,18 @@ def _row_cosine(M: sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return G[inv[:a.size], inv[a.size:]]
 
 
-# --- evaluation (one code path for dot and cosine) --------------------------------------------
-
-_batched = {name: jax.jit(scoring.batched(name)) for name in ("dot", "cosine")}
-
+# --- evaluation: jaxemb.evaluate, under cosine or dot ------------------------------------------
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Benchmarks:
-    """WS353, SimLex-999 and the Google analogies looked up once in one vocabulary,
-    case-insensitively as gensim (an uppercase form stands for its earliest word)."""
+    """WS353, SimLex-999 and the Google analogies for one vocabulary. The pairs' rows are looked
+    up once, case-insensitively as gensim (an uppercase form stands for its earliest word), for
+    Q2's own in·out scores; everything else is scored by ``jaxemb.evaluate``."""
 
-    group: np.ndarray  # [V] the row standing for each word's uppercase form
+    words: tuple[str, ...]  # the vocabulary, in row order
+    data: dict  # {"ws353": WordPairs, "simlex": WordPairs, "analogies": AnalogySet}
     pairs: dict  # name -> (rows a [n], rows b [n], gold [n], pairs in the file)
-    questions: np.ndarray  # [q, 4] rows of the answerable analogy questions
+    answerable: int  # analogy questions with all four words in the vocabulary
     n_questions: int  # questions in the file
 
 
@@ -459,9 +457,8 @@ def prepare_benchmarks(words: Sequence[str], data: dict | None = None) -> Benchm
     the files shipped with gensim)."""
     data = data or load_benchmarks()
     rep: dict[str, int] = {}
-    group = np.empty(len(words), np.int32)
     for i, w in enumerate(words):
-        group[i] = rep.setdefault(w.upper(), i)
+        rep.setdefault(w.upper(), i)
     pairs = {}
     for name in ("ws353", "simlex"):
         wp = data[name]
@@ -471,61 +468,43 @@ def prepare_benchmarks(words: Sequence[str], data: dict | None = None) -> Benchm
         ia, ib, gold = zip(*rows, strict=True) if rows else ((), (), ())
         pairs[name] = (np.array(ia, np.int64), np.array(ib, np.int64),
                        np.array(gold, np.float64), len(wp))
-    qs = [[rep.get(w.upper()) for w in q] for s in data["analogies"] for q in s.questions]
-    answerable = np.array([q for q in qs if None not in q], np.int32).reshape(-1, 4)
-    return Benchmarks(group, pairs, answerable, len(qs))
-
-
-def word_pair_spearman(vectors: np.ndarray, bench: Benchmarks, name: str,
-                       score: str) -> tuple[float, int, int]:
-    """(Spearman ρ of gold vs ``score`` of the two words, pairs used, OOV pairs)."""
-    ia, ib, gold, n = bench.pairs[name]
-    if ia.size < 3:
-        return float("nan"), ia.size, n - ia.size
-    model = np.asarray(_batched[score](jnp.asarray(vectors[ia]), jnp.asarray(vectors[ib])))
-    return float(stats.spearmanr(gold, model).statistic), ia.size, n - ia.size
-
-
-@functools.partial(jax.jit, static_argnames=("method",))
-def _analogy_answers(X, group, abc, method):
-    s = search.analogy_scores(X, abc, method=method)
-    # Case variants of a, b, c are not answers either (gensim passes over them).
-    hit = (group[None, None, :] == group[abc][:, :, None]).any(axis=1)
-    return jnp.argmax(jnp.where(hit, -jnp.inf, s), axis=1)
-
-
-def analogy_accuracy(vectors: np.ndarray, bench: Benchmarks, score: str,
-                     method: str = "3cosadd", batch: int = 512) -> dict:
-    """Google analogies: {accuracy, correct, answered, oov}. ``score`` "cosine" normalises the
-    vectors first (the usual protocol); "dot" keeps their norms, so 3CosAdd becomes
-    argmax_x x·(b − a + c). 3CosMul is defined for cosine only."""
-    if method == "3cosmul" and score != "cosine":
-        raise SGNSStudyError("3CosMul needs cosine similarities in [-1, 1]; use score='cosine'")
-    qs = bench.questions
-    oov = bench.n_questions - len(qs)
-    if len(qs) == 0:
-        return {"accuracy": float("nan"), "correct": 0, "answered": 0, "oov": oov}
-    X = jnp.asarray(_unit(vectors) if score == "cosine" else vectors, jnp.float32)
-    g = jnp.asarray(bench.group)
-    padded = np.concatenate([qs, np.repeat(qs[:1], -len(qs) % batch, axis=0)])
-    pred = np.concatenate([
-        np.asarray(_analogy_answers(X, g, jnp.asarray(padded[i:i + batch, :3]), method))
-        for i in range(0, len(padded), batch)])[:len(qs)]
-    correct = int((bench.group[pred] == bench.group[qs[:, 3]]).sum())
-    return {"accuracy": correct / len(qs), "correct": correct, "answered": len(qs), "oov": oov}
+    qs = [q for s in data["analogies"] for q in s.questions]
+    answerable = sum(all(w.upper() in rep for w in q) for q in qs)
+    return Benchmarks(tuple(words), data, pairs, answerable, len(qs))
 
 
 def evaluate_vectors(vectors: np.ndarray, bench: Benchmarks, score: str,
                      methods: tuple[str, ...] = ("3cosadd",), pairs: bool = True) -> dict:
     """WS353 and SimLex Spearman ρ (``pairs``) and analogy accuracy per method of ``vectors``
-    under ``score``."""
+    [V, d] under ``score`` ("cosine" or "dot"; dot keeps the norms, so 3CosAdd is
+    argmax_x x·(b − a + c), and 3CosMul is undefined for it).
+
+    ``jaxemb.evaluate`` with gensim's protocol over the whole trained vocabulary
+    (``restrict_vocab=None``, case-insensitive). A figure that is undefined on a small vocabulary
+    (ρ over fewer than 3 pairs or of constant scores, accuracy with nothing answerable) is NaN,
+    so a quick run still reports.
+    """
+    if score not in evaluate.SCORES:  # before the NaN fallback below could hide a typo
+        raise SGNSStudyError(f"unknown evaluation score {score!r}; use one of {evaluate.SCORES}")
+    wv = WordVectors(bench.words, vectors)
     out = {}
     for name in ("ws353", "simlex") if pairs else ():
-        rho, used, oov = word_pair_spearman(vectors, bench, name, score)
-        out |= {name: rho, f"{name}_pairs": used, f"{name}_oov": oov}
+        ia, _, _, n = bench.pairs[name]
+        rho = float("nan")
+        # Two pairs give ρ = ±1 whatever the vectors; the library's remaining error here is
+        # gold or model scores that are all equal, where ρ is undefined too.
+        if ia.size >= 3:
+            with contextlib.suppress(evaluate.EvaluationError):
+                rho = evaluate.word_pairs(wv, bench.data[name], restrict_vocab=None,
+                                          score=score).spearman
+        out |= {name: rho, f"{name}_pairs": ia.size, f"{name}_oov": n - ia.size}
     for m in methods:
-        a = analogy_accuracy(vectors, bench, score, m)
-        out |= {m: a["accuracy"], f"{m}_answered": a["answered"], f"{m}_oov": a["oov"]}
+        acc, answered, oov = float("nan"), 0, bench.n_questions
+        if bench.answerable:
+            r = evaluate.analogies(wv, bench.data["analogies"], restrict_vocab=None, method=m,
+                                   score=score)
+            acc, answered, oov = r.accuracy, r.total.answered, r.total.n_oov
+        out |= {m: acc, f"{m}_answered": answered, f"{m}_oov": oov}
     return out
 
 

@@ -10,6 +10,10 @@ Both follow gensim's ``KeyedVectors.evaluate_word_pairs`` and ``evaluate_word_an
 * an item with a word outside that vocabulary is skipped and counted as OOV, not scored as wrong,
   so a score always comes with its coverage: scores over different coverage are not comparable.
 
+``score="dot"`` (not in gensim) keeps everything above but scores with the raw inner product,
+so the vectors' norms count: word pairs correlate x_a·x_b, and 3CosAdd answers
+argmax_x x·(b − a + c) over the unnormalised vectors.
+
 Data: WordSim-353 (Finkelstein et al. 2002), SimLex-999 (Hill, Reichart & Korhonen 2015), and
 the Google analogy set questions-words.txt (Mikolov et al. 2013), as shipped in gensim's test data.
 
@@ -41,6 +45,9 @@ GENSIM_TOPN = 5
 # Questions per step: a [batch, restrict_vocab] float32 score block (3CosMul holds three), about
 # 300 MiB (900 MiB) at gensim's default 300000 words.
 DEFAULT_BATCH = 256
+# What a word pair or an analogy candidate is scored by: "cosine" is gensim's protocol, "dot" the
+# same vectors with their norms kept (what an SGNS model's logit uses).
+SCORES = ("cosine", "dot")
 
 
 class EvaluationError(ValueError):
@@ -186,7 +193,7 @@ def _vocab_text(wv: WordVectors, n: int, case_insensitive: bool) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class WordPairsResult:
-    """Correlations between gold scores and model cosines, over the pairs in the vocabulary."""
+    """Correlations between gold scores and model scores, over the pairs in the vocabulary."""
 
     name: str
     spearman: float
@@ -197,6 +204,7 @@ class WordPairsResult:
     n_oov: int  # pairs skipped: a word outside the restricted vocabulary
     restrict_vocab: int  # words used (the first ones)
     case_insensitive: bool
+    score: str  # "cosine" or "dot": the model score of a pair
     protocol: str
 
     @property
@@ -210,12 +218,20 @@ class WordPairsResult:
         return 100.0 * self.oov_ratio
 
 
-_cosine = jax.jit(batched("cosine"))
+_pair_score = {name: jax.jit(batched(name)) for name in SCORES}
+_SCORE_TEXT = {"cosine": "the cosine similarity", "dot": "the dot product (norms kept)"}
+
+
+def _check_score(score: str) -> None:
+    if score not in SCORES:
+        raise EvaluationError(f"unknown score {score!r}; use one of {SCORES}")
 
 
 def word_pairs(wv: WordVectors, pairs: WordPairs | PathLike, restrict_vocab: int | None = 300000,
-               case_insensitive: bool = True) -> WordPairsResult:
-    """Spearman ρ and Pearson r between ``pairs``' gold scores and the cosines of ``wv``."""
+               case_insensitive: bool = True, score: str = "cosine") -> WordPairsResult:
+    """Spearman ρ and Pearson r between ``pairs``' gold scores and ``score`` ("cosine" or "dot")
+    of the two words' vectors in ``wv``."""
+    _check_score(score)
     if not isinstance(pairs, WordPairs):
         pairs = load_word_pairs(pairs)
     n, rep, _, key = _restricted_vocab(wv, restrict_vocab, case_insensitive)
@@ -232,9 +248,9 @@ def word_pairs(wv: WordVectors, pairs: WordPairs | PathLike, restrict_vocab: int
             f"{pairs.name}: only {len(gold)} of {len(pairs)} pairs have both words in the first "
             f"{n} words of the vocabulary; a correlation is undefined with fewer than 2")
     Va, Vb = (jnp.asarray(wv.vectors[r].astype(np.float32)) for r in (rows_a, rows_b))
-    model = np.asarray(_cosine(Va, Vb), np.float64)
+    model = np.asarray(_pair_score[score](Va, Vb), np.float64)
     gold = np.asarray(gold, np.float64)
-    for what, x in (("gold scores", gold), ("model cosines", model)):
+    for what, x in (("gold scores", gold), (f"model scores ({score})", model)):
         if np.ptp(x) == 0:
             raise EvaluationError(f"{pairs.name}: the {what} of the {len(gold)} pairs in the "
                                   f"vocabulary are all equal; a correlation is undefined")
@@ -245,13 +261,14 @@ def word_pairs(wv: WordVectors, pairs: WordPairs | PathLike, restrict_vocab: int
     skipped = f"; {len(pairs.skipped)} invalid line(s) skipped" if pairs.skipped else ""
     protocol = (
         f"word similarity on {pairs.name}: Spearman rho and Pearson r between the gold scores "
-        f"and the cosine similarity of the two words' vectors (float32, JAX); "
+        f"and {_SCORE_TEXT[score]} of the two words' vectors (float32, JAX); "
         f"{_vocab_text(wv, n, case_insensitive)}; a pair with a word outside that vocabulary "
         f"is skipped and counted OOV ({n_oov} of {len(pairs)}){skipped}; "
         f"as gensim KeyedVectors.evaluate_word_pairs(restrict_vocab={n}, "
-        f"case_insensitive={case_insensitive}, dummy4unknown=False)")
+        f"case_insensitive={case_insensitive}, dummy4unknown=False)"
+        + ("" if score == "cosine" else " with the dot product in place of its cosine"))
     return WordPairsResult(pairs.name, float(rho), float(r), float(rho_p), float(r_p),
-                           len(gold), n_oov, n, case_insensitive, protocol)
+                           len(gold), n_oov, n, case_insensitive, score, protocol)
 
 
 # --- analogies -------------------------------------------------------------------------------
@@ -295,6 +312,7 @@ class AnalogiesResult:
     method: str
     restrict_vocab: int  # words used, both to look up questions and as candidates
     case_insensitive: bool
+    score: str  # "cosine" (unit-normalised vectors) or "dot" (norms kept)
     protocol: str
 
     @property
@@ -309,18 +327,24 @@ class AnalogiesResult:
 
 
 _METHOD_TEXT = {
-    "3cosadd": "3CosAdd (Mikolov et al. 2013): argmax_x cos(x, b) - cos(x, a) + cos(x, c)",
-    "3cosmul": "3CosMul (Levy & Goldberg 2014): argmax_x cos'(x, b) cos'(x, c) / "
-               "(cos'(x, a) + 1e-6), cos' = (cos + 1) / 2 (as gensim most_similar_cosmul)",
+    ("3cosadd", "cosine"): "3CosAdd (Mikolov et al. 2013): argmax_x cos(x, b) - cos(x, a) + "
+                           "cos(x, c), on unit-normalised vectors",
+    ("3cosmul", "cosine"): "3CosMul (Levy & Goldberg 2014): argmax_x cos'(x, b) cos'(x, c) / "
+                           "(cos'(x, a) + 1e-6), cos' = (cos + 1) / 2 (as gensim "
+                           "most_similar_cosmul), on unit-normalised vectors",
+    ("3cosadd", "dot"): "3CosAdd with the dot product: argmax_x x·(b - a + c), on the "
+                        "unnormalised vectors (norms kept)",
 }
 
 
 def analogies(wv: WordVectors, sections: AnalogySet | Sequence[AnalogySection] | PathLike,
               restrict_vocab: int | None = 300000, case_insensitive: bool = True,
-              method: str = "3cosadd", batch_size: int = DEFAULT_BATCH) -> AnalogiesResult:
+              method: str = "3cosadd", batch_size: int = DEFAULT_BATCH,
+              score: str = "cosine") -> AnalogiesResult:
     """Accuracy on a:b :: c:? questions, per section and overall (correct / answered).
 
-    Candidates are the first ``restrict_vocab`` words, unit-normalised; a, b and c never
+    Candidates are the first ``restrict_vocab`` words, unit-normalised (``score="cosine"``) or
+    as they are (``score="dot"``: 3CosAdd is argmax_x x·(b − a + c)); a, b and c never
     answer. With ``case_insensitive``, as gensim: a, b, c, d are the representative (earliest)
     rows of their uppercase forms; a candidate whose uppercase form is a, b or c is passed over,
     but only within the best ``GENSIM_TOPN`` candidates (if all of them are, the last one is the
@@ -329,6 +353,13 @@ def analogies(wv: WordVectors, sections: AnalogySet | Sequence[AnalogySection] |
     """
     if method not in ANALOGY_METHODS:
         raise EvaluationError(f"unknown analogy method {method!r}; use one of {ANALOGY_METHODS}")
+    _check_score(score)
+    if (method, score) not in _METHOD_TEXT:
+        # 3CosMul shifts cosines from [-1, 1] to [0, 1] before multiplying and dividing; a dot
+        # product is unbounded, so (dot + 1) / 2 can be negative and the ratio meaningless.
+        raise EvaluationError(f"method={method!r} with score={score!r} is undefined: 3CosMul "
+                              f"needs cosines in [-1, 1]; use score='cosine' (dot works with "
+                              f"3cosadd only)")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise EvaluationError(f"batch_size must be a positive integer, got {batch_size!r}")
     if isinstance(sections, (str, os.PathLike)):
@@ -353,8 +384,10 @@ def analogies(wv: WordVectors, sections: AnalogySet | Sequence[AnalogySection] |
             f"{name}: none of the {sum(len(s) for s in sections)} questions has all four words in "
             f"the first {n} words of the vocabulary; accuracy is undefined")
     rows = np.array(rows, np.int32)
-    pred = _predict(wv.restrict(n).normalized().astype(np.float32), group, rows[:, :3],
-                    method=method, batch_size=int(batch_size))
+    cand = wv.restrict(n)
+    X = cand.normalized() if score == "cosine" else cand.vectors
+    pred = _predict(X.astype(np.float32), group, rows[:, :3], method=method,
+                    batch_size=int(batch_size))
     correct = (pred >= 0) & (group[np.maximum(pred, 0)] == rows[:, 3])
     words = np.array(wv.words[:n] + ("",), dtype=str)  # pred -1 (no candidate) reads ''
 
@@ -369,8 +402,8 @@ def analogies(wv: WordVectors, sections: AnalogySet | Sequence[AnalogySection] |
         "total", sum(len(s) for s in sections), sum(n_oov),
         np.concatenate([r.questions for r in results]), words[pred], correct)
     protocol = (
-        f"word analogies on {name} ({len(sections)} sections): {_METHOD_TEXT[method]}, on "
-        f"unit-normalised vectors (float32, JAX), a, b and c excluded as answers; "
+        f"word analogies on {name} ({len(sections)} sections): {_METHOD_TEXT[method, score]} "
+        f"(float32, JAX), a, b and c excluded as answers; "
         f"{_vocab_text(wv, n, case_insensitive)}, which are also the only candidates"
         + (f"; a candidate whose uppercase form is a, b or c is passed over within the top "
            f"{GENSIM_TOPN}" if case_insensitive else "")
@@ -378,27 +411,33 @@ def analogies(wv: WordVectors, sections: AnalogySet | Sequence[AnalogySection] |
         f"({total.n_oov} of {total.n_questions}); accuracy = correct / answered "
         f"({total.correct} / {total.answered}); as gensim KeyedVectors.evaluate_word_analogies"
         f"(restrict_vocab={n}, case_insensitive={case_insensitive}, dummy4unknown=False)"
-        + ("" if method == "3cosadd" else " with 3CosMul in place of its 3CosAdd"))
-    return AnalogiesResult(name, tuple(results), total, method, n, case_insensitive, protocol)
+        + ("" if method == "3cosadd" else " with 3CosMul in place of its 3CosAdd")
+        + ("" if score == "cosine" else " with the dot product in place of its cosine"))
+    return AnalogiesResult(name, tuple(results), total, method, n, case_insensitive, score,
+                           protocol)
 
 
-def _predict(unit: np.ndarray, group: np.ndarray, abc: np.ndarray, *, method: str,
+def _predict(X: np.ndarray, group: np.ndarray, abc: np.ndarray, *, method: str,
              batch_size: int) -> np.ndarray:
-    """Answer rows [q] (-1: no candidate) for questions ``abc`` [q, 3], in fixed-size batches."""
+    """Answer rows [q] (-1: no candidate) for questions ``abc`` [q, 3], in fixed-size batches.
+
+    ``X`` [V, d]: the candidates' vectors, unit-normalised for cosine, raw for dot.
+    """
     q = len(abc)
     # Pad to whole batches (with question 0, discarded) so every step has one shape: one
     # compilation per (vocabulary size, batch size, method), however many questions.
     padded = np.concatenate([abc, np.repeat(abc[:1], -q % batch_size, axis=0)])
-    unit, group = jnp.asarray(unit), jnp.asarray(group)
-    k = min(GENSIM_TOPN, unit.shape[0])
-    out = [_predict_batch(unit, group, jnp.asarray(padded[i:i + batch_size]), method=method, k=k)
+    X, group = jnp.asarray(X), jnp.asarray(group)
+    k = min(GENSIM_TOPN, X.shape[0])
+    out = [_predict_batch(X, group, jnp.asarray(padded[i:i + batch_size]), method=method, k=k)
            for i in range(0, len(padded), batch_size)]
     return np.asarray(jnp.concatenate(out))[:q]
 
 
 @functools.partial(jax.jit, static_argnames=("method", "k"))
-def _predict_batch(unit, group, abc, *, method, k):
-    scores = analogy_scores(unit, abc, method=method)  # a, b, c are -inf
+def _predict_batch(X, group, abc, *, method, k):
+    # On raw X, analogy_scores' 3CosAdd (b - a + c) @ X.T is exactly the dot form.
+    scores = analogy_scores(X, abc, method=method)  # a, b, c are -inf
     top_s, top_i = jax.lax.top_k(scores, k)
     # gensim's loop over most_similar(topn=5): the first candidate whose (uppercase) key is not
     # a question word; failing that, the last one it looked at. -inf entries are a, b or c

@@ -54,6 +54,8 @@ class Index:
 
         ``queries`` [n, d] (or [d], giving [k] results). Ties go to the lower index.
         ``approx`` uses ``jax.lax.approx_max_k`` per chunk (fast on TPU; exact elsewhere).
+        Queries run ``query_block`` (a power of two) at a time, the last block padded to a power
+        of two, so any n reuses one of a few compiled shapes.
         """
         Q = _as_float_array("queries", queries)
         single = Q.ndim == 1
@@ -68,44 +70,64 @@ class Index:
         if not isinstance(k, (int, np.integer)) or not 1 <= k <= m:
             raise SearchError(f"k must be an integer in [1, {m}] (the database size), got {k!r}")
         _require_finite("queries", Q)
-        n = Q.shape[0]
-        qb = min(query_block, n)
-        if chunk_size is None:
-            # Also cap the key rows per chunk (the chunk's bfloat16 copy) by the same bytes, for
-            # few queries.
-            chunk_size = min(DEFAULT_BLOCK_BYTES // (4 * qb),
-                             DEFAULT_BLOCK_BYTES // (2 * self.keys.shape[1]))
-        chunk = int(min(max(chunk_size, 1), m))
-        # Pad the last query block so every block has one shape: one compilation, no retrace.
-        n_pad = -n % qb
-        if n_pad:
-            Q = jnp.concatenate([Q, jnp.zeros((n_pad, Q.shape[1]), Q.dtype)])
-        run = functools.partial(_search_block, k=int(k), chunk=chunk, approx=approx,
-                                recall_target=recall_target, score=self.score,
-                                options=tuple(sorted(self.options.items())))
-        outs, method = [], "two_stage"
-        for i in range(0, Q.shape[0], qb):
-            s, ix, ok = run(Q[i:i + qb], self.keys, self.params, method=method)
-            ok = np.asarray(ok)[:n - i]  # padding rows do not count
-            if ok.mean() < 0.5:
+        if (not isinstance(query_block, (int, np.integer)) or query_block < 2
+                or query_block & (query_block - 1)):
+            raise SearchError(f"query_block must be a power of two >= 2, got {query_block!r}")
+        n, f = Q.shape[0], self.keys.shape[1]
+
+        def block_rows(rows: int) -> int:
+            # Rows go to the device in blocks of query_block, the last (or only) one padded to the
+            # next power of two: every block shape comes from {2, 4, ..., query_block}, so
+            # n = 1, 2, ..., N compiles at most log2(query_block) shapes and a size seen before
+            # never recompiles. Never one row: a one-row block lowers to other CPU kernels that
+            # round differently (last-bit changes in a query's scores with the batch it came in).
+            return min(int(query_block), max(2, 1 << (rows - 1).bit_length()))
+
+        def run(block: Array, method: str):
+            b = block.shape[0]
+            chunk = chunk_size
+            if chunk is None:
+                # Bytes of the [b, chunk] score block; also cap the key rows per chunk (the
+                # chunk's bfloat16 copy) by the same bytes, for few queries. A function of the
+                # block shape only, so it adds no compilations.
+                chunk = min(DEFAULT_BLOCK_BYTES // (4 * b), DEFAULT_BLOCK_BYTES // (2 * f))
+            return _search_block(block, self.keys, self.params, k=int(k),
+                                 chunk=int(min(max(chunk, 1), m)), approx=approx,
+                                 recall_target=recall_target, score=self.score,
+                                 options=tuple(sorted(self.options.items())), method=method)
+
+        def padded(rows: np.ndarray) -> Array:
+            # Padding repeats a real query (not zeros, which some feature maps divide by): each
+            # row is searched on its own and padding rows are dropped, so they change nothing.
+            size = block_rows(rows.size)
+            return Q[np.concatenate([rows, np.full(size - rows.size, rows[0])])]
+
+        # Results are gathered on the host: ``ok`` is needed there anyway, and slicing numpy
+        # arrays of the query count compiles nothing.
+        scores = np.empty((n, int(k)), np.float32)
+        indices = np.empty((n, int(k)), np.int32)
+        ok = np.empty(n, bool)
+        method = "two_stage"
+        for i in range(0, n, int(query_block)):
+            rows = np.arange(i, min(i + int(query_block), n))
+            s, ix, good = run(padded(rows), method)
+            scores[rows], indices[rows] = np.asarray(s)[:rows.size], np.asarray(ix)[:rows.size]
+            ok[rows] = np.asarray(good)[:rows.size]  # padding rows do not count
+            if ok[rows].mean() < 0.5:
                 # Pass 1 cannot prune for these data (its bf16 error bound is wider than the
                 # gaps between scores, e.g. neg_sq_euclidean on raw high-dimensional vectors):
                 # scan directly from now on.
                 method = "scan"
-            outs.append((s, ix, ok))
-        scores = jnp.concatenate([o[0] for o in outs])[:n]
-        indices = jnp.concatenate([o[1] for o in outs])[:n]
         # Queries whose two-stage candidate set could not be proved complete (many near-ties):
-        # recompute them exactly with the fp32 scan, in power-of-two blocks (few compilations).
-        redo = np.flatnonzero(~np.concatenate([o[2] for o in outs]))
-        for i in range(0, redo.size, qb):
-            rows = redo[i:i + qb]
-            size = min(qb, 1 << (rows.size - 1).bit_length())
-            picked = np.concatenate([rows, np.full(size - rows.size, rows[0])])
-            s, ix, _ = run(Q[picked], self.keys, self.params, method="scan")
-            scores = scores.at[rows].set(s[:rows.size])
-            indices = indices.at[rows].set(ix[:rows.size])
-        return (scores[0], indices[0]) if single else (scores, indices)
+        # recompute them exactly with the fp32 scan, in the same block shapes.
+        redo = np.flatnonzero(~ok)
+        for i in range(0, redo.size, int(query_block)):
+            rows = redo[i:i + int(query_block)]
+            s, ix, _ = run(padded(rows), "scan")
+            scores[rows], indices[rows] = np.asarray(s)[:rows.size], np.asarray(ix)[:rows.size]
+        if single:
+            scores, indices = scores[0], indices[0]
+        return jnp.asarray(scores), jnp.asarray(indices)
 
 
 def index(database, score: str | Score = "cosine", *params, **options) -> Index:
@@ -335,8 +357,10 @@ def _search_block(Q, keys, params, *, k, chunk, approx, recall_target, score, op
 
     # A few queries at a time, so that their gathered rows (n_keep x g x f floats each) stay
     # near 8 MiB, in cache: 1k queries x 52 groups rescore in 0.12 s with 8 at a time, 0.25 s
-    # with 32.
-    per_batch = max(2, min(32, (8 << 20) // (n_keep * g * f * 4)))
+    # with 32. A power of two, so that it divides the (power-of-two) query blocks and no query
+    # is left to a one-row remainder: on CPU a lone row's multiply-reduce is fused into another
+    # kernel that rounds differently (last-bit changes with the batch a query came in).
+    per_batch = min(b, 1 << (max(2, min(32, (8 << 20) // (n_keep * g * f * 4))).bit_length() - 1))
     scores, indices = jax.lax.map(rescore, (Qf, best_g), batch_size=per_batch)
     return scores, indices, ok
 

@@ -1,4 +1,5 @@
-"""Synthetic and text tasks for the attention study: MQAR, negation scope, character LM.
+"""Synthetic and text tasks for the attention study: MQAR, negation scope, successor lookup,
+character LM.
 
 All generators are pure functions of a seed (an int, a ``numpy.random.Generator`` or a JAX key)
 and return int32 arrays with a boolean ``loss_mask`` marking the positions that are scored; the
@@ -8,12 +9,16 @@ model reads ``inputs[:, :t+1]`` (causal) and is scored on ``targets[:, t]`` wher
   ``multiquery_ar`` generator): key–value pairs, then the keys again in random order; the answer
   at a queried key is the value bound to it earlier. Keys and values come from disjoint halves of
   the vocabulary, so the token to retrieve is never similar to the query by identity.
-- :func:`negation_scope` — the relevance task: the label of a sentiment word flips when a negator
+- :func:`negation_scope` — a relevance task: the label of a sentiment word flips when a negator
   ("not", "don't") precedes it within ``scope`` tokens. Negators, sentiment words and fillers come
   from disjoint vocabularies, and the position of the negator each word must attend to is
-  returned, so a study can measure how much attention reaches it. (Key→value retrieval with
-  disjoint vocabularies is what MQAR already is; negation is the literal "why does 'don't'
-  attend to 'like'?" case, so it is the one built here.)
+  returned, so a study can measure how much attention reaches it. Position embeddings can solve
+  it (the negator is near), so it does not separate scores by itself.
+- :func:`successor_lookup` — the directed relevance task: words linked by a fixed one-way relation
+  (a random cycle), shuffled; each word must point at its successor. No position shortcut, and a
+  symmetric score of the words that is largest at the token itself (raw similarity
+  ``x_i · x_j`` on word embeddings) cannot rank every successor first — the direct test of "why
+  does 'don't' attend to 'like'?".
 - :func:`char_data` — characters of a text (default: the Wikipedia sample in gensim's wheel) over a
   fixed 29-symbol alphabet, split by position (held-out tail), with windows drawn by a key.
 """
@@ -205,6 +210,84 @@ def negation_scope(seed_or_key, n: int, seq_len: int, vocab_size: int = 64, *,
     targets = np.where(is_sent, positive ^ negated, 0)
     return NegationBatch(tokens.astype(np.int32), targets.astype(np.int32), is_sent,
                          attend.astype(np.int32), negated)
+
+
+# --- successor lookup: directed relevance ---------------------------------------------------------
+
+def successor_relation(num_words: int, relation_seed: int = 0) -> np.ndarray:
+    """``successor [num_words]``: a fixed random cycle through all words (``successor[w] != w``,
+    and ``successor[successor[w]] != w`` once ``num_words >= 3``): the one-way "grammar" of
+    :func:`successor_lookup`."""
+    _positive(num_words=num_words)
+    if num_words < 3:
+        raise TaskError(f"num_words must be >= 3 for a one-way relation, got {num_words}")
+    order = np.random.default_rng(relation_seed).permutation(num_words)
+    successor = np.empty(num_words, np.int64)
+    successor[order] = np.roll(order, -1)
+    return successor
+
+
+class LookupBatch(NamedTuple):
+    """inputs (word ids), targets (the successor's position; 0 where unscored), loss_mask (True
+    where the successor stands earlier), attend (the successor's position, -1 where unscored);
+    all [n, T]."""
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    loss_mask: np.ndarray
+    attend: np.ndarray
+
+
+def successor_lookup(seed_or_key, n: int, seq_len: int, num_words: int = 32, *,
+                     relation_seed: int = 0) -> LookupBatch:
+    """The directed relevance task: each word must point at a *different* word, its successor.
+
+    Words ``0..num_words-1`` are linked by a fixed one-way relation, :func:`successor_relation`
+    (a random cycle: "don't" needs the verb after it; the verb does not need "don't"). A sequence
+    holds ``seq_len`` consecutive words of the cycle, ``a, s(a), s(s(a)), ...``, at random
+    positions. At every position whose word's successor stands earlier (the model is causal)
+    the target is that position: the answer is *where* the related word is, which only the
+    attention weights can carry (a value mixes word and position embeddings additively, so an
+    even mixture of two words does not say which position went with which word). Guessing
+    among the earlier positions scores :func:`successor_lookup_chance`.
+
+    Why it separates scores: a symmetric score of two words, ``s(v, w) = s(w, v)``, cannot rank
+    every word's successor above its predecessor — around the cycle
+    ``Σ_w s(w, succ(w)) = Σ_w s(pred(w), w)`` — and raw similarity ``x_v · x_w`` is moreover
+    largest at the word itself (Cauchy–Schwarz, equal norms); query/key projections make the
+    score a bilinear form ``x_v W_q W_kᵀ x_w``, which need not be symmetric. (Deeper layers see
+    context-dependent vectors, so the argument is exact for one layer; the study measures
+    two.)
+    """
+    _positive(n=n, seq_len=seq_len)
+    successor = successor_relation(num_words, relation_seed)
+    if seq_len > num_words:
+        raise TaskError(f"seq_len={seq_len} exceeds num_words={num_words}: a sequence holds "
+                        f"distinct words of the cycle")
+    rng = _rng(seed_or_key)
+    # Walk the cycle from a random start; place the walk at random positions.
+    walk = np.empty((n, seq_len), np.int64)
+    walk[:, 0] = rng.integers(0, num_words, n)
+    for t in range(1, seq_len):
+        walk[:, t] = successor[walk[:, t - 1]]
+    position = np.argsort(rng.random((n, seq_len)), axis=1)  # position of the t-th walk word
+    rows = np.arange(n)[:, None]
+    words = np.empty_like(walk)
+    words[rows, position] = walk
+    # The successor of walk[t] is walk[t+1]; the last word's successor is not in the sequence.
+    attend = np.full((n, seq_len), -1, np.int64)
+    attend[rows, position[:, :-1]] = position[:, 1:]
+    loss_mask = (attend >= 0) & (attend < np.arange(seq_len)[None, :])
+    attend = np.where(loss_mask, attend, -1)
+    return LookupBatch(words.astype(np.int32), np.maximum(attend, 0).astype(np.int32),
+                       loss_mask, attend.astype(np.int32))
+
+
+def successor_lookup_chance(loss_mask: np.ndarray) -> float:
+    """Accuracy of a uniform guess among the earlier positions: mean of 1/t over the scored
+    positions t (position t has t earlier positions, and the successor is one of them)."""
+    t = np.nonzero(np.asarray(loss_mask))[-1]
+    return float(np.mean(1.0 / t)) if t.size else float("nan")
 
 
 # --- character language model --------------------------------------------------------------------

@@ -272,16 +272,18 @@ def train(encoded_docs: Sequence[np.ndarray], counts: np.ndarray, cfg: SGNSConfi
                     _drain(pending, epoch_loss[epoch], epoch_pairs[epoch], epoch, c)
                     bar.set_postfix(
                         loss=f"{epoch_loss[epoch].sum() / epoch_pairs[epoch].sum():.4f}")
-                if ckpt is not None and (last or (tcfg.checkpoint_every
-                                                 and (c + 1) % tcfg.checkpoint_every == 0)):
+                saved = ckpt is not None and (last or (
+                    tcfg.checkpoint_every and (c + 1) % tcfg.checkpoint_every == 0))
+                if saved:
                     _drain(pending, epoch_loss[epoch], epoch_pairs[epoch], epoch, c)
                     nxt = (epoch + 1, 0) if last else (epoch, c + 1)
                     ckpt.save(params, opt_state, *nxt, epoch_loss, epoch_pairs)
                 stop = stop_after_calls is not None and calls_done >= stop_after_calls
                 if stop or sigterm.is_set():
                     if ckpt is not None:
-                        _drain(pending, epoch_loss[epoch], epoch_pairs[epoch], epoch, c)
-                        ckpt.save(params, opt_state, epoch, c + 1, epoch_loss, epoch_pairs)
+                        if not saved:  # this call's state is on disk already if it just saved
+                            _drain(pending, epoch_loss[epoch], epoch_pairs[epoch], epoch, c)
+                            ckpt.save(params, opt_state, epoch, c + 1, epoch_loss, epoch_pairs)
                         ckpt.close()
                     bar.close()
                     if stop:

@@ -313,3 +313,114 @@ def test_batches_compile_once_and_do_not_change_answers(wv, paths):
     np.testing.assert_array_equal(r.total.predicted, ref.total.predicted)
     ev.analogies(wv, qs.sections[3:5], batch_size=37)  # other question count, same shapes
     assert ev._predict_batch._cache_size() == before + 1
+
+
+# --- score="dot": the norms count ------------------------------------------------------------
+
+def _ranks(x):
+    """Ranks 0..n-1 of distinct values (numpy only, so the reference does not share scipy)."""
+    return np.argsort(np.argsort(x)).astype(np.float64)
+
+
+def _dot_fixture(rng):
+    """12 words whose norms spread over 0.2..8, so dot and cosine order candidates differently."""
+    words = tuple(f"w{i}" for i in range(12))
+    X = rng.normal(size=(12, 5)) * np.exp(rng.uniform(np.log(0.2), np.log(8.0), size=(12, 1)))
+    return WordVectors(words, X.astype(np.float32))
+
+
+def test_word_pairs_dot_equals_numpy_reference(rng):
+    wv = _dot_fixture(rng)
+    X = wv.vectors.astype(np.float64)
+    ia = np.arange(10)
+    ib = (ia + 3) % 12  # ten different pairs of different words: no tied model scores
+    dots = np.einsum("nd,nd->n", X[ia], X[ib])
+    cos = dots / (np.linalg.norm(X[ia], axis=1) * np.linalg.norm(X[ib], axis=1))
+    # Ratings that follow the dot order, loosely; distinct, so plain ranks are Spearman's.
+    gold = _ranks(dots) + rng.uniform(0, 3, 10)
+    assert len(np.unique(dots)) == len(np.unique(cos)) == len(np.unique(gold)) == 10
+    pairs = ev.WordPairs("p", np.array([wv.words[i] for i in ia] + ["w0"]),
+                         np.array([wv.words[i] for i in ib] + ["zebra"]),
+                         np.append(gold, 3.0))  # the last pair is OOV
+    spearman = {s: np.corrcoef(_ranks(gold), _ranks(m))[0, 1] for s, m in (("dot", dots),
+                                                                          ("cosine", cos))}
+    assert abs(spearman["dot"] - spearman["cosine"]) > 0.05  # ignoring score= would fail
+    for score in ("dot", "cosine"):
+        r = ev.word_pairs(wv, pairs, score=score)
+        assert r.spearman == pytest.approx(spearman[score], abs=1e-6)
+        model = dots if score == "dot" else cos
+        assert r.pearson == pytest.approx(np.corrcoef(gold, model)[0, 1], abs=1e-6)
+        assert (r.n_pairs, r.n_oov, r.score) == (10, 1, score)
+    assert "dot product" in ev.word_pairs(wv, pairs, score="dot").protocol
+    assert "cosine similarity" in ev.word_pairs(wv, pairs).protocol
+
+
+def _loop_3cosadd(X, rows):
+    """argmax over x not in {a, b, c} of X[x]·(X[b] - X[a] + X[c]), one question at a time."""
+    out = []
+    for a, b, c in rows:
+        target = X[b] - X[a] + X[c]
+        best, best_s = -1, -np.inf
+        for x in range(len(X)):
+            s = float(X[x] @ target)
+            if x not in (a, b, c) and s > best_s:
+                best, best_s = x, s
+        out.append(best)
+    return np.array(out)
+
+
+def test_analogies_dot_equals_explicit_loops(rng):
+    wv = _dot_fixture(rng)
+    X = wv.vectors.astype(np.float64)
+    unit = X / np.linalg.norm(X, axis=1, keepdims=True)
+    abc = np.array([rng.choice(12, 3, replace=False) for _ in range(30)])
+    want = {"dot": _loop_3cosadd(X, abc), "cosine": _loop_3cosadd(unit, abc)}
+    assert (want["dot"] != want["cosine"]).sum() >= 5  # the option changes answers
+    # d is the dot answer for the first 15 questions and the cosine answer for the rest
+    d = np.concatenate([want["dot"][:15], want["cosine"][15:]])
+    words = np.array(wv.words)
+    qs = np.column_stack([words[abc], words[d]])
+    qs = np.vstack([qs, ["w0", "w1", "zebra", "w2"]])  # one OOV question
+    sections = ev.AnalogySet("t", (ev.AnalogySection("s", qs),))
+    for score in ("dot", "cosine"):
+        r = ev.analogies(wv, sections, score=score)
+        assert r.total.predicted.tolist() == words[want[score]].tolist()
+        np.testing.assert_array_equal(r.total.is_correct, want[score] == d)
+        assert (r.total.answered, r.total.n_oov, r.score) == (30, 1, score)
+    assert "x·(b - a + c)" in ev.analogies(wv, sections, score="dot").protocol
+
+
+def test_dot_analogies_on_a_large_vocabulary_equal_numpy(wv, paths):
+    """With case variants and the gensim top-5 window (the planted fixture), dot answers are the
+    numpy argmax wherever that argmax is not a case variant of a question word."""
+    r = ev.analogies(wv, paths[QW], restrict_vocab=None, score="dot")
+    first = {}
+    for i, w in enumerate(wv.words):
+        first.setdefault(w.upper(), i)
+    q = r.total.questions[:800]
+    abc = np.array([[first[w.upper()] for w in row[:3]] for row in q])
+    X = wv.vectors.astype(np.float64)
+    s = (X[abc[:, 1]] - X[abc[:, 0]] + X[abc[:, 2]]) @ X.T
+    s[np.arange(len(q))[:, None], abc] = -np.inf
+    best = np.array(wv.words)[s.argmax(axis=1)]
+    plain = ~(np.char.upper(best)[:, None] == np.char.upper(q[:, :3])).any(axis=1)
+    assert plain.sum() > 700
+    np.testing.assert_array_equal(r.total.predicted[:800][plain], best[plain])
+    cosine = ev.analogies(wv, paths[QW], restrict_vocab=None)
+    assert (cosine.total.predicted != r.total.predicted).mean() > 0.05
+
+
+def test_score_errors(tmp_path):
+    wv = WordVectors(("a", "b", "c", "d"), np.eye(4, dtype=np.float32))
+    pairs = ev.load_word_pairs(_write(tmp_path / "p.tsv", "a\tb\t1\nb\tc\t2\na\tc\t3\n"))
+    qs = ev.load_analogies(_write(tmp_path / "q.txt", ": s\na b c d\n"))
+    known = r"use one of \('cosine', 'dot'\)"
+    with pytest.raises(ev.EvaluationError, match=f"unknown score 'euclid'; {known}"):
+        ev.word_pairs(wv, pairs, score="euclid")
+    with pytest.raises(ev.EvaluationError, match=f"unknown score 'Dot'; {known}"):
+        ev.analogies(wv, qs, score="Dot")
+    with pytest.raises(ev.EvaluationError,
+                       match="method='3cosmul' with score='dot' is undefined: 3CosMul needs "
+                             r"cosines in \[-1, 1\]"):
+        ev.analogies(wv, qs, method="3cosmul", score="dot")
+    assert ev.analogies(wv, qs, method="3cosmul").score == "cosine"

@@ -61,10 +61,47 @@ def test_single_query_and_query_blocks(rng):
     K = rng.standard_normal((77, D)).astype(np.float32)
     Q = rng.standard_normal((13, D)).astype(np.float32)
     idx = search.index(K, "cosine")
-    s_all, i_all = idx.search(Q, 4, query_block=5)  # 13 is not a multiple of 5
+    s_all, i_all = idx.search(Q, 4, query_block=4)  # 13 is not a multiple of 4
     s_one, i_one = idx.search(Q[6], 4)
     np.testing.assert_array_equal(np.asarray(i_all[6]), np.asarray(i_one))
     _assert_topk_matches(s_all, i_all, _reference_scores("cosine", Q, K, ()), 4)
+
+
+def _counting_dot():
+    """A dot score whose query map counts its traces: it runs once per compilation of a search
+    block (and never when a compiled one is reused)."""
+    traces = []
+
+    def phi_q(q):
+        traces.append(q.shape)
+        return q
+
+    return S.Score("counted_dot", phi_q, lambda k: k, "q . k, traces counted"), traces
+
+
+def test_query_counts_reuse_a_few_padded_compilations(rng):
+    score, traces = _counting_dot()
+    K = rng.standard_normal((200, D)).astype(np.float32)
+    Q7 = rng.standard_normal((7, D)).astype(np.float32)
+    idx = search.index(K, score)
+    out = {n: idx.search(Q7[:n], 4) for n in (5, 3, 7, 6, 5)}
+    # 5, 6, 7 share the 8-row block, 3 gets the 4-row one; a repeated size compiles nothing.
+    assert len(traces) == 2
+    # blocks of 4 with a padded power-of-two tail: 9 (4+4+2), 10 (4+4+2), 11 (4+4+4), 12, 13
+    for n in range(9, 14):
+        idx.search(rng.standard_normal((n, D)).astype(np.float32), 4, query_block=4)
+    assert len(traces) == 3  # only the 2-row tail block is new
+    # Values: padding rows are dropped and change nothing. Q=5 is numpy's ranking (float64
+    # scores, stable argsort, so ties would go to the lower index) and, bit for bit, the first
+    # rows of the Q=7 call (same block shape).
+    ref = Q7[:5].astype(np.float64) @ K.T.astype(np.float64)
+    s5, i5 = map(np.asarray, out[5])
+    s7, i7 = map(np.asarray, out[7])
+    np.testing.assert_array_equal(i5, np.argsort(-ref, axis=1, kind="stable")[:, :4])
+    np.testing.assert_allclose(s5, np.take_along_axis(ref, i5, axis=1), rtol=1e-6)
+    np.testing.assert_array_equal(s5, s7[:5])
+    np.testing.assert_array_equal(i5, i7[:5])
+    assert s5.dtype == np.float32 and i5.dtype == np.int32
 
 
 def test_approx_option_runs_and_is_close(rng):
@@ -83,6 +120,9 @@ def test_search_errors_name_the_problem(rng):
         search.top_k(Q, K, 11)
     with pytest.raises(search.SearchError, match="queries have dim 4 but the database has dim 9"):
         search.top_k(Q[:, :4], K, 3)
+    with pytest.raises(search.SearchError, match="query_block must be a power of two >= 2, "
+                                                 "got 5"):
+        search.index(K).search(Q, 3, query_block=5)
     with pytest.raises(search.SearchError, match="database is empty"):
         search.top_k(Q, K[:0], 1)
     with pytest.raises(S.ScoreError, match="unknown score"):

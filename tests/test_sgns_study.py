@@ -153,48 +153,74 @@ def test_data_loss_floor_matches_per_pair_minimisation():
     assert sgns_study.data_loss_floor(P, counts, k) == pytest.approx(best(60.0), rel=1e-6)
 
 
-def test_cosine_evaluation_equals_jaxemb_evaluate(quick):
+def test_study_evaluation_is_jaxemb_evaluate_with_the_whole_vocabulary(quick):
+    """The study's protocol is gensim's (the library's defaults, cosine) over every trained word;
+    under dot only the score changes."""
     _, out, _, _ = quick
     study = out["study"]
     wv = WordVectors(study.vocab.words, study.dot.vectors(0, "out"))
-    mine = sgns_study.evaluate_vectors(wv.vectors, study.bench, "cosine", ("3cosadd", "3cosmul"))
+    assert len(wv) < 300000  # so the library's default restrict_vocab is the whole vocabulary
     data = sgns_study.load_benchmarks()
-    for name in ("ws353", "simlex"):
-        ref = evaluate.word_pairs(wv, data[name])
-        assert mine[name] == pytest.approx(ref.spearman, abs=1e-6)
-        assert (mine[f"{name}_pairs"], mine[f"{name}_oov"]) == (ref.n_pairs, ref.n_oov)
-    for m in ("3cosadd", "3cosmul"):
-        an = evaluate.analogies(wv, data["analogies"], method=m)
-        assert mine[m] == an.accuracy
-        assert (mine[f"{m}_answered"], mine[f"{m}_oov"]) == (an.total.answered, an.total.n_oov)
+    for score, methods in (("cosine", ("3cosadd", "3cosmul")), ("dot", ("3cosadd",))):
+        mine = sgns_study.evaluate_vectors(wv.vectors, study.bench, score, methods)
+        for name in ("ws353", "simlex"):
+            ref = evaluate.word_pairs(wv, data[name], score=score)
+            assert mine[name] == pytest.approx(ref.spearman, abs=1e-6)
+            assert (mine[f"{name}_pairs"], mine[f"{name}_oov"]) == (ref.n_pairs, ref.n_oov)
+        for m in methods:
+            an = evaluate.analogies(wv, data["analogies"], method=m, score=score)
+            assert mine[m] == an.accuracy
+            assert (mine[f"{m}_answered"], mine[f"{m}_oov"]) == (an.total.answered,
+                                                                 an.total.n_oov)
+
+
+def _tiny_bench(words):
+    qs = np.array([["a", "b", "c", "d"], ["b", "e", "f", "g"], ["A", "c", "g", "e"],
+                   ["a", "zz", "c", "d"]])
+    pairs = evaluate.WordPairs("p", np.array(["a", "b", "c", "d", "q"]),
+                               np.array(["b", "c", "e", "g", "a"]),
+                               np.array([1.0, 3.0, 2.0, 5.0, 4.0]))
+    return qs, sgns_study.prepare_benchmarks(words, {
+        "ws353": pairs, "simlex": pairs,
+        "analogies": evaluate.AnalogySet("t", (evaluate.AnalogySection("s", qs),))})
 
 
 def test_dot_analogies_and_pairs_keep_the_norms(rng):
     words = ("a", "b", "c", "d", "e", "f", "g")
     X = rng.normal(size=(7, 4)).astype(np.float32) * rng.uniform(0.2, 5, size=(7, 1))
     X = X.astype(np.float32)
-    qs = np.array([["a", "b", "c", "d"], ["b", "e", "f", "g"], ["A", "c", "g", "e"],
-                   ["a", "zz", "c", "d"]])
-    pairs = evaluate.WordPairs("p", np.array(["a", "b", "c", "d", "q"]),
-                               np.array(["b", "c", "e", "g", "a"]),
-                               np.array([1.0, 3.0, 2.0, 5.0, 4.0]))
-    bench = sgns_study.prepare_benchmarks(words, {
-        "ws353": pairs, "simlex": pairs,
-        "analogies": evaluate.AnalogySet("t", (evaluate.AnalogySection("s", qs),))})
-    got = sgns_study.analogy_accuracy(X, bench, "dot")
+    qs, bench = _tiny_bench(words)
+    got = sgns_study.evaluate_vectors(X, bench, "dot", ("3cosadd",))
     correct = 0
     for q in qs[:3]:
         a, b, c, d = (words.index(w.lower()) for w in q)
         s = X.astype(np.float64) @ (X[b] - X[a] + X[c])
         s[[a, b, c]] = -np.inf
         correct += int(np.argmax(s) == d)
-    assert got == {"accuracy": correct / 3, "correct": correct, "answered": 3, "oov": 1}
-    rho, used, oov = sgns_study.word_pair_spearman(X, bench, "ws353", "dot")
+    assert (got["3cosadd"], got["3cosadd_answered"], got["3cosadd_oov"]) == (correct / 3, 3, 1)
     dots = [X[0] @ X[1], X[1] @ X[2], X[2] @ X[4], X[3] @ X[6]]
-    assert (used, oov) == (4, 1)
-    assert rho == pytest.approx(stats.spearmanr([1, 3, 2, 5], dots).statistic)
-    with pytest.raises(SGNSStudyError, match="3CosMul needs cosine"):
-        sgns_study.analogy_accuracy(X, bench, "dot", "3cosmul")
+    assert (got["ws353_pairs"], got["ws353_oov"]) == (4, 1)
+    assert got["ws353"] == pytest.approx(stats.spearmanr([1, 3, 2, 5], dots).statistic)
+    with pytest.raises(evaluate.EvaluationError, match="3CosMul needs cosines"):
+        sgns_study.evaluate_vectors(X, bench, "dot", ("3cosmul",))
+    with pytest.raises(SGNSStudyError, match="unknown evaluation score 'Cosine'"):
+        sgns_study.evaluate_vectors(X, bench, "Cosine", (), pairs=True)
+
+
+def test_undefined_figures_are_nan_not_errors(rng):
+    """A quick run's tiny vocabulary: ρ over fewer than 3 pairs, or with nothing answerable."""
+    words = ("a", "b", "c", "x", "y")
+    X = rng.normal(size=(5, 4)).astype(np.float32)
+    _, bench = _tiny_bench(words)  # pairs a-b, b-c only; no question has all four words
+    got = sgns_study.evaluate_vectors(X, bench, "cosine", ("3cosadd", "3cosmul"))
+    assert np.isnan(got["ws353"]) and (got["ws353_pairs"], got["ws353_oov"]) == (2, 3)
+    for m in ("3cosadd", "3cosmul"):
+        assert np.isnan(got[m]) and (got[f"{m}_answered"], got[f"{m}_oov"]) == (0, 4)
+    # three pairs whose model scores are all equal (orthonormal vectors): ρ undefined, NaN
+    words = ("a", "b", "c", "d", "e", "f", "g")
+    _, bench = _tiny_bench(words)
+    E = np.eye(7, dtype=np.float32)
+    assert np.isnan(sgns_study.evaluate_vectors(E, bench, "dot", ())["ws353"])
 
 
 @pytest.mark.parametrize("change, message", [

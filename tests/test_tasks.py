@@ -1,4 +1,5 @@
-"""Task generators against plain-Python references: MQAR, negation scope, character LM."""
+"""Task generators against plain-Python references: MQAR, negation scope, successor lookup,
+character LM."""
 
 import jax
 import numpy as np
@@ -134,6 +135,68 @@ def test_negation_vocabularies_are_disjoint_and_cover_the_ids():
 def test_negation_errors(kwargs, match):
     with pytest.raises(TaskError, match=match):
         tasks.negation_scope(0, 4, 16, **kwargs)
+
+
+@pytest.mark.parametrize("num_words", [3, 7, 32])
+def test_successor_relation_is_one_cycle_through_every_word(num_words):
+    succ = tasks.successor_relation(num_words, relation_seed=5)
+    seen, w = [], 0
+    for _ in range(num_words):
+        seen.append(w)
+        w = int(succ[w])
+    assert w == 0 and sorted(seen) == list(range(num_words))  # back at the start after all
+    assert all(succ[w] != w and succ[succ[w]] != w for w in range(num_words))  # one-way
+    assert not np.array_equal(succ, tasks.successor_relation(num_words, relation_seed=6)) \
+        or num_words == 3
+
+
+def test_successor_lookup_matches_a_plain_python_reference():
+    n, T, W = 50, 11, 19
+    b = tasks.successor_lookup(3, n, T, W, relation_seed=2)
+    succ = tasks.successor_relation(W, relation_seed=2).tolist()
+    assert b.inputs.shape == b.targets.shape == b.loss_mask.shape == b.attend.shape == (n, T)
+    for i in range(n):
+        words = b.inputs[i].tolist()
+        assert len(set(words)) == T  # distinct words ...
+        start = [w for w in words if succ.index(w) not in words]  # ... of one walk
+        assert len(start) == 1
+        walk = [start[0]]
+        for _ in range(T - 1):
+            walk.append(succ[walk[-1]])
+        assert sorted(walk) == sorted(words)
+        for t, w in enumerate(words):
+            j = words.index(succ[w]) if succ[w] in words else None
+            scored = j is not None and j < t
+            assert b.loss_mask[i, t] == scored
+            assert b.attend[i, t] == (j if scored else -1)
+            assert b.targets[i, t] == (j if scored else 0)
+    # deterministic in the seed, and a JAX key works too
+    again = tasks.successor_lookup(3, n, T, W, relation_seed=2)
+    assert all(np.array_equal(x, y) for x, y in zip(b, again, strict=True))
+    k = tasks.successor_lookup(jax.random.key(1), n, T, W, relation_seed=2)
+    assert not np.array_equal(k.inputs, b.inputs)
+
+
+def test_successor_lookup_chance_matches_a_simulated_uniform_guess():
+    b = tasks.successor_lookup(0, 3000, 12, 20)
+    t = np.nonzero(b.loss_mask)[1]
+    guess = np.random.default_rng(0).integers(0, t)  # uniform among the t earlier positions
+    hit = np.mean(guess == b.attend[b.loss_mask])
+    chance = tasks.successor_lookup_chance(b.loss_mask)
+    assert chance == pytest.approx(np.mean(1 / t)) and hit == pytest.approx(chance, abs=0.01)
+    # the successor is earlier for about half the positions that have one
+    assert 0.4 < b.loss_mask.mean() < 0.55
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"num_words": 2, "seq_len": 2}, "num_words must be >= 3"),
+    ({"num_words": 8, "seq_len": 9}, "seq_len=9 exceeds num_words=8"),
+    ({"num_words": 0, "seq_len": 2}, "num_words must be a positive integer"),
+    ({"num_words": 8, "seq_len": 0}, "seq_len must be a positive integer"),
+])
+def test_successor_lookup_errors(kwargs, match):
+    with pytest.raises(TaskError, match=match):
+        tasks.successor_lookup(0, 4, **kwargs)
 
 
 TEXT = "the cat sat on the mat\nnaïve dogs don't bark 42 times\nsome more words here " * 5

@@ -184,6 +184,21 @@ def test_resumed_run_equals_uninterrupted(tiny, tmp_path, uninterrupted, calls_l
     assert np.all(np.isfinite(full.epoch_loss)) and full.epoch_loss[0, 0] > 0
 
 
+def test_stopping_right_after_a_periodic_save_saves_once(tiny, tmp_path, uninterrupted,
+                                                         calls_log):
+    full, full_calls, _ = uninterrupted["sgd"]
+    tcfg = dataclasses.replace(TINY_TRAIN, optimizer="sgd")
+    assert tcfg.checkpoint_every == 3
+    with pytest.raises(StoppedEarlyError):  # call 3 is the one that saves periodically
+        train.train(*tiny, TINY_CFG, tcfg, work_dir=tmp_path, progress=False, stop_after_calls=3)
+    steps = [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+    assert steps == ["1"]  # one checkpoint, not the same state written twice
+    calls_log.clear()
+    res = train.train(*tiny, TINY_CFG, tcfg, work_dir=tmp_path, progress=False)
+    assert calls_log == full_calls[3:]
+    _assert_same_params(res.params, full.params)
+
+
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
 def test_seeds_trained_together_equal_seeds_trained_alone(tiny, opt):
     # 64 words per call: with subsampling seed 3 keeps 1471 tokens in epoch 0 (23 calls) and
