@@ -51,7 +51,7 @@ from experiments.attention_train import (  # noqa: E402
     train,
 )
 from experiments.bench_sgns import ci95  # noqa: E402
-from experiments.report import Run  # noqa: E402
+from experiments.report import Run, require_positive  # noqa: E402
 from jaxemb import tasks  # noqa: E402
 from jaxemb.attention import ATTENTION_SCORES  # noqa: E402
 from jaxemb.transformer import Transformer, TransformerConfig  # noqa: E402
@@ -143,12 +143,9 @@ class AttentionStudyConfig:
         return self
 
     def validate(self) -> None:
-        for name in ("seeds", "steps", "width", "depth", "heads", "batch", "seq_len", "vocab",
-                     "kv_pairs", "scope", "lookup_words", "eval_size", "log_every", "workers",
-                     "mqar_steps", "mqar_batch"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
+        require_positive(self, "seeds", "steps", "width", "depth", "heads", "batch", "seq_len",
+                         "vocab", "kv_pairs", "scope", "lookup_words", "eval_size", "log_every",
+                         "workers", "mqar_steps", "mqar_batch")
         if not self.scores:
             raise ValueError("--scores must name at least one score")
         for s in self.scores:

@@ -20,7 +20,7 @@ from scipy import stats
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.report import Run, table  # noqa: E402
+from experiments.report import Run, require_positive, table  # noqa: E402
 from jaxemb import corpus, evaluate, io, ppmi, scoring, search  # noqa: E402
 from jaxemb.wordvectors import WordVectors  # noqa: E402
 
@@ -50,10 +50,7 @@ class DemoConfig:
         return self
 
     def validate(self) -> None:
-        for name in ("min_count", "window", "dim", "hub_queries"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, "
-                                 f"got {getattr(self, name)}")
+        require_positive(self, "min_count", "window", "dim", "hub_queries")
 
 
 QUERY_WORDS = ("king", "france", "computer", "music", "good", "water")

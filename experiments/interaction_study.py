@@ -33,7 +33,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments.bench_sgns import ci95  # noqa: E402
-from experiments.report import Run  # noqa: E402
+from experiments.report import Run, require_positive  # noqa: E402
 from jaxemb import interaction, ranking, recdata  # noqa: E402
 
 DATA = ("planted", "ml-100k", "ml-1m")
@@ -119,11 +119,9 @@ class InteractionStudyConfig:
         if unknown or not self.models:
             raise ValueError(f"--models: unknown {unknown or '(none given)'}; known: "
                              f"{', '.join(interaction.MODELS)}")
-        for name in ("dim", "epochs", "batch_size", "negatives", "k", "sampled", "users",
-                     "items", "per_user", "true_dim", "fit_side", "fit_rank", "fit_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, "
-                                 f"got {getattr(self, name)}")
+        require_positive(self, "dim", "epochs", "batch_size", "negatives", "k", "sampled",
+                         "users", "items", "per_user", "true_dim", "fit_side", "fit_rank",
+                         "fit_steps")
         for name in ("seeds", "fit_seeds"):
             if getattr(self, name) < 2:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 2 (for an interval), "

@@ -123,6 +123,15 @@ class Run:
         return report
 
 
+def require_positive(cfg, *names: str, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` naming the command-line flag of the first field of ``cfg`` (a config
+    dataclass) among ``names`` that is not an integer >= 1."""
+    for name in names:
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+            raise error(f"--{name.replace('_', '-')} must be >= 1 (an integer), got {v!r}")
+
+
 def free_name(folder: Path, stem: str, suffix: str) -> str:
     """``stem.suffix``, or ``stem-2.suffix``, ... : the first name not taken in ``folder``."""
     n = 1

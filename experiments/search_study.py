@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments import bench_search  # noqa: E402
-from experiments.report import Run  # noqa: E402
+from experiments.report import Run, require_positive  # noqa: E402
 
 METHODS = ("jaxemb", "faiss", "numpy", "sgemm bound")
 
@@ -56,9 +56,7 @@ class SearchStudyConfig:
     def validate(self) -> None:
         if not self.sizes or min(self.sizes) < 1:
             raise ValueError(f"--sizes must be positive row counts, got {self.sizes}")
-        for name in ("queries", "dim", "k", "repeats"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "queries", "dim", "k", "repeats")
         if self.k > min(self.sizes):
             raise ValueError(f"--k ({self.k}) must not exceed the smallest size "
                              f"({min(self.sizes)})")

@@ -219,13 +219,13 @@ def test_parts_run_only_what_they_name(tmp_path, monkeypatch):
 
 def test_config_errors():
     for kwargs, match in [({"scores": ("dot",)}, "unknown score 'dot'"),
-                          ({"steps": 0}, "--steps must be an integer >= 1"),
+                          ({"steps": 0}, "--steps must be >= 1 \\(an integer\\)"),
                           ({"heads": 3}, "--heads 3 must divide every width"),
                           ({"lrs": (0.0,)}, "every --lrs value must be > 0"),
                           ({"kv_pairs": 20}, "seq_len >= 4 \\* num_kv_pairs"),
                           ({"lookup_words": 8}, "seq_len=16 exceeds num_words=8"),
                           ({"lookup_words": 100}, "--lookup-words 100 exceeds --vocab 64"),
-                          ({"mqar_batch": 0}, "--mqar-batch must be an integer >= 1"),
+                          ({"mqar_batch": 0}, "--mqar-batch must be >= 1"),
                           ({"parts": ("mqar", "lm")}, "--parts must name some of relevance"),
                           ({"parts": ()}, "--parts must name some of")]:
         with pytest.raises(ValueError, match=match):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 
@@ -80,3 +81,22 @@ def test_output_path_that_is_a_file(tmp_path, capsys):
     f.write_text("x")
     assert runner.main(["demo", "--quick", "--out-dir", str(f)]) == 2
     assert "cannot create the output directory" in capsys.readouterr().err
+
+
+def test_require_positive_names_the_flag_and_rejects_non_integers():
+    import dataclasses
+
+    from experiments.report import require_positive
+
+    @dataclasses.dataclass
+    class Cfg:
+        batch_size: object = 4
+        dim: object = 8
+
+    require_positive(Cfg(), "batch_size", "dim")  # fine
+    for bad in (0, -3, 2.5, True, "4", None):
+        with pytest.raises(ValueError, match=f"--batch-size must be >= 1 \\(an integer\\), got "
+                                             f"{re.escape(repr(bad))}"):
+            require_positive(Cfg(batch_size=bad), "batch_size", "dim")
+    with pytest.raises(KeyError, match="--dim"):
+        require_positive(Cfg(dim=0), "batch_size", "dim", error=KeyError)
