@@ -283,7 +283,12 @@ def test_the_answer_is_chosen_by_the_numbers():
     assert "scaled_dot had the lowest loss (3.300 bits), separated from every other" in text
     assert "least sensitive score was raw" in text
     rel["negation"]["raw"] = _rel((0.98, 0.03), (0.85, 0.1))
-    mq["smallest_width"]["scaled_dot"] = None
+    mq["smallest_width"] = {"scaled_dot": 128, "raw": 64, "cosine": 128, "bilinear": None}
+    mq["accuracy"]["cosine"] = mq["accuracy"]["bilinear"] = {32: (0.5, 0.01)}
+    assert "MQAR was solved (mean ≥ 0.99) from width 64 by raw; from width 128 by scaled_dot, " \
+           "cosine; not within the grid by bilinear." in A._answer(cfg, rel, mq, ch)
+    mq["smallest_width"] = {"scaled_dot": None, "raw": None}
+    del mq["accuracy"]["cosine"], mq["accuracy"]["bilinear"]
     ch["bits_per_char"]["raw"] = (3.31, 0.02)
     text = A._answer(cfg, rel, mq, ch)
     assert "raw similarity (no W_Q, W_K) solved it too: 0.980 ± 0.030, not separable at 95% " \
