@@ -1,6 +1,6 @@
 """The headline study: one report that answers the seven seed questions with evidence.
 
-    python -m experiments.run                      # everything, ~10 min on a 2-core CPU
+    python -m experiments.run                      # everything, ~20 min on a 2-core CPU
     python -m experiments.run study --quick        # smoke-test size, ~2 min
     python -m experiments.run study --only q6      # some questions only
     python -m experiments.run study --sgns.corpus text8 --interaction.data ml-1m  # large sizes
