@@ -49,7 +49,7 @@ from experiments.attention_train import (  # noqa: E402
     make_evaluate,
     make_mesh,
     make_train_step,
-    member_data_key,
+    member_stream,
     train,
 )
 from experiments.bench_sgns import ci95  # noqa: E402
@@ -212,11 +212,11 @@ class _Setup:
     seeds: list[int]
     streams: dict          # task -> seed -> {inputs, targets, mask} [steps, B, T]
     evals: dict            # task -> (inputs, targets, attend) [E, T]
-    negation: tasks.NegationBatch
-    lookup: tasks.LookupBatch
+    negation: tasks.NegationBatch | None  # held-out relevance data (None: part not run)
+    lookup: tasks.LookupBatch | None
     examples: dict         # task -> the held-out sequence whose attention maps are plotted
-    char_vocab: int
-    char_chars: int
+    char_vocab: int | None  # the character LM's symbols and text length (None: part not run)
+    char_chars: int | None
     sweep: list[list[tuple[int, float]]]  # learning-rate sweep members in runs of len(seeds)
     fns: dict = dataclasses.field(default_factory=dict)
 
@@ -249,59 +249,62 @@ def _eval_key(cfg: AttentionStudyConfig, task: str) -> jax.Array:
 
 
 def _prepare(cfg: AttentionStudyConfig, progress) -> _Setup:
+    """Training streams and held-out sets of the tasks that ``cfg.parts`` runs (only those)."""
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     T, E, V = cfg.seq_len, cfg.eval_size, cfg.vocab
-    with progress("Q4 data: negation scope, successor lookup, MQAR, characters of the "
-                  "Wikipedia sample"):
-        cd = tasks.char_data(max_chars=cfg.char_max_chars)
+    none = np.full((E, T), -1, np.int32)  # no position a held-out token must attend to
+    makers, evals = {}, {}                 # task -> (make, steps, batch); task -> (x, y, attend)
+    ev = lk = cd = None
+    examples = {}
+    with progress(f"Q4 data for {', '.join(cfg.parts)}"):
+        if "relevance" in cfg.parts:
+            def negation(key, n):
+                b = tasks.negation_scope(key, n, T, V, scope=cfg.scope)
+                return {"inputs": b.inputs, "targets": b.targets, "mask": b.loss_mask}
 
-        def negation(key, n):
-            b = tasks.negation_scope(key, n, T, V, scope=cfg.scope)
-            return {"inputs": b.inputs, "targets": b.targets, "mask": b.loss_mask}
+            def lookup(key, n):
+                b = tasks.successor_lookup(key, n, T, cfg.lookup_words)
+                return {"inputs": b.inputs, "targets": b.targets, "mask": b.loss_mask}
 
-        def lookup(key, n):
-            b = tasks.successor_lookup(key, n, T, cfg.lookup_words)
-            return {"inputs": b.inputs, "targets": b.targets, "mask": b.loss_mask}
+            makers |= {"negation": (negation, cfg.steps, cfg.batch),
+                       "lookup": (lookup, cfg.steps, cfg.batch)}
+            ev = tasks.negation_scope(_eval_key(cfg, "negation"), E, T, V, scope=cfg.scope)
+            lk = tasks.successor_lookup(_eval_key(cfg, "lookup"), E, T, cfg.lookup_words)
+            evals |= {"negation": (ev.inputs, ev.targets, ev.attend),
+                      "lookup": (lk.inputs, lk.targets, lk.attend)}
+            examples = {"negation": int(np.argmax(ev.negated[:, :_T_SHOW].sum(1))),
+                        "lookup": int(np.argmax(lk.loss_mask[:, :_T_SHOW].sum(1)))}
+        if "mqar" in cfg.parts:
+            def mqar(key, n):
+                x, y, m = tasks.mqar(key, n, T, cfg.kv_pairs, V,
+                                     random_non_queries=cfg.mqar_random_fill)
+                return {"inputs": x, "targets": y, "mask": m}
 
-        def mqar(key, n):
-            x, y, m = tasks.mqar(key, n, T, cfg.kv_pairs, V,
-                                 random_non_queries=cfg.mqar_random_fill)
-            return {"inputs": x, "targets": y, "mask": m}
+            makers["mqar"] = (mqar, cfg.mqar_steps, cfg.mqar_batch)
+            mx, my, _ = tasks.mqar(_eval_key(cfg, "mqar"), E, T, cfg.kv_pairs, V,
+                                   random_non_queries=cfg.mqar_random_fill)
+            evals["mqar"] = (mx, my, none)
+        if "char" in cfg.parts:
+            cd = tasks.char_data(max_chars=cfg.char_max_chars)
 
-        def char(key, n):
-            x, y = cd.windows(key, n, T)
-            return {"inputs": x, "targets": y, "mask": np.ones_like(x, bool)}
+            def char(key, n):
+                x, y = cd.windows(key, n, T)
+                return {"inputs": x, "targets": y, "mask": np.ones_like(x, bool)}
 
-        streams = {}
-        for task, make, steps, batch in (
-                ("negation", negation, cfg.steps, cfg.batch),
-                ("lookup", lookup, cfg.steps, cfg.batch),
-                ("mqar", mqar, cfg.mqar_steps, cfg.mqar_batch),
-                ("char", char, cfg.steps, cfg.batch)):
-            streams[task] = {}
-            for s in seeds:
-                d = make(member_data_key(s, TASK_IDS[task]), steps * batch)
-                streams[task][s] = {k: v.reshape(steps, batch, T) for k, v in d.items()}
-        ev = tasks.negation_scope(_eval_key(cfg, "negation"), E, T, V, scope=cfg.scope)
-        lk = tasks.successor_lookup(_eval_key(cfg, "lookup"), E, T, cfg.lookup_words)
-        mx, my, _ = tasks.mqar(_eval_key(cfg, "mqar"), E, T, cfg.kv_pairs, V,
-                               random_non_queries=cfg.mqar_random_fill)
-        cx, cy = cd.tiles(E, T)
-        none = np.full((E, T), -1, np.int32)
-        evals = {"negation": (ev.inputs, ev.targets, ev.attend),
-                 "lookup": (lk.inputs, lk.targets, lk.attend), "mqar": (mx, my, none),
-                 "char": (cx, cy, none)}
+            makers["char"] = (char, cfg.steps, cfg.batch)
+            evals["char"] = (*cd.tiles(E, T), none)
+        streams = {task: {s: member_stream(make, s, task, steps, batch) for s in seeds}
+                   for task, (make, steps, batch) in makers.items()}
     sweep = [(seeds[0], lr) for lr in cfg.lrs if not math.isclose(lr, cfg.lr)]
     # Runs of len(seeds) members (the last padded with its own last member) so every run has
     # the same shape as the main runs and reuses their compiled step.
     runs = [sweep[i: i + len(seeds)] for i in range(0, len(sweep), len(seeds))]
     runs = [r + [r[-1]] * (len(seeds) - len(r)) for r in runs]
-    examples = {"negation": int(np.argmax(ev.negated[:, :_T_SHOW].sum(1))),
-                "lookup": int(np.argmax(lk.loss_mask[:, :_T_SHOW].sum(1)))}
-    return _Setup(cfg, Protocol(cfg.steps, cfg.warmup, cfg.weight_decay, cfg.clip, cfg.dropout),
-                  Protocol(cfg.mqar_steps, cfg.warmup, cfg.weight_decay, cfg.clip, cfg.dropout),
-                  make_mesh(), seeds, streams, evals, ev, lk, examples, cd.vocab_size,
-                  cd.train.size + cd.validation.size, runs)
+    protocol = Protocol(cfg.steps, cfg.warmup, cfg.weight_decay, cfg.clip, cfg.dropout)
+    return _Setup(cfg, protocol, dataclasses.replace(protocol, steps=cfg.mqar_steps),
+                  make_mesh(), seeds, streams, evals, ev, lk, examples,
+                  None if cd is None else cd.vocab_size,
+                  None if cd is None else cd.train.size + cd.validation.size, runs)
 
 
 _T_SHOW = 24  # positions shown in the attention-map figure

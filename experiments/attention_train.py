@@ -242,8 +242,15 @@ def train(model: Transformer, protocol: Protocol, mesh: Mesh, step_fn, seeds: Se
 TASK_IDS = {"negation": 0, "mqar": 1, "char": 2, "lookup": 3}
 
 
+def member_stream(make: Callable[[jax.Array, int], dict], seed: int, task: str, steps: int,
+                  batch: int) -> dict:
+    """One member's stream from its own data key, as {name: [steps, B, T]}."""
+    d = make(member_data_key(seed, TASK_IDS[task]), steps * batch)
+    return {k: v.reshape(steps, batch, -1) for k, v in d.items()}
+
+
 def stack_members(make: Callable[[jax.Array, int], dict], seeds: Sequence[int], task: str,
                   steps: int, batch: int) -> dict:
     """Each member's stream from its own data key, as {name: [steps, M, B, T]}."""
-    per = [make(member_data_key(s, TASK_IDS[task]), steps * batch) for s in seeds]
-    return {k: np.stack([p[k].reshape(steps, batch, -1) for p in per], axis=1) for k in per[0]}
+    per = [member_stream(make, s, task, steps, batch) for s in seeds]
+    return {k: np.stack([p[k] for p in per], axis=1) for k in per[0]}
