@@ -23,7 +23,8 @@ import tyro
 from scipy import stats
 
 from experiments.report import environment
-from jaxemb import corpus, datasets, evaluate, sgns, train
+from jaxemb import corpus, evaluate, sgns, train
+from jaxemb.datasets import load_corpus
 from jaxemb.wordvectors import WordVectors
 
 
@@ -49,18 +50,6 @@ class Args:
     """jaxemb vectors to evaluate: 'in', 'out' or 'in+out' (gensim's are its input vectors)."""
     json: str | None = None
     """Write all results here (refuses to overwrite an existing file)."""
-
-
-def load_corpus(name: str) -> list[list[str]]:
-    if name == "wiki":
-        return corpus.wiki_sample()
-    if name == "lee":
-        return datasets.lee_background()
-    if name == "text8":
-        return datasets.text8()
-    if name == "planted":
-        return datasets.planted_corpus().docs
-    return corpus.read_text_file(name)
 
 
 def evaluate_vectors(wv: WordVectors) -> dict:

@@ -39,9 +39,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments import demo  # noqa: E402
-from experiments.bench_sgns import ci95, load_corpus  # noqa: E402
+from experiments.bench_sgns import ci95  # noqa: E402
 from experiments.report import Run  # noqa: E402
 from jaxemb import corpus, datasets, evaluate, ppmi, sgns, train  # noqa: E402
+from jaxemb.datasets import load_corpus  # noqa: E402
 from jaxemb.wordvectors import WordVectors  # noqa: E402
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxemb.corpus import CorpusError, gensim_datapath, read_text_file
+from jaxemb.corpus import CorpusError, gensim_datapath, read_text_file, wiki_sample
 from jaxemb.wordvectors import VocabularyError
 
 LEE_BACKGROUND = "lee_background.cor"
@@ -47,6 +47,23 @@ def lee_background() -> list[list[str]]:
     """gensim's Lee background corpus: 300 documents (one per line), 60,302 tokens, 7,002 types
     with ``corpus.tokenize`` (alphabetic, lowercased)."""
     return read_text_file(gensim_datapath(LEE_BACKGROUND))
+
+
+CORPORA = ("wiki", "lee", "text8", "planted")
+
+
+def load_corpus(name: str) -> list[list[str]]:
+    """Documents of a named corpus (``CORPORA``: gensim's Wikipedia sample, the Lee corpus, text8,
+    the planted corpus) or of a text file at path ``name`` (one document per line)."""
+    if name == "wiki":
+        return wiki_sample()
+    if name == "lee":
+        return lee_background()
+    if name == "text8":
+        return text8()
+    if name == "planted":
+        return planted_corpus().docs
+    return read_text_file(name)
 
 
 # ------------------------------------------------------------------------------------ text8
