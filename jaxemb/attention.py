@@ -98,7 +98,7 @@ def padding_mask(valid: Array, *, queries: bool = False) -> Array:
     return jnp.logical_and(valid[:, None, :, None], keys)
 
 
-# --- the maths: the feature maps are jaxemb.learned_score's; attention from features -------
+# --- attention from feature maps (the maps and their parameters: jaxemb.learned_score) -----
 
 def explicit_attention(qf: Array, kf: Array, mask: Array | None, causal: bool
                        ) -> tuple[Array, Array]:

@@ -15,6 +15,9 @@ mlp             MLP([P_u, Q_i]): NCF's MLP on the concatenation (ReLU tower, the
 neumf           h · [P_u ⊙ Q_i, MLP([P'_u, Q'_i])]: NCF's NeuMF (separate GMF and MLP tables)
 ==============  ===============================================================================
 
+The score's own parameters (cosine ``log_t``, bilinear ``W``, gmf/seed_combo ``w`` = h) sit in
+the submodule ``score``, a :class:`jaxemb.learned_score.LearnedScore`.
+
 ``model.apply(v, users [B], items [B]) -> logits [B]``; ``model.apply(v, users [B],
 method="score_all") -> [B, I]`` scores every item. For dot, cosine, gmf, bilinear and seed_combo
 that is the project's central idea: map users through the score's phi_q and all items through

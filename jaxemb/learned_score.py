@@ -105,9 +105,10 @@ _LOG_T = ParamSpec("log_t", lambda m: _per_head(m),
 _W = ParamSpec("W", lambda m: (m.width, m.width), lambda m: _eye)
 _W_HEAD = ParamSpec("W", lambda m: (m.heads, m.dim, m.dim), lambda m: _eye)
 _w = ParamSpec("w", lambda m: _per_head(m, m.dim), lambda m: nn.initializers.ones)
-# Random, like the projections W_Q, W_K whose product a low-rank score is (no rank-r matrix is
-# I). LeCun normal without truncation (truncation costs compile time on CPU for nothing here).
 def _lecun(m: LearnedScore) -> Callable:
+    """A and B start random, like the projections W_Q, W_K whose product a low-rank score is
+    (no rank-r matrix is I): LeCun normal, untruncated (truncation only costs compile time),
+    fan-in d per head."""
     return nn.initializers.variance_scaling(1.0, "fan_in", "normal",
                                             batch_axis=() if m.heads is None else (0,))
 
