@@ -22,8 +22,10 @@ parametrisation and so the optimisation, which is what the study measures.
 
 Parameters are named and shaped as in ``flax.linen.MultiHeadDotProductAttention`` (``query``,
 ``key``, ``value``: DenseGeneral kernels [D, H, d_head]; ``out``: [H, d_head, out]), so weights
-copy across; score parameters add ``log_t`` [H], ``bilinear`` [width, width],
-``head_bilinear`` [H, d_head, d_head] or ``query_ln``/``key_ln`` (flax's names).
+copy across. The score's own parameters sit in the submodule ``score``, a
+:class:`jaxemb.learned_score.LearnedScore`: ``score/log_t`` [H], ``score/W`` [width, width]
+(bilinear) or [H, d_head, d_head] (head_bilinear), or ``score/query_ln``, ``score/key_ln``
+(flax's LayerNorm gains; at flax's top level ``query_ln``/``key_ln``).
 """
 
 from __future__ import annotations
@@ -38,12 +40,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxemb import scoring
+from jaxemb import learned_score
+from jaxemb.learned_score import LearnedScore
 
 Array = jax.Array
 
-ATTENTION_SCORES = ("scaled_dot", "cosine", "bilinear", "head_bilinear", "neg_sq_euclidean",
-                    "qk_layernorm", "raw")
+# The attention scores, in the registry's order: scaled_dot, cosine, bilinear, head_bilinear,
+# neg_sq_euclidean, qk_layernorm, raw.
+ATTENTION_SCORES = learned_score.names(attention=True)
 IMPLEMENTATIONS = (None, "xla", "cudnn")
 
 # Cosine temperature as in Swin v2 (Liu et al. 2022, §3.2): a learned per-head log-scale
@@ -51,8 +55,9 @@ IMPLEMENTATIONS = (None, "xla", "cudnn")
 # [-1, 1], so the softmax over T keys is at most e²-fold peaked on one key: it cannot express a
 # confident (near one-hot) attention pattern. The log parametrisation keeps t > 0 and makes its
 # updates multiplicative.
-COSINE_LOG_T_INIT = math.log(10.0)
-COSINE_LOG_T_MAX = math.log(100.0)
+COSINE_T_INIT, COSINE_T_MAX = 10.0, 100.0
+COSINE_LOG_T_INIT = math.log(COSINE_T_INIT)
+COSINE_LOG_T_MAX = math.log(COSINE_T_MAX)
 
 # cuDNN's flash attention wants the head dimension to be a multiple of 8 (and ≤ 128/256);
 # features that widen it (−‖q−k‖² adds 2) are zero-padded to the next multiple on that path.
@@ -93,53 +98,7 @@ def padding_mask(valid: Array, *, queries: bool = False) -> Array:
     return jnp.logical_and(valid[:, None, :, None], keys)
 
 
-# --- the maths: feature maps per head (pure functions; the module owns the parameters) --------
-
-def _per_head(f, x: Array, *head_params: Array) -> Array:
-    """Apply ``f(rows [n, d], *params) -> [n, f]`` to each head of x [B, T, H, d] → [B, T, H, f].
-
-    Parameters shared by all heads: one call on all rows. Per-head parameters (leading axis H):
-    vmapped over the head axis.
-    """
-    B, T, H, d = x.shape
-    if not head_params:
-        return f(x.reshape(B * T * H, d)).reshape(B, T, H, -1)
-    rows = x.reshape(B * T, H, d)
-    out = jax.vmap(f, in_axes=(1,) + (0,) * len(head_params), out_axes=1)(rows, *head_params)
-    return out.reshape(B, T, H, -1)
-
-
-def feature_maps(score: str, q: Array, k: Array, *, t: Array | None = None,
-                 W: Array | None = None) -> tuple[Array, Array]:
-    """(phi_q, phi_k): [B, Tq, H, f], [B, Tk, H, f] with logits = phi_q · phi_k (scale 1).
-
-    ``q`` [B, Tq, H, d], ``k`` [B, Tk, H, d]: per-head projections (after the layer norms for
-    qk_layernorm; the inputs themselves for raw). ``t`` [H]: cosine temperature (not log).
-    ``W``: [H·d, H·d] for bilinear, [H, d, d] for head_bilinear. Every map is
-    ``jaxemb.scoring``'s, so the logits are exactly that module's pair scores.
-    """
-    d = q.shape[-1]
-    sd = scoring.scaled_dot
-    if score in ("scaled_dot", "qk_layernorm", "raw"):
-        return _per_head(sd.map_queries, q), k
-    if score == "cosine":
-        cos = scoring.cosine
-        return _per_head(cos.map_queries, q, t), _per_head(cos.map_keys, k, t)
-    if score == "bilinear":
-        # Full width: W mixes the concatenated heads' queries, then heads are split again.
-        B, T, H, _ = q.shape
-        qW = scoring.bilinear.map_queries(q.reshape(B * T, H * d), W).reshape(B, T, H, d)
-        return _per_head(sd.map_queries, qW), k
-    if score == "head_bilinear":
-        qW = _per_head(scoring.bilinear.map_queries, q, W)
-        return _per_head(sd.map_queries, qW), k
-    if score == "neg_sq_euclidean":
-        # [2q, -|q|², -1]·[k, 1, |k|²] = -|q-k|²; the 1/sqrt(d) goes on the query side.
-        neg = scoring.neg_sq_euclidean
-        qf = _per_head(neg.map_queries, q) / jnp.asarray(math.sqrt(d), q.dtype)
-        return qf, _per_head(neg.map_keys, k)
-    raise AttentionError(f"feature_maps: unknown score {score!r}")  # pragma: no cover
-
+# --- attention from feature maps (the maps and their parameters: jaxemb.learned_score) -----
 
 def explicit_attention(qf: Array, kf: Array, mask: Array | None, causal: bool
                        ) -> tuple[Array, Array]:
@@ -178,17 +137,6 @@ def fused_head_dim(f: int, d_v: int, implementation: str | None) -> int:
 
 
 # --- the module ------------------------------------------------------------------------------
-
-def _eye_per_head(key, shape, dtype=jnp.float32):
-    del key
-    H, d, _ = shape
-    return jnp.broadcast_to(jnp.eye(d, dtype=dtype), (H, d, d))
-
-
-def _eye(key, shape, dtype=jnp.float32):
-    del key
-    return jnp.eye(shape[0], dtype=dtype)
-
 
 class MultiHeadAttention(nn.Module):
     """Multi-head attention with a chosen query–key score: [B, Tq, D] (, [B, Tk, D_kv]) →
@@ -236,28 +184,19 @@ class MultiHeadAttention(nn.Module):
             nn.DenseGeneral, features=(H, d), axis=-1, dtype=self.dtype,
             param_dtype=self.param_dtype, kernel_init=nn.initializers.lecun_normal())
         v = dense(name="value")(inputs_kv)
-        if score == "raw":
+        spec = learned_score.spec(score)
+        if not spec.project:
             # The control without W_Q, W_K: relevance = similarity of the inputs themselves.
             q = inputs_q.reshape(*inputs_q.shape[:2], H, d).astype(v.dtype)
             k = inputs_kv.reshape(*inputs_kv.shape[:2], H, d).astype(v.dtype)
         else:
             q, k = dense(name="query")(inputs_q), dense(name="key")(inputs_kv)
-        if score == "qk_layernorm":
-            ln = functools.partial(nn.LayerNorm, use_bias=False, dtype=self.dtype,
-                                   param_dtype=self.param_dtype)
-            q, k = ln(name="query_ln")(q), ln(name="key_ln")(k)
-        t = W = None
-        if score == "cosine":
-            log_t = self.param("log_t", nn.initializers.constant(COSINE_LOG_T_INIT), (H,),
-                               self.param_dtype)
-            # Learned temperature folded into q (cuDNN's scale is a static float).
-            t = jnp.exp(jnp.minimum(log_t, COSINE_LOG_T_MAX)).astype(q.dtype)
-        elif score == "bilinear":
-            W = self.param("bilinear", _eye, (width, width), self.param_dtype).astype(q.dtype)
-        elif score == "head_bilinear":
-            W = self.param("head_bilinear", _eye_per_head, (H, d, d),
-                           self.param_dtype).astype(q.dtype)
-        qf, kf = feature_maps(score, q, k, t=t, W=W)
+        # The score's parameters (log_t [H], W, LayerNorm gains) live in the submodule "score";
+        # its temperature and scale are folded into q, since cuDNN's scale is a static float.
+        qf, kf = LearnedScore(
+            score, d, heads=H, temperature=COSINE_T_INIT, max_temperature=COSINE_T_MAX,
+            scale_queries=spec.attention_scale, dtype=q.dtype, param_dtype=self.param_dtype,
+            name="score")(q, k)
         qf, kf = qf.astype(v.dtype), kf.astype(v.dtype)
 
         if mode == "weights":

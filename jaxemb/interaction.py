@@ -15,6 +15,9 @@ mlp             MLP([P_u, Q_i]): NCF's MLP on the concatenation (ReLU tower, the
 neumf           h · [P_u ⊙ Q_i, MLP([P'_u, Q'_i])]: NCF's NeuMF (separate GMF and MLP tables)
 ==============  ===============================================================================
 
+The score's own parameters (cosine ``log_t``, bilinear ``W``, gmf/seed_combo ``w`` = h) sit in
+the submodule ``score``, a :class:`jaxemb.learned_score.LearnedScore`.
+
 ``model.apply(v, users [B], items [B]) -> logits [B]``; ``model.apply(v, users [B],
 method="score_all") -> [B, I]`` scores every item. For dot, cosine, gmf, bilinear and seed_combo
 that is the project's central idea: map users through the score's phi_q and all items through
@@ -37,6 +40,7 @@ import optax
 from tqdm.auto import tqdm
 
 from jaxemb import scoring
+from jaxemb.learned_score import LearnedScore
 from jaxemb.recdata import Interactions, RecDataError, check_ids
 
 Array = jax.Array
@@ -84,17 +88,24 @@ class InteractionModel(nn.Module):
 
 
 class FeatureModel(InteractionModel):
-    """logit = score(P_u, Q_i, *θ) + b_u + b_i + b for a ``jaxemb.scoring`` score."""
+    """logit = score(P_u, Q_i, *θ) + b_u + b_i + b for a score of ``jaxemb.learned_score``,
+    whose parameters θ live in the submodule ``score``."""
 
     score_name = "dot"
 
     def setup(self):
         self.P, self.Q = self._tables()
         self.b_user, self.b_item, self.b = self._biases()
-        self.theta = self.score_params()
+        # After the tables and biases: their draws depend on the order of params in this scope.
+        self.score = LearnedScore(self.score_name, self.dim, **self.score_options())
 
-    def score_params(self) -> tuple:
-        return ()
+    def score_options(self) -> dict:
+        """Keyword options of this model's :class:`LearnedScore` (e.g. the temperature)."""
+        return {}
+
+    def theta(self) -> tuple:
+        """The score's parameters as ``jaxemb.scoring``'s score takes them."""
+        return self.score.args()
 
     def user_term(self, Pu: Array) -> Array | float:
         """A logit term of the user alone (rows [n, d] → [n]); none here."""
@@ -108,20 +119,20 @@ class FeatureModel(InteractionModel):
         """Logits [B] of (``users`` [B], ``items`` [B])."""
         self._check(users, items)
         Pu, Qi = self.P[users], self.Q[items]
-        s = scoring.batched(scoring.get_score(self.score_name))(Pu, Qi, *self.theta)
+        s = scoring.batched(self.score.spec.maps)(Pu, Qi, *self.theta())
         return (s + self.b_user[users] + self.user_term(Pu) + self.b_item[items]
                 + self.item_term(Qi) + self.b)
 
     def user_features(self, users: Array) -> Array:
         """[B, f + 2]: phi_q(P_u), then the user's bias and 1."""
         Pu = self.P[users]
-        F = scoring.get_score(self.score_name).map_queries(Pu, *self.theta)
+        F = self.score.spec.maps.map_queries(Pu, *self.theta())
         bias = jnp.broadcast_to(self.b_user[users] + self.user_term(Pu) + self.b, users.shape)
         return jnp.concatenate([F, bias[:, None], jnp.ones_like(bias)[:, None]], axis=1)
 
     def item_features(self) -> Array:
         """[I, f + 2]: phi_k(Q_i) of every item, then 1 and the item's bias."""
-        F = scoring.get_score(self.score_name).map_keys(self.Q, *self.theta)
+        F = self.score.spec.maps.map_keys(self.Q, *self.theta())
         bias = jnp.broadcast_to(self.b_item + self.item_term(self.Q), (self.num_items,))
         return jnp.concatenate([F, jnp.ones_like(bias)[:, None], bias[:, None]], axis=1)
 
@@ -142,9 +153,8 @@ class Cosine(FeatureModel):
     temperature: float = 5.0
     score_name = "cosine"
 
-    def score_params(self) -> tuple:
-        log_t = self.param("log_t", nn.initializers.constant(np.log(self.temperature)), ())
-        return (jnp.exp(log_t),)
+    def score_options(self) -> dict:
+        return {"temperature": self.temperature}
 
 
 class GMF(FeatureModel):
@@ -153,15 +163,9 @@ class GMF(FeatureModel):
 
     score_name = "diag_bilinear"
 
-    def score_params(self) -> tuple:
-        return (self.param("h", nn.initializers.ones, (self.dim,)),)
-
 
 class Bilinear(FeatureModel):
     score_name = "bilinear"
-
-    def score_params(self) -> tuple:
-        return (self.param("W", lambda key, s: jnp.eye(*s), (self.dim, self.dim)),)
 
 
 class SeedCombo(FeatureModel):
@@ -169,20 +173,19 @@ class SeedCombo(FeatureModel):
 
     ½h · (u ⊙ v) is the diagonal bilinear score with w = ½h, so this is GMF plus ½h·u (one
     number per user: it shifts all of a user's logits alike and cannot change their ranking)
-    plus ½h·v (an item bias tied to the embedding).
+    plus ½h·v (an item bias tied to the embedding). h is the score's ``w``.
     """
 
     score_name = "diag_bilinear"
 
-    def score_params(self) -> tuple:
-        self.h = self.param("h", nn.initializers.ones, (self.dim,))
-        return (0.5 * self.h,)
+    def theta(self) -> tuple:
+        return (0.5 * self.score.theta["w"],)
 
     def user_term(self, Pu):
-        return 0.5 * Pu @ self.h
+        return 0.5 * Pu @ self.score.theta["w"]
 
     def item_term(self, Qi):
-        return 0.5 * Qi @ self.h
+        return 0.5 * Qi @ self.score.theta["w"]
 
 
 # LeCun normal without truncation: Flax's default truncated normal costs ~1.5 s of extra kernel

@@ -21,7 +21,8 @@ it is a matmul). Under ``vmap`` an unbatched operand stays unbatched, so ``pairw
 query and each key once and then does a single ``dot_general``.
 
 A score is called as ``score(q, k, *params, **options)``: ``q`` [d_q], ``k`` [d_k] → scalar.
-Parameters are arrays (``W``, ``w``, ``A``, ``B``, the temperature ``t``) so they can be learned.
+Parameters are arrays (``W``, ``w``, ``A``, ``B``, the temperature ``t``) so they can be learned;
+:class:`jaxemb.learned_score.LearnedScore` owns them for the models, through one registry.
 """
 
 from __future__ import annotations

@@ -35,8 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from jaxemb import scoring
-from jaxemb.scoring import Score
+from jaxemb import learned_score
+from jaxemb.learned_score import LearnedScore
 
 Array = jax.Array
 
@@ -84,7 +84,9 @@ class SGNSConfig:
             raise SGNSError(f"sample must be >= 0 (0 disables subsampling), got {self.sample}")
         if self.temperature <= 0:
             raise SGNSError(f"temperature must be > 0, got {self.temperature}")
-        scoring.get_score(self.score)
+        if not learned_score.spec(self.score).pair:
+            raise SGNSError(f"{self.score!r} is an attention score (per head); SGNS scores: "
+                            f"{', '.join(learned_score.names(pair=True))}")
         if self.score in ("lowrank_bilinear",):
             raise SGNSError("lowrank_bilinear is not an SGNS score here; use 'bilinear' (full) "
                             "or 'diag_bilinear'")
@@ -173,9 +175,10 @@ class SGNS(nn.Module):
 
     Tables: ``in`` [V, d] (word2vec's uniform ±0.5/d init) and ``out`` [V, d] (zeros, as word2vec,
     for dot-like scores); for cosine, whose normalisation is undefined at 0, both uniform
-    ±√(3/d) (length ≈ 1).
-    Score parameters live under ``score``: ``log_t`` (cosine), ``W`` (bilinear, init identity so
-    it starts as dot), ``w`` (diagonal bilinear, init ones), ``b`` (optional bias).
+    ±√(3/d) (length ≈ 1). The score's parameters live in the submodule ``score``
+    (:func:`score_module`): ``log_t`` (cosine), ``W`` (bilinear, init identity so it starts as
+    dot), ``w`` (diagonal bilinear, init ones), ``b`` (optional bias). So the parameter tree is
+    the training tree, ``{"in", "out", "score": {...}}`` (see :func:`init_params`).
     """
 
     vocab_size: int
@@ -196,51 +199,44 @@ class SGNS(nn.Module):
         self.table_in = self.param("in", uniform, (V, d))
         zero_ok = cfg.score != "cosine"
         self.table_out = self.param("out", nn.initializers.zeros if zero_ok else uniform, (V, d))
-        sp = {}
-        if cfg.score == "cosine":
-            sp["log_t"] = self.param("log_t", nn.initializers.constant(np.log(cfg.temperature)),
-                                     ())
-        elif cfg.score == "bilinear":
-            sp["W"] = self.param("W", lambda k, s: jnp.eye(d), (d, d))
-        elif cfg.score == "diag_bilinear":
-            sp["w"] = self.param("w", nn.initializers.ones, (d,))
-        if cfg.bias:
-            sp["b"] = self.param("b", nn.initializers.zeros, ())
-        self.score_params = sp
+        # Created after the tables: their draws depend on the order of params in this scope.
+        self.score = score_module(cfg)
 
     def __call__(self, inputs: Array, outputs: Array) -> Array:
         """Logits [...] of (input word, output word) id pairs of matching shape."""
-        return pair_logits(self.config, self.score_params, self.table_in[inputs],
-                           self.table_out[outputs])
+        return _logits(self.score, self.table_in[inputs], self.table_out[outputs])
 
 
-def _score_args(cfg: SGNSConfig, sp: dict) -> tuple:
-    if cfg.score == "cosine":
-        t = jnp.exp(sp["log_t"])
-        return (t if cfg.learn_temperature else jax.lax.stop_gradient(t),)
-    if cfg.score == "bilinear":
-        return (sp["W"],)
-    if cfg.score == "diag_bilinear":
-        return (sp["w"],)
-    return ()
+def init_params(model: SGNS, key: Array) -> dict:
+    """The training tree ``{"in": [V, d], "out": [V, d], "score": {...}}`` of ``model``.
+
+    ``score`` is ``{}`` for a score without parameters (flax leaves such a submodule out).
+    """
+    ids = jnp.zeros((1,), jnp.int32)
+    p = model.init(key, ids, ids)["params"]
+    return {"in": p["in"], "out": p["out"], "score": p.get("score", {})}
+
+
+def score_module(cfg: SGNSConfig) -> LearnedScore:
+    """The (unbound) score module of ``cfg``: its parameters are a training tree's ``score``."""
+    return LearnedScore(cfg.score, cfg.dim, temperature=cfg.temperature,
+                        learn_temperature=cfg.learn_temperature, bias=cfg.bias)
 
 
 def feature_maps(cfg: SGNSConfig, sp: dict):
-    """(phi_in, phi_out): row-wise maps [..., d] → [..., f] so that logit = phi_in · phi_out."""
-    score: Score = scoring.get_score(cfg.score)
-    args = _score_args(cfg, sp)
+    """(phi_in, phi_out): row-wise maps [..., d] → [..., f] so that logit = phi_in · phi_out
+    (plus the bias), with the score's parameters ``sp``."""
+    score = score_module(cfg).bind({"params": sp})
+    return score.phi_q, score.phi_k
 
-    def lift(phi):
-        f = lambda x: phi(x, *args)  # noqa: E731
-        return lambda X: jax.vmap(f)(X.reshape(-1, X.shape[-1])).reshape(*X.shape[:-1], -1)
 
-    return lift(score.phi_q), lift(score.phi_k)
+def _logits(score: LearnedScore, rows_in: Array, rows_out: Array) -> Array:
+    return jnp.sum(score.phi_q(rows_in) * score.phi_k(rows_out), axis=-1) + score.offset()
 
 
 def pair_logits(cfg: SGNSConfig, sp: dict, rows_in: Array, rows_out: Array) -> Array:
-    phi_in, phi_out = feature_maps(cfg, sp)
-    logits = jnp.sum(phi_in(rows_in) * phi_out(rows_out), axis=-1)
-    return logits + sp["b"] if "b" in sp else logits
+    """Logits [...] of rows [..., d] of the input and output tables."""
+    return _logits(score_module(cfg).bind({"params": sp}), rows_in, rows_out)
 
 
 def positive_tile(cfg: SGNSConfig) -> int:
@@ -287,8 +283,8 @@ def block_loss(cfg: SGNSConfig, sp: dict, rows_in: Array, rows_out: Array, rows_
     """
     w, b = cfg.window, pair_mask.shape[0]
     T = positive_tile(cfg)
-    phi_in, phi_out = feature_maps(cfg, sp)
-    bias = sp.get("b", 0.0)
+    score = score_module(cfg).bind({"params": sp})
+    phi_in, phi_out, bias = score.phi_q, score.phi_k, score.offset()
     q = phi_in(rows_in[w:w + b])  # [b, f]
     pos = positive_logits(q, phi_out(rows_out), w, T) + bias  # [b/T, T, T+2w]
     band = jnp.einsum("tis,isj->tij", pair_mask.reshape(b // T, T, 2 * w),

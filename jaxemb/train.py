@@ -144,10 +144,8 @@ def init_state(vocab_size: int, cfg: SGNSConfig, tcfg: TrainConfig, table_rows: 
 
     def one(seed):
         k_init, k_sub, k_step = jax.random.split(jax.random.key(seed), 3)
-        params = model.init(k_init, jnp.zeros((1,), jnp.int32), jnp.zeros((1,), jnp.int32))
-        params = params["params"]
-        params = {"in": jnp.pad(params["in"], pad), "out": jnp.pad(params["out"], pad),
-                  "score": {k: v for k, v in params.items() if k not in ("in", "out")}}
+        params = sgns.init_params(model, k_init)
+        params = {**params, "in": jnp.pad(params["in"], pad), "out": jnp.pad(params["out"], pad)}
         opt_state = opt.init(params) if opt is not None else ()
         return params, opt_state, jax.random.key_data(jnp.stack([k_sub, k_step]))
 

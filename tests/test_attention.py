@@ -59,16 +59,16 @@ def _perturbed_params(rng, score, xq, xk):
             p[name]["bias"] = rng.standard_normal(p[name]["bias"].shape).astype(np.float32) * 0.3
     if score == "cosine":
         # one head above the clamp, to check it (t = 100 there)
-        p["log_t"] = np.log(np.array([3.0, 7.0, 1000.0], np.float32))
+        p["score"]["log_t"] = np.log(np.array([3.0, 7.0, 1000.0], np.float32))
     if score == "bilinear":
-        p["bilinear"] = np.eye(QKV, dtype=np.float32) + 0.3 * rng.standard_normal(
+        p["score"]["W"] = np.eye(QKV, dtype=np.float32) + 0.3 * rng.standard_normal(
             (QKV, QKV)).astype(np.float32)
     if score == "head_bilinear":
-        p["head_bilinear"] = np.eye(DH, dtype=np.float32) + 0.3 * rng.standard_normal(
+        p["score"]["W"] = np.eye(DH, dtype=np.float32) + 0.3 * rng.standard_normal(
             (H, DH, DH)).astype(np.float32)
     if score == "qk_layernorm":
         for ln in ("query_ln", "key_ln"):
-            p[ln]["scale"] = (1 + 0.5 * rng.standard_normal(DH)).astype(np.float32)
+            p["score"][ln]["scale"] = (1 + 0.5 * rng.standard_normal(DH)).astype(np.float32)
     return {"params": p}
 
 
@@ -96,7 +96,8 @@ def _reference(score, params, xq, xk, mask=None, causal=False):
     else:
         q, k = proj(xq, "query"), proj(xk, "key")
     if score == "qk_layernorm":
-        q, k = _np_layernorm(q, p["query_ln"]["scale"]), _np_layernorm(k, p["key_ln"]["scale"])
+        ln = p["score"]
+        q, k = _np_layernorm(q, ln["query_ln"]["scale"]), _np_layernorm(k, ln["key_ln"]["scale"])
     f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
     logits = np.zeros((b, H, tq, tk))
     for i in range(b):
@@ -105,16 +106,16 @@ def _reference(score, params, xq, xk, mask=None, causal=False):
             if score in ("scaled_dot", "qk_layernorm", "raw"):
                 s = scoring.pairwise("scaled_dot")(f32(qh), f32(kh))
             elif score == "cosine":
-                t = math.exp(min(p["log_t"][h], COSINE_LOG_T_MAX))
+                t = math.exp(min(p["score"]["log_t"][h], COSINE_LOG_T_MAX))
                 s = scoring.pairwise("cosine")(f32(qh), f32(kh), f32(t))
             elif score == "bilinear":
                 # head h's score: (q_full W)[h-th block] . k_h = q_full W[:, block] . k_h
-                W_h = p["bilinear"][:, h * DH:(h + 1) * DH]
+                W_h = p["score"]["W"][:, h * DH:(h + 1) * DH]
                 s = scoring.pairwise("bilinear")(f32(q[i].reshape(tq, QKV)), f32(kh),
                                                  f32(W_h)) / math.sqrt(DH)
             elif score == "head_bilinear":
                 s = scoring.pairwise("bilinear")(f32(qh), f32(kh),
-                                                 f32(p["head_bilinear"][h])) / math.sqrt(DH)
+                                                 f32(p["score"]["W"][h])) / math.sqrt(DH)
             elif score == "neg_sq_euclidean":
                 s = -((qh[:, None] - kh[None]) ** 2).sum(-1) / math.sqrt(DH)  # directly
             else:
@@ -147,10 +148,14 @@ def test_equals_flax_multihead_attention(rng, normalize_qk):
             params["params"][ln]["scale"] = rng.standard_normal(DH).astype(np.float32)
     ours = _module("qk_layernorm" if normalize_qk else "scaled_dot")
     own = ours.init(jax.random.key(2), xq, xk)
-    assert jax.tree.map(np.shape, own) == jax.tree.map(np.shape, params)  # weights copy across
+    # weights copy across; flax's LayerNorm gains sit under our score submodule
+    p = dict(params["params"])
+    if normalize_qk:
+        p["score"] = {ln: p.pop(ln) for ln in ("query_ln", "key_ln")}
+    assert jax.tree.map(np.shape, own) == jax.tree.map(np.shape, {"params": p})
     for mask in (None, _random_mask(rng), padding_mask(jnp.asarray(rng.random((B, TK)) < 0.7))):
         want = flax_mha.apply(params, xq, xk, mask=mask)
-        got = ours.apply(params, xq, xk, mask=mask)
+        got = ours.apply({"params": p}, xq, xk, mask=mask)
         assert got.shape == (B, TQ, OUT)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
@@ -268,18 +273,19 @@ def test_cosine_is_invariant_to_the_norm_of_projected_q_and_k(rng):
         else:  # the same change does move the scaled dot: the check can fail
             assert np.abs(np.asarray(moved - base)).max() > 1e-2
     logits, _ = _module("cosine").apply(params, xq, xk, method="weights")
-    t = np.exp(np.minimum(params["params"]["log_t"], COSINE_LOG_T_MAX))
+    t = np.exp(np.minimum(params["params"]["score"]["log_t"], COSINE_LOG_T_MAX))
     assert (np.abs(np.asarray(logits)) <= t[None, :, None, None] * (1 + 1e-6)).all()
 
 
 def test_cosine_temperature_starts_at_ten_and_is_clamped_at_one_hundred(rng):
     xq, xk = _inputs(rng, "cosine")
     params = _module("cosine").init(jax.random.key(0), xq, xk)
-    np.testing.assert_allclose(params["params"]["log_t"], np.full(H, np.log(10.0)), rtol=1e-6)
+    np.testing.assert_allclose(params["params"]["score"]["log_t"], np.full(H, np.log(10.0)),
+                               rtol=1e-6)
     p = jax.tree.map(np.array, params)
-    p["params"]["log_t"][:] = np.log(100.0)
+    p["params"]["score"]["log_t"][:] = np.log(100.0)
     at_max = _module("cosine").apply(p, xq, xk)
-    p["params"]["log_t"][:] = np.log(5000.0)
+    p["params"]["score"]["log_t"][:] = np.log(5000.0)
     np.testing.assert_allclose(_module("cosine").apply(p, xq, xk), at_max, rtol=1e-6, atol=1e-6)
 
 
@@ -287,13 +293,13 @@ def test_cosine_temperature_starts_at_ten_and_is_clamped_at_one_hundred(rng):
 def test_bilinear_at_identity_equals_scaled_dot(rng, score):
     xq, xk = _inputs(rng, score)
     params = _module(score).init(jax.random.key(3), xq, xk)
-    shared = {"params": {k: v for k, v in params["params"].items() if k != score}}
+    shared = {"params": {k: v for k, v in params["params"].items() if k != "score"}}
     mask = _random_mask(rng)
     want = _module("scaled_dot").apply(shared, xq, xk, mask=mask)
     np.testing.assert_allclose(_module(score).apply(params, xq, xk, mask=mask), want,
                                rtol=1e-6, atol=1e-6)
     moved = _perturbed_params(rng, score, xq, xk)
-    moved["params"] = {**shared["params"], score: moved["params"][score]}
+    moved["params"] = {**shared["params"], "score": moved["params"]["score"]}
     assert np.abs(np.asarray(_module(score).apply(moved, xq, xk, mask=mask) - want)).max() > 1e-3
 
 

@@ -45,14 +45,14 @@ def reference(name, p):
     if name == "dot":
         s = P @ Q.T
     elif name == "cosine":
-        s = np.exp(p["log_t"]) * (P / np.linalg.norm(P, axis=1, keepdims=True)) @ (
+        s = np.exp(p["score"]["log_t"]) * (P / np.linalg.norm(P, axis=1, keepdims=True)) @ (
             Q / np.linalg.norm(Q, axis=1, keepdims=True)).T
     elif name == "gmf":
-        s = (P * p["h"]) @ Q.T
+        s = (P * p["score"]["w"]) @ Q.T
     elif name == "bilinear":
-        s = P @ p["W"] @ Q.T
+        s = P @ p["score"]["W"] @ Q.T
     elif name == "seed_combo":
-        s = np.einsum("j,uij->ui", p["h"],
+        s = np.einsum("j,uij->ui", p["score"]["w"],
                       0.5 * (P[:, None] * Q[None] + P[:, None] + Q[None]))
     else:
         def tower(x):
@@ -89,18 +89,18 @@ def test_scores_equal_numpy_and_all_items_equal_pairs(name):
 def test_gmf_with_all_ones_head_equals_dot():
     dot, gmf = _model("dot"), _model("gmf")
     p = _random_params(dot)
-    pg = dict(p, h=jnp.ones(D))
+    pg = dict(p, score={"w": jnp.ones(D)})
     users, items = jnp.arange(U) % 5, jnp.arange(U) % I
     np.testing.assert_allclose(gmf.apply({"params": pg}, users, items),
                                dot.apply({"params": p}, users, items), rtol=1e-6)
     np.testing.assert_allclose(interaction.score_all(gmf, pg, np.arange(U)),
                                interaction.score_all(dot, p, np.arange(U)), rtol=1e-6)
-    pg2 = dict(p, h=jnp.ones(D).at[0].set(2.0))  # any other head differs
+    pg2 = dict(p, score={"w": jnp.ones(D).at[0].set(2.0)})  # any other head differs
     assert not np.allclose(gmf.apply({"params": pg2}, users, items),
                            dot.apply({"params": p}, users, items))
     # and freshly initialised GMF starts as dot (h = 1), bilinear too (W = I)
-    assert np.all(interaction.init_params(gmf, jax.random.key(0))["h"] == 1)
-    pb = dict(p, W=jnp.eye(D))
+    assert np.all(interaction.init_params(gmf, jax.random.key(0))["score"]["w"] == 1)
+    pb = dict(p, score={"W": jnp.eye(D)})
     np.testing.assert_allclose(_model("bilinear").apply({"params": pb}, users, items),
                                dot.apply({"params": p}, users, items), rtol=1e-5)
 
@@ -110,7 +110,7 @@ def test_seed_combo_user_term_does_not_change_a_users_ranking():
     p = _random_params(model)
     s = np.asarray(interaction.score_all(model, p, np.arange(U)))
     # removing the user term ½h·u shifts each row by a constant
-    shift = 0.5 * np.asarray(p["user"]) @ np.asarray(p["h"])
+    shift = 0.5 * np.asarray(p["user"]) @ np.asarray(p["score"]["w"])
     no_user = s - shift[:, None]
     np.testing.assert_array_equal(np.argsort(-s, axis=1), np.argsort(-no_user, axis=1))
 

@@ -274,9 +274,9 @@ def test_sgns_init_follows_word2vec():
     assert tin.shape == (V, d) and np.all(np.abs(tin) <= 0.5 / d) and tin.std() > 0.1 / d
     np.testing.assert_array_equal(p["out"], np.zeros((V, d)))
     _, _, p = _module_params("bilinear", V, d)
-    np.testing.assert_array_equal(p["W"], np.eye(d))
+    np.testing.assert_array_equal(p["score"]["W"], np.eye(d))
     _, _, p = _module_params("cosine", V, d, temperature=3.0)
-    np.testing.assert_allclose(p["log_t"], np.log(3.0), rtol=1e-6)
+    np.testing.assert_allclose(p["score"]["log_t"], np.log(3.0), rtol=1e-6)
     for table in (np.asarray(p["in"]), np.asarray(p["out"])):  # cosine: length ≈ 1
         assert np.all(np.abs(table) <= np.sqrt(3 / d))
         assert np.mean(np.sum(table**2, axis=1)) == pytest.approx(1.0, abs=0.15)
@@ -290,12 +290,12 @@ def test_sgns_logits_equal_the_score_of_the_rows(rng, score):
     tout = rng.standard_normal((V, d)).astype(np.float32)
     p.update({"in": tin, "out": tout})
     if score == "bilinear":
-        p["W"] = rng.standard_normal((d, d)).astype(np.float32)
+        p["score"] = {"W": rng.standard_normal((d, d)).astype(np.float32)}
     inputs = rng.integers(0, V, (3, 5)).astype(np.int32)
     outputs = rng.integers(0, V, (3, 5)).astype(np.int32)
     got = np.asarray(model.apply({"params": p}, inputs, outputs))
     assert got.shape == (3, 5)
-    sp = {k: v for k, v in p.items() if k not in ("in", "out")}
+    sp = p.get("score", {})
     want = np.vectorize(lambda i, j: _np_score(score, sp, tin[i], tout[j]))(inputs, outputs)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     if score == "cosine":
@@ -305,8 +305,8 @@ def test_sgns_logits_equal_the_score_of_the_rows(rng, score):
     if score == "bilinear":
         _, dot_model, _ = _module_params("dot", V, d)
         as_dot = dot_model.apply({"params": {"in": tin, "out": tout}}, inputs, outputs)
-        with_eye = model.apply({"params": {**p, "W": np.eye(d, dtype=np.float32)}}, inputs,
-                               outputs)
+        with_eye = model.apply({"params": {**p, "score": {"W": np.eye(d, dtype=np.float32)}}},
+                               inputs, outputs)
         np.testing.assert_allclose(with_eye, as_dot, rtol=1e-6, atol=1e-6)
 
 
