@@ -200,13 +200,15 @@ def run_steps(step: Callable, state: dict, n_steps: int, args_at: Callable[[int]
 
 def check_finite(first_bad: np.ndarray, describe: Callable[[int, int], str],
                  may_diverge: Sequence[bool] | None = None, error=TrainingError) -> None:
-    """Raise ``error(describe(run, step))`` for the first run that diverged (``first_bad`` >= 0)
-    and is not marked in ``may_diverge`` (a learning-rate sweep records the step instead)."""
+    """Raise ``error(describe(run, step))`` for the run that diverged first (the earliest
+    ``first_bad`` >= 0; ties: the lowest run) among those not marked in ``may_diverge`` (a
+    learning-rate sweep records the step instead)."""
     first_bad = np.asarray(first_bad)
     allowed = np.zeros(first_bad.shape, bool) if may_diverge is None else np.asarray(may_diverge)
     fatal = (first_bad >= 0) & ~allowed
     if fatal.any():
-        r = int(np.flatnonzero(fatal)[0])
+        runs = np.flatnonzero(fatal)
+        r = int(runs[np.argmin(first_bad[runs])])
         raise error(describe(r, int(first_bad[r])))
 
 
