@@ -129,6 +129,22 @@ def jit_step(step: Callable, *, donate_argnums=(0,), in_shardings=None, out_shar
     return jax.jit(step, donate_argnums=donate_argnums, compiler_options=compiler_options, **kw)
 
 
+def fast_compile_options() -> dict | None:
+    """XLA options for small training programs: on CPU, backend optimisation level 1 without
+    LLVM's expensive passes. Measured on a 2-core CPU (interaction models): compile time of an
+    epoch 5.0 s → 2.7 s (GMF) and 5.4 s → 3.1 s (MLP) at the same or better speed per epoch;
+    compilation is most of the time of small models. Level 0 compiles in 1.8 s but runs 2.6×
+    slower."""
+    if jax.default_backend() != "cpu":
+        return None
+    return {"xla_backend_optimization_level": 1, "xla_llvm_disable_expensive_passes": True}
+
+
+def run_once_options() -> dict | None:
+    """XLA options for programs that run once (initialisation): optimisation level 0 on CPU."""
+    return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
+
+
 RESERVED = ("step", "first_bad")
 
 

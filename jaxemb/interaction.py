@@ -337,21 +337,6 @@ _adam = optax.scale_by_adam()
 TABLES = ("user", "item", "user_mlp", "item_mlp")
 
 
-def compiler_options() -> dict | None:
-    """XLA options for the training and scoring programs: on CPU, backend optimisation level 1
-    without LLVM's expensive passes. Measured on a 2-core CPU: compile time of an epoch 5.0 s →
-    2.7 s (GMF) and 5.4 s → 3.1 s (MLP) at the same or better speed per epoch; compilation is most
-    of the time of the small models here. Level 0 compiles in 1.8 s but runs 2.6× slower."""
-    if jax.default_backend() != "cpu":
-        return None
-    return {"xla_backend_optimization_level": 1, "xla_llvm_disable_expensive_passes": True}
-
-
-def init_compiler_options() -> dict | None:
-    """XLA options for programs that run once (initialisation): optimisation level 0 on CPU."""
-    return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
-
-
 def _decayed(path) -> bool:
     """Whether a parameter (by its path) is an embedding table, the only ones decayed."""
     return getattr(path[-1], "key", None) in TABLES
@@ -410,7 +395,8 @@ def make_epoch(model: InteractionModel, cfg: InteractionTrainConfig):
                                                    jnp.arange(steps))
         return {**run, "params": params, "opt_state": opt_state}, {"loss": jnp.mean(losses)}
 
-    return engine.make_step(epoch, (None, None, None), compiler_options=compiler_options())
+    return engine.make_step(epoch, (None, None, None),
+                            compiler_options=engine.fast_compile_options())
 
 
 def init_state(model: InteractionModel, cfg: InteractionTrainConfig) -> dict:
@@ -434,7 +420,7 @@ def _init_fn(model: InteractionModel):
     # eager Flax init (op by op, a kernel compiled per op) took 2-3 s, level 1 ~1-2 s, level 0
     # 0.7-1.5 s.
     return jax.jit(functools.partial(engine.stack_runs, one),
-                   compiler_options=init_compiler_options())
+                   compiler_options=engine.run_once_options())
 
 
 def train(model: InteractionModel, data: Interactions, cfg: InteractionTrainConfig,
@@ -487,7 +473,7 @@ def fit_mse(model: InteractionModel, users: Array, items: Array, y: Array, sizes
     opt = optax.adam(lr)
     init = jax.jit(functools.partial(
         engine.stack_runs, lambda s: init_params(model, engine.step_key(jax.random.key(s), 0))),
-        compiler_options=init_compiler_options())
+        compiler_options=engine.run_once_options())
     params = init(jnp.asarray(seeds))
 
     def one(params, size, seed):
@@ -514,7 +500,7 @@ def fit_mse(model: InteractionModel, users: Array, items: Array, y: Array, sizes
 
     t0 = time.perf_counter()
     fit = engine.jit_step(engine.vmap_runs(one, (0, 0, 0)), donate_argnums=(0,),
-                          compiler_options=compiler_options())
+                          compiler_options=engine.fast_compile_options())
     params, loss, first_bad = fit(params, jnp.asarray(sizes), jnp.asarray(seeds))
     return engine.RunsResult(params, np.asarray(loss, np.float64)[None],
                              list(zip(np.asarray(sizes).tolist(), np.asarray(seeds).tolist(),
@@ -525,7 +511,7 @@ def fit_mse(model: InteractionModel, users: Array, items: Array, y: Array, sizes
 def score_all_runs(model: InteractionModel):
     """``f(params [R, ...], users [b]) -> [R, b, I]``, jitted: every run scores every item."""
     return jax.jit(jax.vmap(lambda p, u: model.apply({"params": p}, u, method="score_all"),
-                            in_axes=(0, None)), compiler_options=compiler_options())
+                            in_axes=(0, None)), compiler_options=engine.fast_compile_options())
 
 
 def _check_ids(kind: str, ids, n: int) -> None:

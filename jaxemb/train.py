@@ -245,7 +245,7 @@ class _Run:
         return self.epoch_loss / np.maximum(self.epoch_pairs, 1)
 
     def epoch_keys(self, keys: jax.Array, epoch: int) -> jax.Array:
-        return jax.vmap(jax.random.fold_in, (0, None))(keys, epoch)
+        return jax.vmap(engine.step_key, (0, None))(keys, epoch)
 
     def save(self, epoch: int, call: int) -> None:
         state = {"params": self.params, "opt_state": self.opt_state,
