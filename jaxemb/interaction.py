@@ -405,7 +405,8 @@ def init_state(model: InteractionModel, cfg: InteractionTrainConfig) -> dict:
     initial params and negatives: settings are compared on one draw."""
     runs = _init_fn(model)(jnp.asarray([s for s, _, _ in cfg.runs]))
     runs["hp"] = jnp.asarray([(lr, wd) for _, lr, wd in cfg.runs], jnp.float32)
-    return engine.init_tracking(runs, len(cfg.runs))
+    # on the device, like the step's outputs: the numpy counters would be a second cache entry
+    return jax.device_put(engine.init_tracking(runs, len(cfg.runs)))
 
 
 @functools.cache
