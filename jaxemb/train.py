@@ -5,6 +5,8 @@ State is a pytree with a leading seed axis; the train call is ``jax.vmap`` of
 once by purpose (init, subsampling, sampling) and the epoch and call index are folded in, so a
 resumed run draws the same negatives and ends with the same parameters as an uninterrupted one.
 The host syncs once per epoch (the kept-token count) and at log points (losses, NaN check).
+Keys, the vmapped and jitted call and the mesh are :mod:`jaxemb.engine`'s; checkpoints are
+:mod:`jaxemb.checkpoint`'s, with SGNS's settings as their metadata.
 """
 
 from __future__ import annotations
@@ -173,7 +175,6 @@ def make_call(cfg: SGNSConfig, tcfg: TrainConfig, mesh: Mesh | None = None,
 
 
 _subsample_seeds = jax.jit(jax.vmap(sgns.subsample, in_axes=(None, 0)))
-
 
 
 def train(encoded_docs: Sequence[np.ndarray], counts: np.ndarray, cfg: SGNSConfig,
