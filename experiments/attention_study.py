@@ -21,7 +21,7 @@ others leave the 1/2 plateau in at most 1 of 3 seeds within 600 steps. With ``--
 --widths 32 64 128`` (2479 s, shared CPUs) scaled dot, cosine, both bilinears and QK-LayerNorm
 solve it at width 128 (3/3 seeds), −‖q−k‖² does not (1/3).
 
-Training (experiments.attention_train): several seeds (and learning rates) are members of one
+Training (jaxemb.attention_train): several seeds (and learning rates) are members of one
 ``jax.vmap``-ed train step, jitted once per model shape and protocol with the state donated, on a
 ``jax.sharding.Mesh`` over all devices with the batch axis sharded (params replicated).
 """
@@ -43,7 +43,11 @@ from tqdm.auto import tqdm
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.attention_train import (  # noqa: E402
+from experiments.bench_sgns import ci95  # noqa: E402
+from experiments.report import Run, require_positive  # noqa: E402
+from jaxemb import tasks  # noqa: E402
+from jaxemb.attention import ATTENTION_SCORES  # noqa: E402
+from jaxemb.attention_train import (  # noqa: E402
     TASK_IDS,
     Protocol,
     make_evaluate,
@@ -52,10 +56,6 @@ from experiments.attention_train import (  # noqa: E402
     member_stream,
     train,
 )
-from experiments.bench_sgns import ci95  # noqa: E402
-from experiments.report import Run, require_positive  # noqa: E402
-from jaxemb import tasks  # noqa: E402
-from jaxemb.attention import ATTENTION_SCORES  # noqa: E402
 from jaxemb.transformer import Transformer, TransformerConfig  # noqa: E402
 
 PARTS = ("relevance", "mqar", "char")

@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
-import optax
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -183,9 +182,10 @@ def _datasets(cfg: InteractionStudyConfig) -> list[Dataset]:
 def _rank_models(cfg, datasets, run, progress) -> dict:
     """{dataset: {model: metrics}}. Phase 1: the (lr, weight decay) grid on seed 0, chosen by
     validation HR@k. Phase 2: the chosen setting on seeds 1..seeds, reported on the test items."""
-    grid = interaction.TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size,
-                                   negatives=cfg.negatives, lrs=tuple(cfg.lrs),
-                                   weight_decays=tuple(cfg.weight_decays), seeds=(0,))
+    grid = interaction.InteractionTrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size,
+                                              negatives=cfg.negatives, lrs=tuple(cfg.lrs),
+                                              weight_decays=tuple(cfg.weight_decays),
+                                              seeds=(0,))
     results = {d.name: {} for d in datasets}
     for name in cfg.models:
         opts = {"hidden": cfg.hidden} if name in ("mlp", "neumf") else {}
@@ -319,32 +319,8 @@ def _fit_data(cfg):
 def _fit(model, cfg, users, items, y, sizes, seeds):
     """MSE fits of ``model`` on the first ``size`` entries, one vmapped run per (size, seed);
     returns parameters with a leading run axis."""
-    opt = optax.adam(cfg.fit_lr)
-    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
-    params = jax.jit(jax.vmap(lambda k: interaction.init_params(model, jax.random.fold_in(k, 0))),
-                     compiler_options=interaction.init_compiler_options())(keys)
-
-    def one(params, size, key):
-        def step(carry, s):
-            params, state = carry
-            # 32 random bits mod size: cheaper to compile than randint, bias < size/2³²
-            bits = jax.random.bits(jax.random.fold_in(key, s + 1), (256,))
-            idx = (bits % size.astype(jnp.uint32)).astype(jnp.int32)
-
-            def loss(p):
-                pred = model.apply({"params": p}, users[idx], items[idx])
-                return jnp.mean((pred - y[idx]) ** 2)
-
-            g = jax.grad(loss)(params)
-            upd, state = opt.update(g, state, params)
-            return (optax.apply_updates(params, upd), state), None
-
-        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)),
-                                      jnp.arange(cfg.fit_steps))
-        return params
-
-    return jax.jit(jax.vmap(one), compiler_options=interaction.compiler_options())(
-        params, jnp.asarray(sizes), keys)
+    return interaction.fit_mse(model, users, items, y, sizes, seeds, cfg.fit_lr,
+                               cfg.fit_steps).params
 
 
 def _mlp_learns_dot(cfg, run, progress) -> tuple[dict, str]:

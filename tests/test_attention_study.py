@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from experiments import attention_study as A
-from experiments import attention_train as AT
 from experiments.bench_sgns import ci95
 from experiments.report import Run
+from jaxemb import attention_train as AT
 from jaxemb import tasks
 from jaxemb.transformer import Transformer, TransformerConfig
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from experiments import run as run_cli
-from jaxemb import datasets, io, train
+from jaxemb import checkpoint, datasets, io, train
 from jaxemb.corpus import build_vocabulary
 from jaxemb.sgns import SGNSConfig
 from jaxemb.train import StoppedEarlyError, TrainConfig, TrainingError, TrainingInterrupted
@@ -36,7 +36,7 @@ CHILD = r'''
 import json, resource, signal, sys, time
 import jax
 import numpy as np
-from jaxemb import datasets, train
+from jaxemb import checkpoint, datasets, train
 from jaxemb.corpus import build_vocabulary
 from jaxemb.sgns import SGNSConfig
 
@@ -63,7 +63,7 @@ def logged_drain(pending, loss_acc, pair_acc, epoch, call):
 
 train._drain = logged_drain
 if mode == "fsize":  # a real write failure: files may not grow past 1000 bytes from save 3 on
-    save, saves = train._Checkpoints.save, []
+    save, saves = checkpoint.Checkpoints.save, []
 
     def limited_save(self, *args):
         saves.append(1)
@@ -73,7 +73,7 @@ if mode == "fsize":  # a real write failure: files may not grow past 1000 bytes 
             resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))
         return save(self, *args)
 
-    train._Checkpoints.save = limited_save
+    checkpoint.Checkpoints.save = limited_save
 code = 0
 try:
     res = train.train(vocab.encode(pc.docs), vocab.counts, cfg, tcfg, work_dir=work_dir,
@@ -399,14 +399,14 @@ def test_full_disk_on_save_is_a_clear_error_and_keeps_earlier_checkpoints(
 
 
 def test_the_os_error_is_named_from_python_and_from_tensorstore():
-    assert train._os_reason(OSError(errno.ENOSPC, "x")) == \
+    assert checkpoint.os_reason(OSError(errno.ENOSPC, "x")) == \
         f"{os.strerror(errno.ENOSPC)} (errno {errno.ENOSPC}, ENOSPC)"
     # tensorstore (orbax's array writer) raises ValueError with the code in its text
     ts = ValueError('OUT_OF_RANGE: Error writing "params.in/0.0.0" in OCDBT database at local '
                     'file "/x/": Failed writing: "/x/d/1": Failed to write 2431 bytes to file '
                     "6: No space left on device [os_error_code='28']")
-    assert train._os_reason(ts) == f"{os.strerror(28)} (errno 28, ENOSPC)"
-    assert train._os_reason(ValueError("odd\nsecond line")) == "odd"
+    assert checkpoint.os_reason(ts) == f"{os.strerror(28)} (errno 28, ENOSPC)"
+    assert checkpoint.os_reason(ValueError("odd\nsecond line")) == "odd"
 
 
 @pytest.mark.slow  # a child process: ~10 s of CPU
@@ -424,9 +424,9 @@ def test_a_real_write_failure_is_a_clear_error_and_keeps_earlier_checkpoints(tin
                      rf"there \(steps \[1, 2\]\) are kept", err), err
     assert _steps(tmp_path / "wd") == [1, 2]
     V = len(tiny[1])
-    ck = train._Checkpoints(tmp_path / "wd", CFG, TCFG, V)
+    ck = checkpoint.Checkpoints(tmp_path / "wd", train._checkpoint_meta(CFG, TCFG, V))
     params, opt_state, _ = train.init_state(V, CFG, TCFG)
-    _, _, epoch, call, _, _ = ck.restore(params, opt_state)  # readable, digest included
+    _, _, epoch, call, _, _ = train._restore(ck, params, opt_state)  # readable, digest included
     ck.close()
     assert (epoch, call) == (0, 4)
 

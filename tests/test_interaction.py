@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from jaxemb import interaction, ranking, recdata
-from jaxemb.interaction import InteractionError, TrainConfig
+from jaxemb.interaction import InteractionError
+from jaxemb.interaction import InteractionTrainConfig as TrainConfig
 
 U, I, D = 7, 11, 5  # pairwise distinct, so a swapped axis fails
 FEATURE = ("dot", "cosine", "gmf", "bilinear", "seed_combo")

@@ -1,4 +1,4 @@
-"""The training machinery of the attention study (Q4): one vmapped, sharded, donated step.
+"""Training of the attention models (Q4 of the study) on :mod:`jaxemb.engine`.
 
 Several seeds (and learning rates) are members of one ``jax.vmap``-ed train step, jitted once per
 model shape with the state donated, on a ``jax.sharding.Mesh`` over all devices with the batch
@@ -19,7 +19,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxemb.train import TrainingError
+from jaxemb import engine
+from jaxemb.engine import TrainingError  # noqa: F401 (callers catch it from here)
 from jaxemb.transformer import Transformer
 
 
@@ -58,7 +59,7 @@ class Protocol:
 
 def make_mesh(devices: Sequence | None = None) -> Mesh:
     """A 1-D mesh (axis ``data``) over ``devices`` (default: all)."""
-    return Mesh(np.array(jax.devices() if devices is None else list(devices)), ("data",))
+    return engine.make_mesh(devices)
 
 
 def check_divisible(n: int, mesh: Mesh, what: str = "batch") -> None:
@@ -79,7 +80,7 @@ def masked_metrics(logits, targets, mask):
 def init_state(model: Transformer, protocol: Protocol, seeds: Sequence[int],
                lrs: Sequence[float], seq_len: int) -> dict:
     """The members' stacked state (numpy, on the host): params, optimiser state, peak lr,
-    dropout key, step, and the first step whose loss was not finite (-1: none).
+    dropout key, and the engine's step and first step whose loss was not finite (-1: none).
 
     Keys: ``key(seed)`` split once by purpose (init, data, dropout); the data key is
     :func:`member_data_key`'s. Each member is initialised eagerly and the results stacked: a
@@ -89,25 +90,25 @@ def init_state(model: Transformer, protocol: Protocol, seeds: Sequence[int],
     """
     tx = protocol.optimizer()
     tokens = jnp.zeros((1, seq_len), jnp.int32)
-    members = []
-    for seed in seeds:
-        k_init, _, k_drop = jax.random.split(jax.random.key(seed), 3)
+
+    def one(seed):
+        k_init, _, k_drop = engine.purpose_keys(seed, 3)
         params = model.init(k_init, tokens)["params"]
-        members.append((params, tx.init(params), jax.random.key_data(k_drop)))
-    params, opt, keys = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]),
-                                     *members)
-    return {"params": params, "opt": opt, "lr": np.asarray(lrs, np.float32), "key": keys,
-            "step": np.zeros((), np.int32), "first_bad": np.full(len(seeds), -1, np.int32)}
+        return {"params": params, "opt": tx.init(params), "key": jax.random.key_data(k_drop)}
+
+    runs = engine.stack_runs(one, seeds, eager=True)
+    return engine.init_tracking({**runs, "lr": np.asarray(lrs, np.float32)}, len(seeds))
 
 
 def member_data_key(seed: int, task: int) -> jax.Array:
     """The data key of a member for a task: the second purpose key of ``key(seed)``."""
-    return jax.random.fold_in(jax.random.split(jax.random.key(seed), 3)[1], task)
+    return jax.random.fold_in(engine.purpose_keys(seed, 3)[1], task)
 
 
 def make_train_step(model: Transformer, protocol: Protocol, mesh: Mesh,
                     on_trace: Callable[[], None] | None = None):
-    """``step(state, batch) -> (state, metrics)``, jitted once, state donated.
+    """``step(state, batch) -> (state, metrics)``, jitted once, state donated
+    (:func:`jaxemb.engine.make_step`).
 
     ``batch``: inputs, targets [M, B, T] int32 and mask [M, B, T] bool, sharded along B over the
     mesh's ``data`` axis; params replicated (XLA inserts the gradient all-reduce). Metrics: loss
@@ -116,41 +117,29 @@ def make_train_step(model: Transformer, protocol: Protocol, mesh: Mesh,
     tx = protocol.optimizer()
     dropout = protocol.dropout > 0
 
-    def member(params, opt, lr, key, step, inputs, targets, mask):
-        rng = jax.random.fold_in(jax.random.wrap_key_data(key), step)
+    def member(run, step, batch):
+        rng = engine.step_key(run["key"], step)
 
         def loss_fn(p):
-            logits = model.apply({"params": p}, inputs, deterministic=not dropout,
+            logits = model.apply({"params": p}, batch["inputs"], deterministic=not dropout,
                                  rngs={"dropout": rng} if dropout else None)
-            return masked_metrics(logits, targets, mask)
+            return masked_metrics(logits, batch["targets"], batch["mask"])
 
-        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt = tx.update(grads, opt, params)
-        params = optax.apply_updates(params, jax.tree.map(lambda u: lr * u, updates))
-        return params, opt, loss, acc
+        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(run["params"])
+        updates, opt = tx.update(grads, run["opt"], run["params"])
+        params = optax.apply_updates(run["params"],
+                                     jax.tree.map(lambda u: run["lr"] * u, updates))
+        return {**run, "params": params, "opt": opt}, {"loss": loss, "accuracy": acc}
 
-    def step(state, batch):
-        if on_trace is not None:
-            on_trace()
-        params, opt, loss, acc = jax.vmap(member, in_axes=(0, 0, 0, 0, None, 0, 0, 0))(
-            state["params"], state["opt"], state["lr"], state["key"], state["step"],
-            batch["inputs"], batch["targets"], batch["mask"])
-        bad = (state["first_bad"] < 0) & ~jnp.isfinite(loss)
-        new = {**state, "params": params, "opt": opt, "step": state["step"] + 1,
-               "first_bad": jnp.where(bad, state["step"], state["first_bad"])}
-        return new, {"loss": loss, "accuracy": acc}
-
-    replicated = NamedSharding(mesh, PartitionSpec())
-    data = NamedSharding(mesh, PartitionSpec(None, "data"))
-    return jax.jit(step, in_shardings=(replicated, data), out_shardings=(replicated, replicated),
-                   donate_argnums=0)
+    return engine.make_step(member, (0,), mesh=mesh, arg_shardings=(engine.sharded(mesh, 1),),
+                            on_trace=on_trace)
 
 
 def place(state: dict, batch: dict, mesh: Mesh) -> tuple[dict, dict]:
     """State replicated and batch sharded along B over ``mesh`` (what the step expects)."""
     check_divisible(batch["inputs"].shape[1], mesh)
-    return (jax.device_put(state, NamedSharding(mesh, PartitionSpec())),
-            jax.device_put(batch, NamedSharding(mesh, PartitionSpec(None, "data"))))
+    return (jax.device_put(state, engine.replicated(mesh)),
+            jax.device_put(batch, engine.sharded(mesh, 1)))
 
 
 def make_evaluate(model: Transformer, mesh: Mesh):
@@ -189,52 +178,46 @@ def make_evaluate(model: Transformer, mesh: Mesh):
                    out_shardings=replicated)
 
 
-@dataclasses.dataclass
-class Trained:
-    params: dict                 # leading member axis
-    history: list[dict]          # per log point: step, loss [M], accuracy [M], (logit probe)
-    first_bad: np.ndarray        # [M] first step with a non-finite loss, -1 if none
-    seconds: float
-
-
 def train(model: Transformer, protocol: Protocol, mesh: Mesh, step_fn, seeds: Sequence[int],
           lrs: Sequence[float], data: dict, *, log_every: int, label: str,
           probe: Callable[[dict], dict] | None = None,
-          may_diverge: Sequence[bool] | None = None) -> Trained:
+          may_diverge: Sequence[bool] | None = None) -> engine.RunsResult:
     """Train the members (one per (seed, lr)) for ``data['inputs'].shape[0]`` steps.
 
     ``data``: inputs, targets, mask as numpy [steps, M, B, T]; each step's slice is put on the
     mesh sharded along B. Metrics (and ``probe(params)``, a dict of [M] arrays) are pulled to the
-    host only every ``log_every`` steps and at the end; a non-finite loss raises TrainingError
-    naming the step and member, except for members marked in ``may_diverge`` (a learning-rate
-    sweep records the step instead).
+    host only every ``log_every`` steps and at the end (``history``: one record per log point,
+    the metrics of that step); a non-finite loss raises TrainingError naming the step and
+    member, except for members marked in ``may_diverge`` (a learning-rate sweep records the step
+    in ``first_bad`` instead).
     """
     steps, M, B, T = data["inputs"].shape
     check_divisible(B, mesh)
-    state = init_state(model, protocol, seeds, lrs, T)
-    state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
-    sharding = NamedSharding(mesh, PartitionSpec(None, "data"))
-    may_diverge = np.zeros(M, bool) if may_diverge is None else np.asarray(may_diverge, bool)
+    state = jax.device_put(init_state(model, protocol, seeds, lrs, T), engine.replicated(mesh))
+    sharding = engine.sharded(mesh, 1)
     history: list[dict] = []
+
+    def on_log(s, state, metrics):
+        record = {"step": s + 1, **metrics[-1]}
+        if probe is not None:
+            record.update(jax.device_get(probe(state["params"])))
+        history.append(record)
+
+    def describe(m, step):
+        return (f"{label}: the loss became NaN/inf at step {step} (member seed={seeds[m]}, "
+                f"lr={lrs[m]:g}); lower --lr or raise --clip")
+
     t0 = time.perf_counter()
-    for s in range(steps):
-        batch = jax.device_put({k: v[s] for k, v in data.items()}, sharding)
-        state, metrics = step_fn(state, batch)
-        if (s + 1) % log_every == 0 or s + 1 == steps:
-            record = {"step": s + 1, **jax.device_get(metrics)}
-            if probe is not None:
-                record.update(jax.device_get(probe(state["params"])))
-            history.append(record)
-            bad = np.asarray(jax.device_get(state["first_bad"]))
-            fatal = (bad >= 0) & ~may_diverge
-            if fatal.any():
-                m = int(np.flatnonzero(fatal)[0])
-                raise TrainingError(f"{label}: the loss became NaN/inf at step {int(bad[m])} "
-                                    f"(member seed={seeds[m]}, lr={lrs[m]:g}); lower --lr or "
-                                    f"raise --clip")
+    state = engine.run_steps(
+        step_fn, state, steps,
+        lambda s: (jax.device_put({k: v[s] for k, v in data.items()}, sharding),),
+        log_every=log_every, on_log=on_log,
+        fail=lambda bad: engine.check_finite(bad, describe, may_diverge))
     jax.block_until_ready(state["params"])
-    return Trained(state["params"], history, np.asarray(jax.device_get(state["first_bad"])),
-                   time.perf_counter() - t0)
+    first_bad = np.asarray(jax.device_get(state["first_bad"]))
+    return engine.RunsResult(state["params"], np.stack([h["loss"] for h in history]),
+                             list(zip(seeds, lrs, strict=True)), first_bad,
+                             time.perf_counter() - t0, history)
 
 
 # --- tasks as [steps, M, B, T] arrays ----------------------------------------------------------

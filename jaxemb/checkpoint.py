@@ -1,0 +1,181 @@
+"""Checkpoints of a training state pytree with orbax: digest, damaged-step fallback, SIGTERM.
+
+:class:`Checkpoints` keeps the last two steps of any state pytree plus a JSON metadata dict.
+The metadata the run was started with (``meta``) must match a checkpoint's to restore it (a
+checkpoint of other settings is an error, not a silent resume); each save adds its own
+``info`` (e.g. epoch and call) and a digest of the arrays. The model family decides what the
+state and metadata hold; nothing here knows about it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import gc
+import hashlib
+import os
+import re
+import signal
+import threading
+import warnings
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxemb.engine import TrainingError
+
+
+class Checkpoints:
+    """Orbax checkpoints of a whole training state under ``work_dir/checkpoints``, keyed by a
+    counter of saves.
+
+    Each keeps a digest of its arrays: orbax stores array bytes unchecked, and a flipped byte
+    would otherwise restore as silently different parameters. A latest checkpoint that cannot
+    be read, or reads as other data, is skipped for the one before it, with a warning.
+    """
+
+    def __init__(self, work_dir, meta: dict, max_to_keep: int = 2):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self.dir = Path(work_dir).absolute() / "checkpoints"
+        self.meta = dict(meta)
+        try:
+            self.mngr = ocp.CheckpointManager(
+                self.dir, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
+                                                               create=True),
+                item_names=("state", "meta"))
+        except OSError as e:
+            raise TrainingError(f"cannot create the checkpoint directory {self.dir}: "
+                                f"{os_reason(e)}") from e
+        self._counter = 0 if self.latest() is None else self.latest()
+
+    def latest(self) -> int | None:
+        return self.mngr.latest_step()
+
+    def save(self, state, info: dict) -> None:
+        """Save ``state`` (a pytree) with ``meta``, ``info`` and the state's digest."""
+        ocp = self._ocp
+        self._counter += 1
+        meta = {**self.meta, **info, "digest": digest(state)}
+        try:  # a failed asynchronous write of the previous step surfaces here or in close()
+            self.mngr.save(self._counter, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+        except (OSError, ValueError) as e:  # tensorstore reports I/O errors as ValueError
+            raise self._write_error(e) from e
+
+    def restore(self, target) -> tuple[object, dict]:
+        """(state, meta) of the latest readable checkpoint, ``state`` shaped like ``target``;
+        earlier ones are tried when the latest is damaged."""
+        failed = []
+        for step in sorted(self.mngr.all_steps(), reverse=True):
+            out = None
+            with warnings.catch_warnings():
+                # On a damaged step orbax leaves a coroutine un-awaited: its RuntimeWarning is
+                # noise here, so it is collected (and the warning raised) under this filter.
+                warnings.filterwarnings("ignore", r"coroutine .* was never awaited",
+                                        RuntimeWarning)
+                try:
+                    out = self._restore(step, target)
+                except TrainingError:  # written with other settings: not damage
+                    raise
+                # Damaged files raise FileNotFoundError, JSONDecodeError, tensorstore's
+                # ValueError or orbax's bare Exception, depending on which file is hit.
+                except Exception as e:
+                    failed.append(f"step {step} ({type(e).__name__}: {first_line(e)})")
+                if out is None:
+                    gc.collect()
+            if out is None:
+                continue
+            if failed:
+                warnings.warn(f"checkpoint {'; '.join(failed)} in {self.dir} cannot be read; "
+                              f"resuming from the one before it, step {step}", RuntimeWarning,
+                              stacklevel=3)
+            return out
+        raise TrainingError(f"no checkpoint in {self.dir} can be read: {'; '.join(failed)}. "
+                            "Move the directory away to start afresh")
+
+    def _restore(self, step, target):
+        ocp = self._ocp
+        meta = self.mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        meta = meta["meta"]
+        mismatch = {k: (meta.get(k), v) for k, v in self.meta.items() if meta.get(k) != v}
+        if mismatch:
+            raise TrainingError(
+                f"the checkpoint in {self.dir} was written by a run with other settings "
+                f"({', '.join(f'{k}: {a} there, {b} here' for k, (a, b) in mismatch.items())}); "
+                "use a new work directory")
+        state = self.mngr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target)))["state"]
+        if meta.get("digest") is not None and digest(state) != meta["digest"]:
+            raise ValueError("its arrays differ from those saved (digest mismatch)")
+        return state, meta
+
+    def _write_error(self, e: Exception) -> TrainingError:
+        """The error to raise for a failed write; earlier saves still in flight finish first."""
+        with contextlib.suppress(Exception):  # it may fail the same way: ``e`` says why
+            self.mngr.wait_until_finished()
+        try:  # on disk: orbax forgets the steps it is about to rotate out before the save ends
+            kept = sorted(int(p.name) for p in self.dir.iterdir() if p.name.isdigit())
+        except OSError:  # the listing is only for the message
+            kept = "unknown"
+        return TrainingError(f"cannot write a checkpoint to {self.dir}: {os_reason(e)}. The "
+                             f"checkpoints already there (steps {kept}) are kept; free space or "
+                             "choose a writable work directory, then run again to resume")
+
+    def close(self) -> None:
+        """Wait for writes in flight (raising a clear error if one failed); always closes."""
+        try:
+            self.mngr.wait_until_finished()
+        except (OSError, ValueError) as e:
+            raise self._write_error(e) from e
+        finally:
+            self.mngr.close()
+
+
+@contextlib.contextmanager
+def sigterm_flag():
+    """A ``threading.Event`` that SIGTERM sets while the block runs; the previous handler is
+    restored after. Python handles signals in the main thread only: elsewhere nothing is
+    installed and SIGTERM keeps its previous meaning."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
+    try:
+        yield flag
+    finally:
+        # None: a handler not installed from Python; the default is the best we can restore.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def digest(state) -> str | None:
+    """A hash of the arrays of a state pytree (dtypes, shapes and bytes); None when some array
+    spans other processes (multi-host), whose bytes this process cannot see."""
+    leaves = jax.tree.leaves(state)
+    if not all(getattr(x, "is_fully_addressable", True) for x in leaves):
+        return None
+    h = hashlib.blake2b(digest_size=16)
+    for leaf in leaves:
+        a = np.ascontiguousarray(leaf)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
+def first_line(e: Exception) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:200] if lines else ""
+
+
+def os_reason(e: Exception) -> str:
+    """'No space left on device (errno 28, ENOSPC)' from an OSError, or from tensorstore's
+    message (it reports the OS error code in its text)."""
+    code = e.errno if isinstance(e, OSError) else None
+    if code is None and (m := re.search(r"os_error_code='?(\d+)", str(e))):
+        code = int(m.group(1))
+    if code is None:
+        return first_line(e)
+    return f"{os.strerror(code)} (errno {code}, {errno.errorcode.get(code, '?')})"
