@@ -117,7 +117,9 @@ def render_saved(run_dir, run: Run) -> list[str]:
     """Render the report of the study saved in ``run_dir`` into ``run`` (no training); returns
     the questions rendered."""
     saved = results_io.load(run_dir)
-    run.add(f"Rendered from `{run_dir}/{results_io.RESULTS_FILE}` (no training).\n")
+    run.add(f"Rendered from `{run_dir}/{results_io.RESULTS_FILE}` (no training); the machine "
+            f"and versions of the measurement are in `{run_dir}/config.json`. Intervals are 95% "
+            f"t-intervals over seeds. Decision rule: {stats.DECISION_RULE}\n")
     for q in QUESTIONS:
         if q in saved:
             mod = question(q)
