@@ -29,6 +29,7 @@ from experiments.demo import DemoConfig
 from experiments.report import Run, RunDirError, new_run_dir
 from experiments.sgns_run import SGNSRunConfig
 from experiments.study import SGNS_QUESTIONS, StudyConfig
+from experiments.study import results as results_io
 from experiments.study.q4 import AttentionStudyConfig
 from experiments.study.q5 import InteractionStudyConfig
 from experiments.study.q6 import SearchStudyConfig
@@ -65,6 +66,7 @@ class Render:
         if not (Path(self.run_dir) / RESULTS_FILE).is_file():
             raise ResultsError(f"{self.run_dir!r} has no {RESULTS_FILE}: give a run directory "
                                "written by `study` or a per-question experiment")
+        results_io.load(self.run_dir)  # readable JSON (each question is checked as it renders)
 
 
 @dataclasses.dataclass(frozen=True)
