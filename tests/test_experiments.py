@@ -141,3 +141,23 @@ def test_render_errors_stop_with_one_line(tmp_path, capsys):
         runner.main(["render"])  # RUN_DIR is required
     assert "RUN_DIR" in capsys.readouterr().err
 
+
+
+@pytest.mark.parametrize("name, questions, flag", [
+    ("questions-sgns", ("q1", "q2", "q3", "q7"), "--epochs"),
+    ("attention", ("q4",), "--steps"), ("interaction", ("q5",), "--epochs"),
+    ("search", ("q6",), "--repeats")])
+def test_per_question_experiments_run_their_questions_of_the_study(name, questions, flag,
+                                                                   tmp_path, monkeypatch):
+    from experiments import study
+
+    calls = []
+    monkeypatch.setattr(study, "run_questions",
+                        lambda qs, config_of, run, progress: calls.append((qs, config_of(None))))
+    cfg_type, _ = runner.EXPERIMENTS[name]
+    assert runner.main([name, flag, "3", "--out-dir", str(tmp_path)]) == 0
+    ((qs, part),) = calls
+    assert qs == questions
+    base = next(b for b in cfg_type.__mro__[1:] if b.__name__.endswith("StudyConfig"))
+    assert type(part) is base  # the study's own config of that part, without --out-dir
+    assert getattr(part, flag[2:]) == 3
