@@ -298,8 +298,9 @@ def _raw_sentence(task: str, by_score: dict, key: str, what: str, threshold: flo
            else max(others, key=lambda s: _mean(others[s], key)))
     raw, std = by_score["raw"], others[ref]
     raw_ok, std_ok = _mean(raw, key) >= threshold, _mean(std, key) >= threshold
-    verdict = ("failed where learned projections succeeded" if not raw_ok and std_ok
-               else "solved it too" if raw_ok else "did not solve it")
+    verdict = {(False, True): "failed where learned projections succeeded",
+               (True, True): "solved it too", (True, False): "solved it where learned "
+               "projections did not", (False, False): "did not solve it"}[raw_ok, std_ok]
     acc = _RELATION[stats.compare(_vals(raw, key), _vals(std, key))]
     mass = _RELATION[stats.compare(_vals(raw, "attention_mass"), _vals(std, "attention_mass"))]
     return (f"On {task}, raw similarity (no W_Q, W_K) {verdict}: {_fmt(raw, key)}, {acc} {ref} "
