@@ -21,10 +21,10 @@ from experiments.attention_study import AttentionStudyConfig, run_attention_stud
 from experiments.demo import DemoConfig, run_demo
 from experiments.interaction_study import InteractionStudyConfig, run_interaction_study
 from experiments.report import Run, RunDirError, new_run_dir
-from experiments.search_study import SearchStudyConfig, run_search_study
 from experiments.sgns_run import SGNSRunConfig, run_sgns
 from experiments.sgns_study import SGNSStudyConfig, run_sgns_study
-from experiments.study import StudyConfig, run_study
+from experiments.study import StudyConfig, run_questions, run_study
+from experiments.study.q6 import SearchStudyConfig
 from jaxemb.train import TrainingError
 
 
@@ -75,6 +75,10 @@ class SGNSExperiment(SGNSRunConfig, Output):
     """SGNS with a chosen score (dot, cosine with temperature, bilinear, ...): train on a
     corpus, evaluate in / out / in+out vectors on WS353, SimLex-999 and the Google analogies
     (3CosAdd, 3CosMul), save the vectors. Resumable (--resume RUN_DIR)."""
+
+
+def run_search_study(cfg: Search, run: Run, progress) -> dict:
+    return run_questions(["q6"], lambda mod: cfg, run, progress)
 
 
 # name -> (config type, function(config, run, progress)); the first is the default

@@ -16,10 +16,10 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.bench_sgns import ci95  # noqa: E402
 from experiments.report import Run, free_name, table  # noqa: E402
 from jaxemb import corpus, evaluate, io, sgns, train  # noqa: E402
 from jaxemb.datasets import load_corpus  # noqa: E402
+from jaxemb.stats import mean_half_width as ci95  # noqa: E402
 from jaxemb.wordvectors import WordVectors  # noqa: E402
 
 
