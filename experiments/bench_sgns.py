@@ -10,9 +10,9 @@ cosine, Google analogies 3CosAdd, vocabulary = the trained vocabulary, case-inse
 gensim). Words/s counts training only (gensim's ``train()``; jaxemb after ahead-of-time
 compilation, whose time is reported apart). Effective words are the tokens left after
 subsampling; raw words all in-vocabulary tokens. Quality is the mean ± the half-width of the
-95% t-interval over seeds (``jaxemb.stats``). ``--json PATH`` writes all runs and the summary to
-PATH, atomically; an existing file is never overwritten. Needs gensim (``pip install -e
-'.[peer]'``).
+t-interval (95%) over seeds, from ``jaxemb.stats``. ``--json PATH`` writes all runs and the
+summary to PATH, atomically; an existing file is never overwritten. Needs gensim:
+``pip install -e '.[peer]'``.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import tyro
@@ -57,7 +58,7 @@ class Args:
     """Exponent s of the Zipf–Mandelbrot law p(r) ∝ (r + q)^-s of the word ranks."""
     zipf_q: float = 7.0
     """Offset q of the Zipf–Mandelbrot law."""
-    paths: tuple[str, ...] = ("stream", "memory", "asarray")
+    paths: tuple[Literal["stream", "memory", "asarray"], ...] = ("stream", "memory", "asarray")
     """Which paths to measure (each in its own process)."""
     min_count: int = 5
     """Words rarer than this are dropped from the vocabulary."""
