@@ -575,32 +575,3 @@ def evaluate_vectors(vectors: np.ndarray, bench: Benchmarks, score: str,
             acc, answered, oov = r.accuracy, r.total.answered, r.total.n_oov
         out |= {m: acc, f"{m}_answered": answered, f"{m}_oov": oov}
     return out
-
-
-# --- TEMP shim: neighbours / hubness until the move from experiments/demo.py is merged ----------
-# (copied from experiments/demo.py; the lead drops this block at merge)
-
-def neighbours(vectors: np.ndarray, queries, k: int = 10, score: str = "cosine") -> np.ndarray:
-    """[n, k] top-``k`` rows of ``vectors`` [V, d] for the query rows ``queries`` [n] under
-    ``score``, each query excluded from its own list (TEMP shim of demo.neighbours)."""
-    from jaxemb import search
-
-    queries = np.asarray(queries, np.int32)
-    X = np.asarray(vectors, np.float32)
-    if not 1 <= k < len(X):
-        raise ValueError(f"k must be in [1, {len(X) - 1}] (the rows other than the query), "
-                         f"got {k}")
-    _, idx = search.top_k(X[queries], X, k + 1, score)
-    idx = np.asarray(idx)
-    keep = idx != queries[:, None]
-    keep[keep.all(axis=1), -1] = False
-    return idx[keep].reshape(queries.size, k)
-
-
-def hubness(vectors: np.ndarray, queries: np.ndarray, frequent: int, score: str,
-            k: int = 10) -> dict:
-    """{share_top, k_occurrence_skew, max_k_occurrence} (TEMP shim of demo.hubness)."""
-    neigh = neighbours(vectors, queries, k, score)
-    occ = np.bincount(neigh.ravel(), minlength=len(vectors))
-    return {"share_top": float((neigh < frequent).mean()),
-            "k_occurrence_skew": float(stats.skew(occ)), "max_k_occurrence": int(occ.max())}
