@@ -17,7 +17,7 @@ import numpy as np
 from scipy import stats
 
 from experiments.report import Run, require_positive, table
-from jaxemb import corpus, evaluate, io, ppmi, scoring, search
+from jaxemb import corpus, evaluate, io, neighbours, ppmi, scoring, search
 from jaxemb.wordvectors import WordVectors
 
 
@@ -149,7 +149,7 @@ def _norms(wv: WordVectors, run: Run) -> None:
 
 def _neighbours(wv: WordVectors, run: Run) -> None:
     rows = []
-    for w, by_cos, by_dot in evaluate.neighbour_rows(wv, QUERY_WORDS):
+    for w, by_cos, by_dot in neighbours.neighbour_rows(wv, QUERY_WORDS):
         rows.append((w, ", ".join(by_cos), ", ".join(by_dot)))
         run.log("neighbours", word=w, cosine=by_cos, dot=by_dot)
     run.add("## Nearest neighbours: cosine vs dot\n\n"
@@ -164,7 +164,7 @@ def _hubness(cfg: DemoConfig, wv: WordVectors, run: Run) -> None:
     frequent = max(1, len(wv) // 100)  # the 1% most frequent words
     rows = []
     for name in ("cosine", "dot"):
-        h = evaluate.hubness(wv.vectors, queries, frequent, name)
+        h = neighbours.hubness(wv.vectors, queries, frequent, name)
         share, skew = h["share_top"], h["k_occurrence_skew"]
         rows.append((name, f"{100 * share:.1f}%", f"{skew:.2f}", h["max_k_occurrence"]))
         run.log("hubness", score=name, share_top1pct=share, k_occurrence_skew=skew,

@@ -27,7 +27,7 @@ from experiments.study.sgns_common import (  # noqa: E402
     trained,
 )
 from jaxemb import scoring  # noqa: E402
-from jaxemb.evaluate import hubness, neighbours  # noqa: E402
+from jaxemb.neighbours import hubness, neighbours  # noqa: E402
 
 PART = "sgns"
 TITLE = "## Q1. Why is [0.2,3]·[0.4,3] larger than [0.2,3]·[0.2,3]?"

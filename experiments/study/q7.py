@@ -28,7 +28,7 @@ from experiments.study.sgns_common import (  # noqa: E402
     unit,
 )
 from jaxemb import search  # noqa: E402
-from jaxemb.evaluate import neighbours  # noqa: E402
+from jaxemb.neighbours import neighbours  # noqa: E402
 from jaxemb.wordvectors import WordVectors  # noqa: E402
 
 PART = "sgns"
