@@ -1,7 +1,7 @@
 """Forward+backward time of attention with each query–key score, relative to the scaled dot.
 
-``python -m experiments.bench_attention [--lengths 256 1024 4096] [--repeats 5] [--width 64]
-[--heads 4] [--batch 1] [--implementation {xla,cudnn}] [--dtype float32] [--json PATH]``
+    python -m experiments.bench_attention                       # T = 256, 1024, 4096
+    python -m experiments.bench_attention --lengths 1024 --scores cosine --json /tmp/attn.json
 
 What is timed: one self-attention layer (``jaxemb.attention.MultiHeadAttention``, causal by
 default) on i.i.d. standard normal inputs [batch, T, width]; the jitted gradient of the sum of
@@ -25,81 +25,84 @@ and T = 4096) and a few such arrays live at once in the backward pass.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
-import platform
-import statistics
 import sys
 import time
+from typing import Literal
 
-from experiments.bench_search import Printer, write_json_atomically
+import tyro
+
+from experiments.benchkit import (
+    Printer,
+    check_json_path,
+    device_environment,
+    write_json_atomically,
+)
+from jaxemb import timing
+from jaxemb.attention import ATTENTION_SCORES
 
 TARGET_T = 1024
 TARGET_RATIO = 1.15
 BASELINE = "scaled_dot"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from jaxemb.attention import ATTENTION_SCORES
+@dataclasses.dataclass(frozen=True)
+class Args:
+    """Forward+backward time (jit of the gradient of the summed outputs w.r.t. params and
+    inputs) of one multi-head self-attention layer per query-key score, interleaved over
+    --repeats rounds after a warm-up; min/median/max seconds and the ratio of medians to
+    scaled_dot per sequence length; whether each score is within 1.15x of scaled_dot at
+    T=1024."""
 
-    p = argparse.ArgumentParser(
-        prog="python -m experiments.bench_attention",
-        description=(
-            "Forward+backward time (jit of the gradient of the summed outputs w.r.t. params and "
-            "inputs) of one multi-head self-attention layer per query-key score, interleaved "
-            "over --repeats rounds after a warm-up; min/median/max seconds and the ratio of "
-            f"medians to {BASELINE} per sequence length; whether each score is within "
-            f"{TARGET_RATIO}x of {BASELINE} at T={TARGET_T}."),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096], metavar="T",
-                   help="sequence lengths, one after another")
-    p.add_argument("--repeats", type=int, default=5,
-                   help="timed interleaved rounds per length (after one warm-up per score)")
-    p.add_argument("--width", type=int, default=64, help="model width D (= qkv width)")
-    p.add_argument("--heads", type=int, default=4, help="attention heads (must divide --width)")
-    p.add_argument("--batch", type=int, default=1, help="sequences per call")
-    p.add_argument("--scores", nargs="+", default=list(ATTENTION_SCORES),
-                   choices=ATTENTION_SCORES, help=f"scores to time ({BASELINE} always included)")
-    p.add_argument("--implementation", choices=["xla", "cudnn"], default=None,
-                   help="passed to jax.nn.dot_product_attention (default: jax's choice, XLA); "
-                        "cudnn is tried on a GPU only, falling back to xla per score on failure")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                   help="dtype of the inputs and the computation (parameters stay float32)")
-    p.add_argument("--causal", action=argparse.BooleanOptionalAction, default=True,
-                   help="causal (decoder) self-attention; --no-causal for an encoder")
-    p.add_argument("--seed", type=int, default=0, help="seed of the inputs and the init")
-    p.add_argument("--json", metavar="PATH", default=None,
-                   help="also write all results and printed lines to this JSON file (written "
-                        "atomically; refuses to overwrite an existing file)")
-    args = p.parse_args(argv)
-    if min(args.lengths) < 1 or args.repeats < 1 or args.width < 1 or args.heads < 1 \
-            or args.batch < 1:
-        p.error("--lengths, --repeats, --width, --heads and --batch must be positive")
-    if args.width % args.heads:
-        p.error(f"--heads {args.heads} must divide --width {args.width}")
-    if BASELINE not in args.scores:
-        args.scores = [BASELINE, *args.scores]
-    args.scores = list(dict.fromkeys(args.scores))
-    if args.json is not None:
-        if os.path.exists(args.json):
-            p.error(f"--json {args.json!r} exists; refusing to overwrite it (pick a new path)")
-        parent = os.path.dirname(os.path.abspath(args.json))
-        if not os.path.isdir(parent):
-            p.error(f"--json {args.json!r}: directory {parent!r} does not exist")
-    return args
+    lengths: tuple[int, ...] = (256, 1024, 4096)
+    """Sequence lengths T, one after another."""
+    repeats: int = 5
+    """Timed interleaved rounds per length (after one warm-up per score)."""
+    width: int = 64
+    """Model width D (= qkv width)."""
+    heads: int = 4
+    """Attention heads (must divide --width)."""
+    batch: int = 1
+    """Sequences per call."""
+    scores: tuple[Literal[ATTENTION_SCORES], ...] = ATTENTION_SCORES
+    """Scores to time (scaled_dot is always included, first)."""
+    implementation: Literal["xla", "cudnn"] | None = None
+    """Passed to jax.nn.dot_product_attention (default: jax's choice, XLA); cudnn is tried on a
+    GPU only, falling back to xla per score on failure."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Dtype of the inputs and the computation (parameters stay float32)."""
+    causal: bool = True
+    """Causal (decoder) self-attention; --no-causal for an encoder."""
+    seed: int = 0
+    """Seed of the inputs and the init."""
+    json: str | None = None
+    """Also write all results and printed lines to this JSON file (written atomically; refuses
+    to overwrite an existing file)."""
+
+    def resolved(self) -> Args:
+        """The baseline first, each score once."""
+        return dataclasses.replace(self, scores=tuple(dict.fromkeys((BASELINE, *self.scores))))
+
+    def validate(self) -> None:
+        if not self.lengths or min(self.lengths) < 1 or min(
+                self.repeats, self.width, self.heads, self.batch) < 1:
+            raise ValueError("--lengths, --repeats, --width, --heads and --batch must be "
+                             "positive")
+        if self.width % self.heads:
+            raise ValueError(f"--heads {self.heads} must divide --width {self.width}")
+        check_json_path(self.json)
 
 
-def environment() -> dict:
-    from experiments.report import environment as report_environment
-
-    env = report_environment()
-    import jaxlib
-
-    env.update({"jaxlib": jaxlib.__version__, "platform": platform.platform(),
-                "load average (1, 5, 15 min) at start": os.getloadavg(),
-                "usable cores (affinity)": len(os.sched_getaffinity(0)),
-                "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")})
-    return env
+def parse_args(argv: list[str] | None = None) -> Args:
+    """The resolved, validated config (SystemExit with the reason when it is not valid)."""
+    a = tyro.cli(Args, args=argv, prog="python -m experiments.bench_attention",
+                 description=__doc__).resolved()
+    try:
+        a.validate()
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    return a
 
 
 def make_step(score: str, implementation: str | None, args, T: int):
@@ -144,7 +147,17 @@ def run_once(f, params, x) -> float:
     return time.perf_counter() - t
 
 
-def bench_length(T: int, args, bar) -> dict:
+def _blocking_call(f, params, x):
+    """``f(params, x)`` waited for; returns None so that no output stays alive."""
+    import jax
+
+    def call() -> None:
+        jax.block_until_ready(f(params, x))
+
+    return call
+
+
+def bench_length(T: int, args: Args, bar) -> dict:
     import jax
 
     want = args.implementation
@@ -166,14 +179,9 @@ def bench_length(T: int, args, bar) -> dict:
             f, p, x, compile_s[score] = make_step(score, impl, args, T)
             first_s[score] = run_once(f, p, x)
         steps[score], used[score], cost[score] = (f, p, x), impl or "default (xla)", xla_cost(f)
-    times: dict[str, list[float]] = {s: [] for s in args.scores}
-    for r in range(args.repeats):
-        for score in args.scores:
-            bar.set_postfix_str(f"T={T} round {r + 1}/{args.repeats} {score}")
-            times[score].append(run_once(*steps[score]))
-            bar.update(1)
-    stats = {s: {"min_s": min(t), "median_s": statistics.median(t), "max_s": max(t),
-                 "times_s": t, "compile_s": compile_s[s], "first_run_s": first_s[s],
+    calls = {s: _blocking_call(*step) for s, step in steps.items()}
+    times, _ = timing.interleave(calls, args.repeats, bar, f"T={T} ")
+    stats = {s: {**timing.summary(t), "compile_s": compile_s[s], "first_run_s": first_s[s],
                  "implementation": used[s], "note": notes.get(s), **cost[s]}
              for s, t in times.items()}
     base = stats[BASELINE]
@@ -220,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     log = Printer()
-    env = environment()
+    env = device_environment()
     log("Attention forward+backward time per query-key score, relative to scaled_dot")
     log(f"layer: MultiHeadAttention(heads={args.heads}, width={args.width}, "
         f"{'causal' if args.causal else 'non-causal'}), batch {args.batch}, dtype {args.dtype}, "
@@ -249,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         payload = {"command": [sys.executable, *sys.argv] if argv is None
                    else ["python", "-m", "experiments.bench_attention", *argv],
-                   "config": vars(args), "environment": env, "results": results,
+                   "config": dataclasses.asdict(args), "environment": env, "results": results,
                    "target": verdict, "load_average_end": load, "output": log.lines}
         write_json_atomically(args.json, payload)
         print(f"wrote {args.json}", file=sys.stderr)

@@ -2,28 +2,30 @@
 
     python -m experiments.bench_sgns                       # Wikipedia sample, epochs 5 and 15
     python -m experiments.bench_sgns --epochs 5 --seeds 2 --json /tmp/sgns.json
+    python -m experiments.bench_sgns --corpus lee --epochs 1 --seeds 1   # a quick check
 
 For each epoch count and seed, gensim (skip-gram, ``--workers`` threads) and jaxemb train in
 turn; both are evaluated by the same code (jaxemb.evaluate: WS353 and SimLex-999 Spearman ρ on
 cosine, Google analogies 3CosAdd, vocabulary = the trained vocabulary, case-insensitive as
 gensim). Words/s counts training only (gensim's ``train()``; jaxemb after ahead-of-time
 compilation, whose time is reported apart). Effective words are the tokens left after
-subsampling; raw words all in-vocabulary tokens.
+subsampling; raw words all in-vocabulary tokens. Quality is the mean ± the half-width of the
+t-interval (95%) over seeds, from ``jaxemb.stats``. ``--json PATH`` writes all runs and the
+summary to PATH, atomically; an existing file is never overwritten. Needs gensim:
+``pip install -e '.[peer]'``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import tyro
-from scipy import stats
 
+from experiments.benchkit import check_json_path, write_json_atomically
 from experiments.report import environment
-from jaxemb import corpus, evaluate, sgns, train
+from jaxemb import corpus, evaluate, sgns, stats, train
 from jaxemb.datasets import load_corpus
 from jaxemb.wordvectors import WordVectors
 
@@ -35,17 +37,27 @@ class Args:
     corpus: str = "wiki"
     """'wiki' (gensim's Wikipedia sample), 'lee', 'text8', 'planted', or a text file path."""
     epochs: tuple[int, ...] = (5, 15)
+    """Epoch counts to compare at, one after another."""
     seeds: int = 3
+    """Seeds per epoch count (0, 1, ...), each trained by both engines."""
     dim: int = 100
+    """Vector dimension (both engines)."""
     window: int = 5
+    """Maximum context window (both engines; gensim's shrinking window)."""
     negative: int = 5
+    """Negative samples per positive pair (both engines)."""
     min_count: int = 5
+    """Words rarer than this are dropped (both engines)."""
     sample: float = 1e-3
+    """Subsampling threshold of frequent words (both engines)."""
     workers: int = 2
     """gensim worker threads."""
     micro_batch: int = dataclasses.field(default=sgns.SGNSConfig.micro_batch)
+    """jaxemb: centres per SGD update (jaxemb.sgns.SGNSConfig)."""
     micro_steps: int = dataclasses.field(default=sgns.SGNSConfig.micro_steps)
+    """jaxemb: SGD updates per jitted call (jaxemb.sgns.SGNSConfig)."""
     neg_pool: int = dataclasses.field(default=sgns.SGNSConfig.neg_pool)
+    """jaxemb: negatives per group of centres, shared by the group (jaxemb.sgns.SGNSConfig)."""
     vectors: str = "in"
     """jaxemb vectors to evaluate: 'in', 'out' or 'in+out' (gensim's are its input vectors)."""
     json: str | None = None
@@ -86,15 +98,6 @@ def run_jaxemb(docs, vocab, ids, a: Args, epochs: int, seed: int) -> dict:
             **evaluate_vectors(wv)}
 
 
-def ci95(x) -> tuple[float, float]:
-    """Mean and half-width of the 95% t-interval (0 half-width for one value)."""
-    x = np.asarray(x, np.float64)
-    if x.size < 2:
-        return float(x.mean()), 0.0
-    return float(x.mean()), float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1)
-                                  / np.sqrt(x.size))
-
-
 def summarise(rows: list[dict]) -> dict:
     eff = np.array([r["effective_words"] / r["seconds"] for r in rows])
     raw = np.array([r["raw_words"] / r["seconds"] for r in rows])
@@ -102,15 +105,17 @@ def summarise(rows: list[dict]) -> dict:
            "raw_wps_median": float(np.median(raw)),
            "seconds_median": float(np.median([r["seconds"] for r in rows]))}
     for m in ("ws353", "simlex", "analogy"):
-        out[m] = ci95([r[m] for r in rows])
+        out[m] = stats.mean_half_width([r[m] for r in rows])
     return out
 
 
 def main(a: Args) -> dict:
-    if a.json and Path(a.json).exists():
-        raise SystemExit(f"error: {a.json} exists; choose a new --json path")
     if a.seeds < 1 or not a.epochs or min(a.epochs) < 1:
         raise SystemExit("error: --seeds and every --epochs value must be >= 1")
+    try:
+        check_json_path(a.json)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     env = environment()
     print(f"corpus {a.corpus}; dim {a.dim}, window {a.window}, negative {a.negative}, "
           f"min_count {a.min_count}, sample {a.sample}; gensim workers {a.workers}")
@@ -164,11 +169,9 @@ def main(a: Args) -> dict:
           "case-insensitive, 3CosAdd)")
     results["summary"] = summary
     if a.json:
-        tmp = Path(a.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=2, default=float))
-        tmp.rename(a.json)
+        write_json_atomically(a.json, results)
     return results
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(tyro.cli(Args, prog="python -m experiments.bench_sgns", description=__doc__))

@@ -18,6 +18,7 @@ that path's alone:
 Peak RSS per phase is Linux's VmHWM, reset between phases (``/proc/self/clear_refs``); the
 process peak is ``getrusage``'s ``ru_maxrss``. Words/s counts training only (after ahead-of-time
 compilation), effective = after subsampling. The host is shared: timings are noisy.
+``--json PATH`` writes the results to PATH, atomically; an existing file is never overwritten.
 """
 
 from __future__ import annotations
@@ -32,9 +33,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import tyro
+
+from experiments.benchkit import check_json_path, write_json_atomically
 
 TEXT8_TOKENS, TEXT8_TYPES = 17_005_207, 253_854
 TEXT8_CHARS_PER_TOKEN = 100_000_000 / TEXT8_TOKENS  # including the space
@@ -51,13 +55,19 @@ class Args:
     text8_size: bool = False
     """Generate a text8-size file: 17,005,207 tokens over 253,854 types, ~100 MB."""
     zipf_s: float = 1.3
+    """Exponent s of the Zipf–Mandelbrot law p(r) ∝ (r + q)^-s of the word ranks."""
     zipf_q: float = 7.0
-    paths: tuple[str, ...] = ("stream", "memory", "asarray")
+    """Offset q of the Zipf–Mandelbrot law."""
+    paths: tuple[Literal["stream", "memory", "asarray"], ...] = ("stream", "memory", "asarray")
     """Which paths to measure (each in its own process)."""
     min_count: int = 5
+    """Words rarer than this are dropped from the vocabulary."""
     dim: int = 100
+    """SGNS vector dimension."""
     epochs: int = 1
+    """SGNS epochs per path."""
     seed: int = 0
+    """Seed of the generated text and of training."""
     dir: str | None = None
     """Where the text file and corpus directory go (default: a temporary directory, removed)."""
     json: str | None = None
@@ -227,8 +237,10 @@ def main(a: Args) -> dict:
         raise SystemExit(f"error: {e}") from None
     if a.child:
         return child(a)
-    if a.json and Path(a.json).exists():
-        raise SystemExit(f"error: {a.json} exists; choose a new --json path")
+    try:
+        check_json_path(a.json)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     from experiments.report import environment
 
     work = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="bench_stream-"))
@@ -261,9 +273,7 @@ def main(a: Args) -> dict:
         if not a.dir:
             shutil.rmtree(work, ignore_errors=True)
     if a.json:
-        tmp = Path(a.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=2, default=float))
-        tmp.rename(a.json)
+        write_json_atomically(a.json, results)
     return results
 
 
@@ -282,7 +292,7 @@ def _print_path(r: dict) -> None:
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
+    args = tyro.cli(Args, prog="python -m experiments.bench_stream", description=__doc__)
     out = main(args)
     if args.child:
         print(json.dumps(out, default=float))

@@ -13,16 +13,12 @@ import dataclasses
 import time
 
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 from scipy import stats
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from experiments.report import Run, require_positive, table  # noqa: E402
-from jaxemb import corpus, evaluate, io, ppmi, scoring, search  # noqa: E402
-from jaxemb.wordvectors import WordVectors  # noqa: E402
+from experiments.report import Run, require_positive, table
+from jaxemb import corpus, evaluate, io, neighbours, ppmi, scoring, search
+from jaxemb.wordvectors import WordVectors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,8 +112,19 @@ def _vectors(cfg: DemoConfig, run: Run, progress) -> WordVectors:
     return wv
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, imported when a figure is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def norm_frequency_figure(vectors: np.ndarray, counts: np.ndarray, label: str = "‖v‖"):
     """(figure, Spearman ρ) of vector norm against log corpus count, one point per word."""
+    plt = pyplot()
     norms = np.linalg.norm(vectors, axis=1)
     logf = np.log(counts)
     rho = float(stats.spearmanr(norms, logf).statistic)
@@ -132,6 +139,7 @@ def norm_frequency_figure(vectors: np.ndarray, counts: np.ndarray, label: str = 
 
 def _norms(wv: WordVectors, run: Run) -> None:
     fig, rho = norm_frequency_figure(wv.vectors, wv.counts)
+    plt = pyplot()
     run.log("norms", spearman_norm_logfreq=rho)
     fig.savefig(run.path / "norm_vs_frequency.png", dpi=120)
     plt.close(fig)
@@ -139,40 +147,9 @@ def _norms(wv: WordVectors, run: Run) -> None:
             f"{len(wv)} words.\n\n![norm vs frequency](norm_vs_frequency.png)\n")
 
 
-def neighbours(vectors: np.ndarray, queries, k: int = 10, score: str = "cosine") -> np.ndarray:
-    """[n, k] top-``k`` rows of ``vectors`` [V, d] for the query rows ``queries`` [n] under
-    ``score`` (exact float32 search, ties to the lower row), each query excluded from its own
-    list. jaxemb.search pads queries into a few fixed block shapes, so the many small searches
-    of the SGNS study's Q1 and Q7 reuse a handful of compilations."""
-    queries = np.asarray(queries, np.int32)
-    X = np.asarray(vectors, np.float32)
-    if not 1 <= k < len(X):
-        raise ValueError(f"k must be in [1, {len(X) - 1}] (the rows other than the query), "
-                         f"got {k}")
-    # k + 1 so that dropping the query itself still leaves k; where the query is not among them
-    # (dot ranks long vectors first), the (k + 1)-th goes instead.
-    _, idx = search.top_k(X[queries], X, k + 1, score)
-    idx = np.asarray(idx)
-    keep = idx != queries[:, None]
-    keep[keep.all(axis=1), -1] = False
-    return idx[keep].reshape(queries.size, k)
-
-
-def neighbour_rows(wv: WordVectors, words, topn: int = 5) -> list[tuple[str, list, list]]:
-    """(word, top ``topn`` by cosine, top ``topn`` by dot) for the words of ``words`` in ``wv``;
-    same vectors, exact search; only the score differs; query word excluded."""
-    words = [w for w in words if w in wv]
-    if not words:
-        return []
-    rows = [wv.index(w) for w in words]
-    by = {s: neighbours(wv.vectors, rows, topn, s) for s in ("cosine", "dot")}
-    return [(w, [wv.words[j] for j in by["cosine"][i]], [wv.words[j] for j in by["dot"][i]])
-            for i, w in enumerate(words)]
-
-
 def _neighbours(wv: WordVectors, run: Run) -> None:
     rows = []
-    for w, by_cos, by_dot in neighbour_rows(wv, QUERY_WORDS):
+    for w, by_cos, by_dot in neighbours.neighbour_rows(wv, QUERY_WORDS):
         rows.append((w, ", ".join(by_cos), ", ".join(by_dot)))
         run.log("neighbours", word=w, cosine=by_cos, dot=by_dot)
     run.add("## Nearest neighbours: cosine vs dot\n\n"
@@ -181,24 +158,13 @@ def _neighbours(wv: WordVectors, run: Run) -> None:
                     "excluded."))
 
 
-def hubness(vectors: np.ndarray, queries: np.ndarray, frequent: int, score: str,
-            k: int = 10) -> dict:
-    """How much the ``frequent`` first rows (the most frequent words) crowd the top-``k`` lists
-    of ``queries`` (row ids; each query excluded from its own list) under ``score``:
-    {share_top: share of the slots they take, k_occurrence_skew, max_k_occurrence}."""
-    neigh = neighbours(vectors, queries, k, score)
-    occ = np.bincount(neigh.ravel(), minlength=len(vectors))
-    return {"share_top": float((neigh < frequent).mean()),
-            "k_occurrence_skew": float(stats.skew(occ)), "max_k_occurrence": int(occ.max())}
-
-
 def _hubness(cfg: DemoConfig, wv: WordVectors, run: Run) -> None:
     rng = np.random.default_rng(cfg.seed)
     queries = rng.choice(len(wv), size=min(cfg.hub_queries, len(wv)), replace=False)
     frequent = max(1, len(wv) // 100)  # the 1% most frequent words
     rows = []
     for name in ("cosine", "dot"):
-        h = hubness(wv.vectors, queries, frequent, name)
+        h = neighbours.hubness(wv.vectors, queries, frequent, name)
         share, skew = h["share_top"], h["k_occurrence_skew"]
         rows.append((name, f"{100 * share:.1f}%", f"{skew:.2f}", h["max_k_occurrence"]))
         run.log("hubness", score=name, share_top1pct=share, k_occurrence_skew=skew,

@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from experiments.bench_sgns import ci95  # noqa: E402
-from experiments.report import Run, free_name, table  # noqa: E402
-from jaxemb import corpus, evaluate, io, sgns, train  # noqa: E402
-from jaxemb.datasets import load_corpus  # noqa: E402
-from jaxemb.wordvectors import WordVectors  # noqa: E402
+from experiments.report import Run, free_name, table
+from jaxemb import corpus, evaluate, io, sgns, stats, train
+from jaxemb.datasets import load_corpus
+from jaxemb.wordvectors import WordVectors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,17 +142,17 @@ def _evaluate(cfg: SGNSRunConfig, vocab, res, run: Run) -> list:
                 record[method] = an.accuracy
                 record[f"{method}_answered"] = an.total.answered
             run.log("evaluation", **record)
-        rows.append((kind, *(_pm(metrics[m], 3) for m in ("ws353", "simlex")),
-                     *(_pm(metrics[m], 2) for m in ("3cosadd", "3cosmul"))))
+        rows.append((kind, *(stats.format_interval(metrics[m], 3) for m in ("ws353", "simlex")),
+                     *(stats.format_interval(metrics[m], 2) for m in ("3cosadd", "3cosmul"))))
     return rows
 
 
-def _pm(values, digits: int) -> str:
-    mean, half = ci95(values)
-    return f"{mean:.{digits}f}" if len(values) < 2 else f"{mean:.{digits}f} ± {half:.{digits}f}"
-
-
 def _plot_loss(res, run: Run) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(5, 3.2))
     epochs = np.arange(1, res.epoch_loss.shape[0] + 1)
     for i in range(res.epoch_loss.shape[1]):

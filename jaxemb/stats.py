@@ -43,7 +43,9 @@ class Interval:
         return (self.high - self.low) / 2
 
     def excludes(self, value: float = 0.0) -> bool:
-        return self.n > 1 and not self.low <= value <= self.high
+        """Whether the interval lies wholly on one side of ``value`` (never for one value or a
+        NaN interval: nothing is decided then)."""
+        return self.n > 1 and (self.low > value or self.high < value)
 
     def format(self, digits: int = 3, scale: float = 1.0) -> str:
         """'m ± h' (scaled by ``scale``); 'm' for one value; 'n/a' when not finite."""

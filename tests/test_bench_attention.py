@@ -18,9 +18,13 @@ def test_bench_attention_smoke(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "ratio = median time" in out and "not measured" in out
     data = json.loads(path.read_text())
-    assert {"command", "config", "environment", "results", "target", "output"} <= set(data)
+    assert set(data) == {"command", "config", "environment", "results", "target",
+                         "load_average_end", "output"}
     assert data["command"][-len(argv):] == argv
-    for key in ("jax", "flax", "devices", "backend", "processor"):
+    assert data["config"] == {"lengths": [16, 24], "repeats": 3, "width": 12, "heads": 3,
+                              "batch": 2, "scores": SCORES, "implementation": None,
+                              "dtype": "float32", "causal": True, "seed": 0, "json": str(path)}
+    for key in ("jax", "flax", "devices", "backend", "processor", "jaxlib"):
         assert key in data["environment"]
     assert [r["T"] for r in data["results"]] == [16, 24]
     for res in data["results"]:
@@ -30,16 +34,15 @@ def test_bench_attention_smoke(tmp_path, capsys):
             assert len(st["times_s"]) == 3 and all(t > 0 for t in st["times_s"])
             assert st["median_s"] == statistics.median(st["times_s"])
             assert st["min_s"] == min(st["times_s"]) and st["max_s"] == max(st["times_s"])
-            assert res["ratios"][s] > 0
+            assert st["compile_s"] > 0 and st["first_run_s"] > 0
             assert res["ratios"][s] == pytest.approx(st["median_s"] / base, rel=1e-12)
             assert st["implementation"] == "default (xla)"
             assert res["flop_ratios"][s] is None or res["flop_ratios"][s] > 0
         assert res["ratios"]["scaled_dot"] == 1.0
     assert data["target"] == {"T": 1024, "max_ratio": 1.15, "measured": False, "met": None,
                               "all_met": None}
-    with pytest.raises(SystemExit):  # an existing file is never overwritten
+    with pytest.raises(SystemExit, match="refusing to overwrite"):  # never overwrites
         bench_attention.main(argv)
-    assert "refusing to overwrite" in capsys.readouterr().err
 
 
 def test_target_verdict_is_computed_from_the_ratios():
@@ -52,12 +55,21 @@ def test_target_verdict_is_computed_from_the_ratios():
     assert bench_attention.target_verdict(results)["all_met"] is True
 
 
+def test_baseline_first_and_each_score_once():
+    a = bench_attention.parse_args(["--scores", "cosine", "scaled_dot", "cosine"])
+    assert a.scores == ("scaled_dot", "cosine")
+
+
 @pytest.mark.parametrize("argv, match", [
     (["--heads", "5"], "must divide --width"),
     (["--lengths", "0"], "must be positive"),
-    (["--scores", "cosin"], "invalid choice"),
 ])
-def test_bad_arguments(argv, match, capsys):
-    with pytest.raises(SystemExit):
+def test_bad_arguments(argv, match):
+    with pytest.raises(SystemExit, match=match):
         bench_attention.parse_args(argv)
-    assert match in capsys.readouterr().err
+
+
+def test_unknown_score_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        bench_attention.parse_args(["--scores", "cosin"])
+    assert "invalid choice 'cosin'" in capsys.readouterr().err.lower()

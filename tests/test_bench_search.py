@@ -1,22 +1,106 @@
-"""The search benchmark runs end to end at a tiny size (in a subprocess: it tunes malloc)."""
+"""The search benchmark: its numpy reference and agreement check against brute force, its flags,
+and one end-to-end run at a tiny size (in a subprocess: it tunes malloc)."""
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-pytest.importorskip("faiss")
+from experiments import bench_search
+from jaxemb import search_timing
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_numpy_topk_is_the_brute_force_top_k_across_blocks(monkeypatch):
+    monkeypatch.setattr(search_timing, "NUMPY_BLOCK_ROWS", 7)  # several blocks, a ragged last one
+    rng = np.random.default_rng(0)
+    q = search_timing.normalise(rng.standard_normal((5, 4), dtype=np.float32))
+    db = search_timing.normalise(rng.standard_normal((30, 4), dtype=np.float32))
+    db[17] = db[3]  # a tie: the lower index must come first
+    q[0] = db[3]
+    s, i = search_timing.numpy_topk(q, db, 4)
+    full = q @ db.T
+    want = np.argsort(-full, axis=1, kind="stable")[:, :4]
+    np.testing.assert_array_equal(i, want)
+    np.testing.assert_allclose(s, np.take_along_axis(full, want, axis=1), rtol=1e-6)
+    assert i[0, 0] == 3 and i[0, 1] == 17
+
+
+def test_agreement_allows_ties_but_not_a_worse_row():
+    rng = np.random.default_rng(1)
+    db = search_timing.normalise(rng.standard_normal((50, 8), dtype=np.float32))
+    db[40] = db[2]
+    q = db[[2, 5]] + 0.01
+    q64 = search_timing.normalise(q).astype(np.float64)
+    _, ref = search_timing.numpy_topk(search_timing.normalise(q), db, 3)
+    tied = ref.copy()
+    tied[0, [0, 1]] = tied[0, [1, 0]]  # rows 2 and 40 have equal scores: still exact
+    assert search_timing.check_agreement("x", tied, ref, q64, db)["ok"]
+    worse = ref.copy()
+    worse[1, 0] = next(j for j in range(50) if j not in ref[1])
+    bad = search_timing.check_agreement("x", worse, ref, q64, db)
+    assert not bad["ok"] and bad["max_score_diff"] > search_timing.TIE_TOL
+    out = ref.copy()
+    out[0, 0] = 50
+    assert search_timing.check_agreement("x", out, ref, q64, db) == {
+        "method": "x", "ok": False, "why": "index out of range"}
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--sizes", "5", "--k", "6"], "--k must be in"),
+    (["--queries", "0"], "must be positive"),
+    (["--json", "/nonexistent-dir/x.json"], "does not exist"),
+])
+def test_bad_arguments(argv, match):
+    with pytest.raises(SystemExit, match=match):
+        bench_search.main(argv)
 
 
 def test_bench_search_smoke(tmp_path):
     path = tmp_path / "s.json"
     cmd = [sys.executable, "-m", "experiments.bench_search", "--sizes", "3000", "--queries", "40",
-           "--dim", "16", "--repeats", "1", "--json", str(path)]
+           "--dim", "16", "--repeats", "2", "--json", str(path)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "speed ratio jaxemb/faiss" in done.stdout
     assert "all methods agree (ties allowed): yes" in done.stdout
-    assert path.stat().st_size > 0 and json.loads(path.read_text())
+    data = json.loads(path.read_text())
+    assert set(data) == {"config", "environment", "results", "all_agree", "output"}
+    assert data["config"] == {"sizes": [3000], "queries": 40, "dim": 16, "k": 10, "repeats": 2,
+                              "seed": 0, "json": str(path)}
+    assert data["all_agree"] is True and data["output"][-1].endswith("yes")
+    (res,) = data["results"]
+    have_faiss = search_timing.load_faiss() is not None
+    methods = ["jaxemb", "numpy"] + ["faiss"] * have_faiss + ["sgemm bound"]
+    assert list(res["methods"]) == methods == list(res["warmup_s"])
+    for st in res["methods"].values():
+        assert len(st["times_s"]) == 2 and st["min_s"] <= st["median_s"] <= st["max_s"]
+        assert st["queries_per_s"] == pytest.approx(40 / st["median_s"])
+    assert res["ratios"]["jaxemb/numpy"] == pytest.approx(
+        res["methods"]["numpy"]["median_s"] / res["methods"]["jaxemb"]["median_s"])
+    assert [c["method"] for c in res["agreement"]] == ["jaxemb"] + ["faiss"] * have_faiss
+    assert all(c["ok"] and c["rows"] == 40 for c in res["agreement"])
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert again.returncode != 0 and "exist" in (again.stderr + again.stdout)
+    assert again.returncode != 0 and "refusing to overwrite" in again.stderr
+
+
+def _imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def test_benchmarks_are_leaves():
+    """No module of the library or the experiments imports a benchmark script."""
+    importers = {str(p.relative_to(ROOT)): sorted(m for m in _imported_modules(p)
+                                                  if m.split(".")[-1].startswith("bench_"))
+                 for d in ("jaxemb", "experiments") for p in (ROOT / d).rglob("*.py")}
+    assert {p: m for p, m in importers.items() if m} == {}

@@ -3,6 +3,9 @@
 import json
 import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +103,61 @@ def test_require_positive_names_the_flag_and_rejects_non_integers():
             require_positive(Cfg(batch_size=bad), "batch_size", "dim")
     with pytest.raises(KeyError, match="--dim"):
         require_positive(Cfg(dim=0), "batch_size", "dim", error=KeyError)
+
+
+def test_help_explains_every_experiment_without_importing_their_code():
+    code = ("import sys\nfrom experiments import run\ntry:\n    run.main(['--help'])\n"
+            "except SystemExit as e:\n    assert e.code == 0\n"
+            "print('LOADED', [m for m in ('experiments.study.q5_measure',) if m in sys.modules])")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=root, env={**os.environ, "COLUMNS": "200",
+                                        "PYTHONPATH": str(root)}).stdout
+    for name in runner.EXPERIMENTS:
+        assert f"• {name} " in out, name
+    for phrase in ("results.json, without training", "Q1, Q2, Q3, Q7 alone", "Q4 alone",
+                   "Q5 alone", "Q6 alone"):
+        assert phrase in out, phrase
+    assert "LOADED []" in out  # an experiment's code is imported only when it runs
+
+
+def test_render_errors_stop_with_one_line(tmp_path, capsys):
+    missing = tmp_path / "no-such-run"
+    assert runner.main(["render", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has no results.json" in err and str(missing) in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert runner.main(["render", str(empty)]) == 2
+    assert "has no results.json" in capsys.readouterr().err
+    (empty / "results.json").write_text("{not json")
+    assert runner.main(["render", str(empty)]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no run directory made
+    (empty / "results.json").write_text('{"q5": {"config": {}}}')  # another layout
+    assert runner.main(["render", str(empty), "--out-dir", str(tmp_path / "out")]) == 2
+    assert "lack" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        runner.main(["render"])  # RUN_DIR is required
+    assert "RUN_DIR" in capsys.readouterr().err
+
+
+
+@pytest.mark.parametrize("name, questions, flag", [
+    ("questions-sgns", ("q1", "q2", "q3", "q7"), "--epochs"),
+    ("attention", ("q4",), "--steps"), ("interaction", ("q5",), "--epochs"),
+    ("search", ("q6",), "--repeats")])
+def test_per_question_experiments_run_their_questions_of_the_study(name, questions, flag,
+                                                                   tmp_path, monkeypatch):
+    from experiments import study
+
+    calls = []
+    monkeypatch.setattr(study, "run_questions",
+                        lambda qs, config_of, run, progress: calls.append((qs, config_of(None))))
+    cfg_type, _ = runner.EXPERIMENTS[name]
+    assert runner.main([name, flag, "3", "--out-dir", str(tmp_path)]) == 0
+    ((qs, part),) = calls
+    assert qs == questions
+    base = next(b for b in cfg_type.__mro__[1:] if b.__name__.endswith("StudyConfig"))
+    assert type(part) is base  # the study's own config of that part, without --out-dir
+    assert getattr(part, flag[2:]) == 3

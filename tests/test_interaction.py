@@ -3,7 +3,6 @@ are dot), all-items scoring equal to pair scoring, training (loss falls, beats c
 trace, vmapped runs equal separate ones), clear errors, and the quick Q5 study."""
 
 import dataclasses
-import json
 
 import jax
 import jax.numpy as jnp
@@ -221,70 +220,3 @@ def test_training_errors(planted):
         interaction.train(interaction.make_model("dot", 2, 3, 2), full, TrainConfig())
     with pytest.raises(InteractionError, match="NaN/inf in epoch 1"):
         interaction.train(model, split.train, TrainConfig(epochs=1, lrs=(1e38,), batch_size=64))
-
-
-def test_quick_study_writes_its_section(tmp_path):
-    from experiments.interaction_study import InteractionStudyConfig, run_interaction_study
-    from experiments.report import Run
-
-    cfg = InteractionStudyConfig(quick=True)
-    run = Run(tmp_path, cfg)
-    try:
-        out = run_interaction_study(cfg, run, lambda label: _Null())
-    finally:
-        run.close()
-    report = run.finish("q5").read_text()
-    assert "## Q5. Does an element-wise product of user and movie embeddings make sense?" in report
-    assert (tmp_path / "q5_ranking.png").is_file()
-    assert (tmp_path / "q5_mlp_learns_dot.png").is_file()
-    assert out["answer"] in report
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    tables = {r["section"]: r for r in records if r.get("kind") == "table"}
-    assert {"q5_ranking_dot truth", "q5_ranking_non-linear truth",
-            "q5_mlp_learns_dot"} <= set(tables)
-    for t in tables.values():  # every cell of every table is in the report
-        for row in t["rows"]:
-            assert all(str(c) in report for c in row if isinstance(c, str) and c)
-    hr = out["ranking"]["dot truth"]["dot"]["hr"]
-    assert len(hr) == 3 and all(0 <= h <= 1 for h in hr)
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def test_study_config_errors():
-    from experiments.interaction_study import InteractionStudyConfig
-
-    with pytest.raises(ValueError, match="--data must be one of planted, ml-100k, ml-1m"):
-        InteractionStudyConfig(data="ml-20m").validate()
-    with pytest.raises(ValueError, match=r"--models: unknown \['dott'\]"):
-        InteractionStudyConfig(models=("dott",)).validate()
-    with pytest.raises(ValueError, match="--seeds must be >= 2"):
-        InteractionStudyConfig(seeds=1).validate()
-    with pytest.raises(ValueError, match="--items .* must exceed"):
-        InteractionStudyConfig(items=50, sampled=100).validate()
-
-
-def test_study_reads_movielens_from_the_cache(tmp_path, monkeypatch):
-    import hashlib
-    import zipfile
-
-    from experiments.interaction_study import InteractionStudyConfig, _datasets
-
-    rng = np.random.default_rng(0)
-    lines = [f"{u + 1}\t{i + 1}\t{rng.integers(1, 6)}\t{t}\n"
-             for u in range(30) for t, i in enumerate(rng.choice(150, 6, replace=False))]
-    with zipfile.ZipFile(tmp_path / "ml-100k.zip", "w") as z:
-        z.writestr("ml-100k/u.data", "".join(lines))
-    md5 = hashlib.md5((tmp_path / "ml-100k.zip").read_bytes(), usedforsecurity=False).hexdigest()
-    monkeypatch.setitem(recdata.MOVIELENS, "ml-100k",
-                        dataclasses.replace(recdata.MOVIELENS["ml-100k"], md5=md5))
-    (d,) = _datasets(InteractionStudyConfig(data="ml-100k", cache_dir=str(tmp_path), sampled=20))
-    assert d.name == "ml-100k" and d.truth is None
-    assert len(d.split.test_users) == 30 and len(d.val.train) == 30 * 4
-    assert d.negatives.shape == (30, 20)

@@ -48,6 +48,8 @@ def test_compare_is_paired():
     assert stats.t_interval(a).low < stats.t_interval(b).high  # unpaired would call a tie
     assert stats.compare(a, a[::-1]) == "indistinguishable"
     assert stats.compare([1.0], [0.0]) == "indistinguishable"  # one seed decides nothing
+    nan = float("nan")
+    assert stats.compare([nan] * 3, [0.0] * 3) == "indistinguishable"  # NaN decides nothing
     d = stats.paired_difference(a, b)
     assert d.mean == pytest.approx(0.1)
     with pytest.raises(stats.StatsError, match="one value per seed"):

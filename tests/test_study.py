@@ -1,6 +1,7 @@
-"""The main job end to end at the quick size: every question's section, table and plot exists and
-is non-empty, and the numbers in report.md are those in the run's metrics.jsonl; bad input stops
-before any work starts."""
+"""The main job end to end at the quick size, run ONCE for this module: every question's section,
+table and plot exists; the numbers in report.md are those in the run's metrics.jsonl; the saved
+results.json reads back into each question's Results and re-renders the same tables without
+training. Bad input stops before any work starts."""
 
 import json
 import re
@@ -8,31 +9,38 @@ import re
 import pytest
 
 from experiments import run as runner
-from experiments.report import table
+from experiments import study
+from experiments.report import Run, table
+from experiments.study import results as results_io
 
 pytest.importorskip("gensim")
 
-SECTIONS = ("## Q1.", "## Q2.", "## Q3.", "## Q4.", "## Q5.", "## Q6.", "## Q7.")
+# The questions of the shared quick run: all of them.
+RUN_QUESTIONS = study.QUESTIONS
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
+    """One `study --quick` run shared by every test here that needs a real run."""
     out = tmp_path_factory.mktemp("runs")
-    assert runner.main(["study", "--quick", "--out-dir", str(out)]) == 0
+    only = [] if RUN_QUESTIONS == study.QUESTIONS else ["--only", *RUN_QUESTIONS]
+    assert runner.main(["study", "--quick", *only, "--out-dir", str(out)]) == 0
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return run_dir, (run_dir / "report.md").read_text(), metrics
 
 
 def _sections(report: str) -> dict[str, str]:
-    starts = [(report.index(h), h) for h in SECTIONS]
-    assert [h for _, h in sorted(starts)] == list(SECTIONS)  # all present, in order
+    headings = [f"## Q{q[1:]}." for q in RUN_QUESTIONS]
+    starts = [(report.index(h), h) for h in headings]
+    assert [h for _, h in sorted(starts)] == headings  # all present, in order
     bounds = [i for i, _ in sorted(starts)] + [len(report)]
     return {h: report[a:b] for (a, h), b in zip(sorted(starts), bounds[1:], strict=True)}
 
 
 def test_every_question_has_a_section_with_a_table_a_plot_and_an_answer(quick_run):
     run_dir, report, _ = quick_run
+    assert "Decision rule: " in report
     for heading, body in _sections(report).items():
         assert re.search(r"^\|.*\|$", body, re.M), f"{heading}: no table"
         assert re.search(r"\*\*Answer|^#+ Q\d(\.\d)? Answer", body, re.M), \
@@ -48,7 +56,7 @@ def test_every_question_has_a_section_with_a_table_a_plot_and_an_answer(quick_ru
 def test_the_reports_tables_are_the_runs_metrics(quick_run):
     _, report, metrics = quick_run
     logged = [m for m in metrics if m.get("kind") == "table"]
-    assert len(logged) >= 7
+    assert len(logged) >= len(RUN_QUESTIONS)
     for m in logged:  # each logged table appears verbatim in the report ...
         assert table(m["header"], m["rows"], m["caption"]) in report, m["section"]
     # ... and every table row in the report is a row of a logged table
@@ -56,13 +64,38 @@ def test_the_reports_tables_are_the_runs_metrics(quick_run):
     for line in report.splitlines():
         if line.startswith("|") and not line.startswith("|---"):
             assert line in rendered, line
+    (timings,) = [m for m in metrics if m["section"] == "timings"]
+    assert set(timings["seconds"]) == set(RUN_QUESTIONS)
+
+
+def test_saved_results_read_back_and_render_the_same_report(quick_run, tmp_path):
+    run_dir, report, metrics = quick_run
+    saved = results_io.load(run_dir)
+    assert list(saved) == list(RUN_QUESTIONS)
+    for q, data in saved.items():
+        mod = study.question(q)
+        r = mod.Results.from_json(data)
+        assert r.to_json() == data and mod.Results.from_json(r.to_json()) == r
+        assert mod.answer(r) in report  # the words are a function of the results
+    run = Run(tmp_path, {})
+    assert study.render_saved(run_dir, run) == list(RUN_QUESTIONS)
+    again = run.finish("again").read_text()
+    body = report[report.index("## Q"):]
+    assert again[again.index("## Q"):] == body  # no training, the same sections
+    new = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+
+    def records(ms):  # the records of the sections, without the run's timings
+        return [m for m in ms if m["section"] != "timings"]
+
+    assert records(new) == records(metrics)
 
 
 def test_the_config_and_environment_are_recorded(quick_run):
     run_dir, _, _ = quick_run
     config = json.loads((run_dir / "config.json").read_text())
     assert config["config"]["quick"] is True
-    assert config["config"]["sgns"]["quick"] is True  # quick reaches every part
+    for part in ("sgns", "attention", "interaction", "search"):
+        assert config["config"][part]["quick"] is True, part  # quick reaches every part
     assert "jax" in config["environment"] and "processor" in config["environment"]
 
 

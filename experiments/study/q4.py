@@ -1,0 +1,257 @@
+"""Q4: why does attention use a dot product as relevance, and not cosine, −‖q−k‖² or raw similarity?
+
+The same small causal transformer (jaxemb.transformer) with each query–key score of
+jaxemb.attention, trained under one fixed protocol on four tasks (jaxemb.tasks): negation scope
+(a sentiment word must attend to a dissimilar negator), successor lookup (a word must point at
+its successor in a fixed one-way relation — the direct test of "why does 'don't' attend to
+'like'?"), multi-query associative recall (Arora et al. 2023) over a width grid, and a character
+LM on the Wikipedia sample; plus a learning-rate sweep, the growth of attention logits (Wortsman
+et al. 2023) and the attention maps themselves.
+
+    python -m experiments.run attention                 # ~11 min on a 2-core CPU
+    python -m experiments.run attention --quick         # smoke-test size, ~40 s
+    python -m experiments.run attention --parts mqar --widths 32 64 128   # one part, wider
+
+Measured on the 2-vCPU dev box (jax 0.10.2, default config, 653 s): every score solves the
+negation task, raw similarity included (it uses the position embeddings: its attention mass on
+the negator is 0.66 against 0.95 for scaled dot); on successor lookup every score with query/key
+projections reaches 1.000 and raw similarity 0.147 (chance 0.127); on MQAR raw similarity is the
+one score that solves it at width 64 in 3 of 3 seeds — its lookup is by identity — while the
+others leave the 1/2 plateau in at most 1 of 3 seeds within 600 steps. With ``--parts mqar
+--widths 32 64 128`` (2479 s, shared CPUs) scaled dot, cosine, both bilinears and QK-LayerNorm
+solve it at width 128 (3/3 seeds), −‖q−k‖² does not (1/3).
+
+Split in three: this module (the config, the results, the question's entry points),
+:mod:`experiments.study.q4_measure` (training; several seeds and learning rates are members of
+one ``jax.vmap``-ed, jitted, donated, sharded train step of jaxemb.attention_train) and
+:mod:`experiments.study.q4_render` (tables, figures and the answer, from the results only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Any
+
+import jax
+import tyro
+
+from experiments.report import Run, require_positive
+from experiments.study import q4_measure, q4_render
+from experiments.study.results import Results as _Results
+from jaxemb import tasks
+from jaxemb.attention import ATTENTION_SCORES
+from jaxemb.attention_train import Protocol
+from jaxemb.transformer import TransformerConfig
+
+PART = "attention"
+PARTS = ("relevance", "mqar", "char")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionStudyConfig:
+    """Attention scores on negation scope, MQAR and a character LM; LR sweep; attention maps."""
+
+    scores: tuple[str, ...] = ATTENTION_SCORES
+    """Query–key scores to compare (jaxemb.attention.ATTENTION_SCORES)."""
+    parts: tuple[str, ...] = PARTS
+    """Which measurements to run: relevance (negation scope, successor lookup), mqar (the width
+    grid), char (character LM, learning-rate sweep, logit growth)."""
+    seeds: int = 3
+    """Seeds per score and task (init and data keys), trained together with vmap."""
+    protocol: Annotated[Protocol, tyro.conf.arg(name="")] = Protocol(steps=250)
+    """The optimisation protocol of every run, one flag per field (no prefix): --steps
+    (optimiser steps per run: every task, score and learning rate; MQAR has --mqar-steps),
+    --warmup (fraction of the steps with a linear warmup, then cosine decay to 0.1 × peak),
+    --weight-decay (AdamW, on matrices only), --clip (global gradient norm), --dropout (the
+    model's dropout rate; the key is threaded with the step folded in)."""
+    width: int = 32
+    """Model width (also the MQAR width the main table reports)."""
+    depth: int = 2
+    """Transformer blocks."""
+    heads: int = 2
+    """Attention heads."""
+    batch: int = 32
+    """Sequences per step (split over the devices: must be divisible by the device count)."""
+    lr: float = 1e-2
+    """Peak learning rate of the main runs."""
+    lrs: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0)
+    """Learning-rate sweep (character LM, first seed), run in groups of --seeds members."""
+    widths: tuple[int, ...] = (32, 64)
+    """MQAR width grid, for the smallest width at which each score solves it (measured: raw
+    similarity 64, most scores 128, which --widths 32 64 128 adds at ~3x the time)."""
+    mqar_steps: int = 600
+    """Optimiser steps of each MQAR run (the recall circuit forms after a plateau: 250 steps
+    was too few at every width tried)."""
+    mqar_batch: int = 64
+    """Sequences per MQAR step (at batch 32 one seed in two stayed on the plateau at width 64)."""
+    mqar_lr: float = 1e-3
+    """Peak learning rate of the MQAR runs (at 3e-3 and 1e-2 width 32-64 models stayed on the
+    plateau more often)."""
+    seq_len: int = 16
+    """Sequence length of every task (one model shape serves all three)."""
+    vocab: int = 64
+    """Token ids of the shared model shape (synthetic tasks; the character LM uses 29)."""
+    kv_pairs: int = 2
+    """MQAR key–value pairs per sequence."""
+    mqar_random_fill: bool = False
+    """MQAR fillers: random tokens (Zoology's default) or id 0 (Zoology's other option; random
+    fillers collide with keys often in a small vocabulary)."""
+    scope: int = 3
+    """Negation scope: a negator flips the sentiment words up to this many tokens after it."""
+    lookup_words: int = 32
+    """Words in the one-way cycle of the successor-lookup task (>= seq_len, <= vocab)."""
+    char_max_chars: int | None = 1_000_000
+    """Use the first N characters of the Wikipedia sample (None: all, ~2.8M); last 10% held out."""
+    eval_size: int = 256
+    """Held-out sequences per task (must be divisible by the device count)."""
+    solve_threshold: float = 0.99
+    """MQAR is solved at a width when the seeds' mean held-out accuracy reaches this."""
+    relevance_threshold: float = 0.95
+    """A relevance task is solved when the mean accuracy (negation: on negated words) reaches
+    this."""
+    log_every: int = 50
+    """Steps between host syncs (loss, NaN check, attention-logit probe)."""
+    workers: int = 2
+    """Scores trained concurrently in threads (XLA compiles and runs without the GIL)."""
+    seed: int = 0
+    """First seed; seeds are seed, seed+1, ..."""
+    quick: bool = False
+    """Smoke-test size: 2 scores, 2 seeds, 40 steps, width 16, depth 1, one MQAR width, 3 lrs."""
+
+    @property
+    def mqar_protocol(self) -> Protocol:
+        """The MQAR runs' protocol: the main one with its own step count."""
+        return dataclasses.replace(self.protocol, steps=self.mqar_steps)
+
+    def model(self, score: str, width: int) -> TransformerConfig:
+        """The causal transformer every task shares, with ``score`` at ``width``."""
+        return TransformerConfig(vocab_size=self.vocab, width=width, depth=self.depth,
+                                 num_heads=self.heads, score=score, causal=True,
+                                 max_len=self.seq_len, dropout_rate=self.protocol.dropout)
+
+    def resolved(self) -> AttentionStudyConfig:
+        if self.quick:
+            return dataclasses.replace(
+                self, scores=("scaled_dot", "raw"), seeds=2, width=16, depth=1, batch=16,
+                protocol=dataclasses.replace(self.protocol, steps=40),
+                lrs=(1e-3, 1e-2, 1.0), widths=(16,), mqar_steps=40, mqar_batch=16,
+                char_max_chars=200_000, eval_size=64, log_every=20)
+        return self
+
+    def validate(self) -> None:
+        p = self.protocol
+        require_positive(p, "steps")
+        require_positive(self, "seeds", "width", "depth", "heads", "batch", "seq_len",
+                         "vocab", "kv_pairs", "scope", "lookup_words", "eval_size", "log_every",
+                         "workers", "mqar_steps", "mqar_batch")
+        self._validate_choices()
+        if not self.lrs or min(self.lrs) <= 0 or self.lr <= 0 or self.mqar_lr <= 0:
+            raise ValueError(f"--lr, --mqar-lr and every --lrs value must be > 0, got "
+                             f"lr={self.lr}, mqar_lr={self.mqar_lr}, lrs={self.lrs}")
+        if not self.widths or min(self.widths) < 1:
+            raise ValueError(f"--widths must be positive, got {self.widths}")
+        for w in (self.width, *self.widths):
+            if w % self.heads:
+                raise ValueError(f"--heads {self.heads} must divide every width, got width {w}")
+        if not 0 <= p.warmup < 1 or p.weight_decay < 0 or p.clip <= 0:
+            raise ValueError(f"need 0 <= warmup < 1, weight_decay >= 0, clip > 0; got "
+                             f"{p.warmup}, {p.weight_decay}, {p.clip}")
+        if not 0 <= p.dropout < 1:
+            raise ValueError(f"--dropout must be in [0, 1), got {p.dropout}")
+        for name in ("solve_threshold", "relevance_threshold"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be in (0, 1]")
+        n = jax.device_count()
+        for name in ("batch", "mqar_batch", "eval_size"):
+            if getattr(self, name) % n:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)} must be "
+                                 f"divisible by the {n} devices the batch is sharded over")
+        self._validate_data()
+
+    def _validate_choices(self) -> None:
+        if not self.scores:
+            raise ValueError("--scores must name at least one score")
+        for s in self.scores:
+            if s not in ATTENTION_SCORES:
+                raise ValueError(f"--scores: unknown score {s!r}; known: "
+                                 f"{', '.join(ATTENTION_SCORES)}")
+        if len(set(self.scores)) != len(self.scores):
+            raise ValueError(f"--scores must be distinct, got {self.scores}")
+        if not self.parts or any(p not in PARTS for p in self.parts):
+            raise ValueError(f"--parts must name some of {', '.join(PARTS)}, got {self.parts}")
+
+    def _validate_data(self) -> None:
+        if self.char_max_chars is not None and self.char_max_chars < 10 * self.seq_len:
+            raise ValueError(f"--char-max-chars must be >= 10 × seq_len, got "
+                             f"{self.char_max_chars}")
+        if self.vocab < len(tasks.CHARS):
+            raise ValueError(f"--vocab must be >= {len(tasks.CHARS)} (the character LM shares "
+                             f"the model shape), got {self.vocab}")
+        # Task arguments: fail here, not after minutes of training.
+        tasks.mqar(0, 1, self.seq_len, self.kv_pairs, self.vocab)
+        tasks.negation_scope(0, 1, self.seq_len, self.vocab, scope=self.scope)
+        tasks.successor_lookup(0, 1, self.seq_len, self.lookup_words)
+        if self.lookup_words > self.vocab:
+            raise ValueError(f"--lookup-words {self.lookup_words} exceeds --vocab {self.vocab} "
+                             f"(the words are token ids of the shared model shape)")
+
+    def to_json(self) -> dict[str, Any]:
+        """The config as JSON values (what :class:`Results` keeps)."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AttentionStudyConfig:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields}
+        return cls(**kw | {"protocol": Protocol(**data["protocol"])})
+
+
+@dataclasses.dataclass(frozen=True)
+class Results(_Results):
+    """What Q4 measured, as JSON values. Per-seed rows are exactly the ``metrics.jsonl`` records
+    (without section and score); a part that did not run is None."""
+
+    config: dict
+    """The resolved :class:`AttentionStudyConfig` (:meth:`AttentionStudyConfig.to_json`)."""
+    seeds: list
+    """The seeds, in member order (the same for every score and task)."""
+    devices: int
+    """Devices of the mesh the batch was sharded over."""
+    seconds: float
+    """Wall time of the measurement."""
+    cpu_seconds: float
+    """Process CPU time of the measurement."""
+    relevance: dict | None
+    """``negation`` / ``lookup``: {score: [row per seed: seed, accuracy, (negated_accuracy,
+    plain_accuracy,) attention_mass, best_layer, best_head, train_loss, seconds]};
+    ``baselines``: context-blind accuracy, uniform attention, lookup chance;
+    ``examples``: {task: the plotted held-out sequence's ticks, attend [T], scored rows};
+    ``maps``: {task: {score: first seed's attention weights [T, T] in its row's best head}}."""
+    mqar: dict | None
+    """{score: {width (str): [row per seed: seed, accuracy, train_loss, seconds]}}."""
+    char: dict | None
+    """``vocab``, ``chars`` (symbols and characters used); ``members``: {score: [one per (seed,
+    lr): seed, lr, sweep, bits_per_char (None: diverged), diverged_at (-1: never), seconds,
+    steps, max_abs_logit, max_logit_range (per log point)]}, main runs first."""
+
+    def cfg(self) -> AttentionStudyConfig:
+        return AttentionStudyConfig.from_json(self.config)
+
+
+def measure(config: AttentionStudyConfig, shared: dict, progress) -> Results:
+    """Train and evaluate every score on the chosen parts (``shared`` is not used: Q4 shares no
+    work with the other questions)."""
+    cfg = config.resolved()
+    cfg.validate()
+    return Results(config=cfg.to_json(), **q4_measure.measure(cfg, progress))
+
+
+def render(results: Results, run: Run) -> None:
+    """The Q4 section: tables, figures and the answer, from ``results`` only."""
+    q4_render.render(results, results.cfg(), run)
+
+
+def answer(results: Results) -> str:
+    """The measured answer's words, from ``results`` only."""
+    return q4_render.answer(results, results.cfg())

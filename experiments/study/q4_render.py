@@ -1,0 +1,424 @@
+"""Q4's section: tables, figures and the answer, from the results only (no training).
+
+Every table cell is ``jaxemb.stats.format_interval`` of the per-seed values the section also
+logs to ``metrics.jsonl``; every comparison in the answer is ``jaxemb.stats.compare`` (paired
+over the shared seeds: the one decision rule).
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from experiments.report import Run  # noqa: E402
+from jaxemb import stats  # noqa: E402
+
+_RELATION = {"lower": "below", "higher": "above", "indistinguishable": "indistinguishable from"}
+
+
+def _vals(rows: list[dict], key: str) -> list[float]:
+    return [row[key] for row in rows]
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    return stats.t_interval(_vals(rows, key)).mean
+
+
+def _fmt(rows: list[dict], key: str, digits: int = 3) -> str:
+    return stats.format_interval(_vals(rows, key), digits)
+
+
+def _protocol_short(cfg) -> str:
+    return (f"width {cfg.width}, depth {cfg.depth}, {cfg.heads} heads, {cfg.protocol.steps} "
+            f"steps, batch {cfg.batch}, peak lr {cfg.lr:g}")
+
+
+# --- relevance -----------------------------------------------------------------------------
+
+def _relevance(results, cfg, run: Run) -> str:
+    rel, n = results.relevance, len(results.seeds)
+    for score in rel["negation"]:
+        for row in rel["negation"][score]:
+            run.log("q4_relevance", score=score, **row)
+        for row in rel["lookup"][score]:
+            run.log("q4_lookup", score=score, **row)
+    base = rel["baselines"]
+    run.log("q4_relevance_baselines", **base)
+    thr = cfg.relevance_threshold
+
+    def solved(rows, key):
+        return "yes" if _mean(rows, key) >= thr else "no"
+
+    md = run.table(
+        "q4_relevance_table",
+        ("score", "accuracy (all sentiment words)", "on negated words", "on other words",
+         "attention mass on the negator (best head)", "solved"),
+        [(s, _fmt(r, "accuracy"), _fmt(r, "negated_accuracy"), _fmt(r, "plain_accuracy"),
+          _fmt(r, "attention_mass"), solved(r, "negated_accuracy"))
+         for s, r in rel["negation"].items()],
+        f"Negation scope, held-out: {cfg.eval_size} sequences of T={cfg.seq_len} (vocabulary "
+        f"{cfg.vocab}: fillers, 4 negators, 8 positive and 8 negative words; a negator flips the "
+        f"words up to {cfg.scope} tokens after it). Mean ± 95% t-interval over {n} seeds; only "
+        f"the score differs ({_protocol_short(cfg)}). Solved: accuracy on negated words ≥ "
+        f"{thr}. A context-blind model scores {base['context_blind_accuracy']:.3f} overall and "
+        f"0 on negated words; uniform attention would put {base['uniform_attention']:.3f} on the "
+        f"negator. Attention mass: mean softmax weight from each negated word to its negator, "
+        f"in the layer and head where it is largest.")
+    md += "\n" + _attention_figure(
+        run, rel, "negation",
+        "Attention weights (rows: queries, columns: keys) on one held-out negation sequence, "
+        "first seed, the head with the most mass on negators (the mass is its mean over all "
+        "held-out negated words); red circles: the negator each negated word must attend to. "
+        "Ticks: N negator, +/− sentiment word, · filler.", "q4_attention_maps")
+    md += "\n" + run.table(
+        "q4_lookup_table",
+        ("score", "accuracy (successor's position)", "attention mass on the successor "
+         "(best head)", "solved"),
+        [(s, _fmt(r, "accuracy"), _fmt(r, "attention_mass"), solved(r, "accuracy"))
+         for s, r in rel["lookup"].items()],
+        f"Successor lookup (jaxemb.tasks.successor_lookup), held-out: {cfg.eval_size} sequences "
+        f"of T={cfg.seq_len} consecutive words of a fixed one-way cycle through "
+        f"{cfg.lookup_words} words, in random order; each word whose successor stands earlier "
+        f"must output the successor's position. Mean ± 95% t-interval over {n} seeds; only the "
+        f"score differs ({_protocol_short(cfg)}). Solved: accuracy ≥ {thr}. Guessing among the "
+        f"earlier positions scores {base['lookup_chance']:.3f}; uniform attention would put "
+        f"{base['lookup_uniform_attention']:.3f} on the successor. A symmetric score that is "
+        f"largest at the token itself (raw similarity) cannot rank every successor above the "
+        f"predecessor and the token itself.")
+    md += "\n" + _attention_figure(
+        run, rel, "lookup",
+        "Attention weights on one held-out successor-lookup sequence, first seed, the head "
+        "with the most mass on successors; red circles: the successor each scored word must "
+        "attend to. Ticks: word ids (the cycle is fixed; positions are random).",
+        "q4_lookup_attention_maps")
+    return md
+
+
+def _attention_figure(run: Run, rel: dict, task: str, caption: str, name: str) -> str:
+    ex, maps = rel["examples"][task], rel["maps"][task]
+    first = {s: rows[0] for s, rows in rel[task].items()}
+    T, rows_t = len(ex["ticks"]), np.asarray(ex["scored"], int)
+    cols = min(len(maps), 4)
+    fig, axes = plt.subplots(-(-len(maps) // cols), cols, figsize=(3.2 * cols, 3.4 * (
+        -(-len(maps) // cols))), squeeze=False)
+    for ax, (score, w) in zip(axes.flat, maps.items(), strict=False):
+        row = first[score]
+        ax.imshow(np.asarray(w, np.float32)[:T, :T], cmap="viridis", vmin=0, vmax=1)
+        ax.scatter(np.asarray(ex["attend"])[rows_t], rows_t, s=16, facecolors="none",
+                   edgecolors="r")
+        ax.set_title(f"{score}\nlayer {row['best_layer']} head {row['best_head']}: mass "
+                     f"{row['attention_mass']:.2f}", fontsize=8)
+        ax.set_xticks(range(T), ex["ticks"], fontsize=5)
+        ax.set_yticks(range(T), ex["ticks"], fontsize=5)
+    for ax in axes.flat[len(maps):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return run.figure(fig, name, caption)
+
+
+# --- MQAR ----------------------------------------------------------------------------------
+
+def smallest_widths(mqar: dict, threshold: float) -> dict[str, int | None]:
+    """Per score, the smallest width whose mean held-out accuracy reaches ``threshold``."""
+    return {s: next((int(w) for w, rows in sorted(by_w.items(), key=lambda x: int(x[0]))
+                     if _mean(rows, "accuracy") >= threshold), None)
+            for s, by_w in mqar.items()}
+
+
+def _mqar(results, cfg, run: Run) -> str:
+    thr, n = cfg.solve_threshold, len(results.seeds)
+    widths = sorted({int(w) for by_w in results.mqar.values() for w in by_w})
+    for score, by_w in results.mqar.items():
+        for w in widths:
+            for row in by_w[str(w)]:
+                run.log("q4_mqar", score=score, width=w, **row)
+    smallest = smallest_widths(results.mqar, thr)
+
+    def cell(rows):
+        k = sum(a >= thr for a in _vals(rows, "accuracy"))
+        return f"{_fmt(rows, 'accuracy')} ({k}/{n})"
+
+    return run.table(
+        "q4_mqar_table", ("score", *[f"accuracy, width {w} (seeds ≥ {thr})" for w in widths],
+                          f"smallest width with mean accuracy ≥ {thr}"),
+        [(s, *[cell(by_w[str(w)]) for w in widths],
+          str(smallest[s]) if smallest[s] is not None else f"none ≤ {widths[-1]}")
+         for s, by_w in results.mqar.items()],
+        f"MQAR (Zoology's generator), held-out accuracy at the {cfg.kv_pairs} query positions "
+        f"of {cfg.eval_size} sequences, T={cfg.seq_len}, vocabulary {cfg.vocab} (keys and values "
+        f"from disjoint halves; fillers {'random' if cfg.mqar_random_fill else 'id 0'}). Mean ± "
+        f"95% t-interval over {n} seeds, and how many seeds reached the threshold; only the "
+        f"score and width vary (depth {cfg.depth}, {cfg.heads} heads, {cfg.mqar_steps} steps, "
+        f"batch {cfg.mqar_batch}, peak lr {cfg.mqar_lr:g}). Answering with a random value of "
+        f"the sequence scores 1/{cfg.kv_pairs}: a model that has learned which tokens are values "
+        f"but not which key each belongs to sits on that plateau, and leaving it is abrupt and "
+        f"seed-dependent, so the seeds column matters as much as the mean.")
+
+
+# --- character LM --------------------------------------------------------------------------
+
+def lr_sweeps(members: dict, first_seed: int) -> dict[str, dict[float, tuple]]:
+    """{score: {lr: (bits per char or None, diverged_at)}} of the first seed, by lr."""
+    return {s: {m["lr"]: (m["bits_per_char"], m["diverged_at"])
+                for m in sorted((m for m in ms if m["seed"] == first_seed),
+                                key=lambda m: m["lr"])}
+            for s, ms in members.items()}
+
+
+def lr_sensitivity(sweeps: dict, cap: float) -> dict[str, float]:
+    """Wortsman et al. 2023: the mean over the sweep of min(loss, cap) minus the best loss; a
+    diverged run counts as ``cap`` (the loss at init)."""
+    out = {}
+    for s, by_lr in sweeps.items():
+        losses = np.array([min(b, cap) if bad < 0 else cap for b, bad in by_lr.values()])
+        out[s] = float(np.mean(losses - losses.min()))
+    return out
+
+
+def _curves(members: dict, first_seed: int) -> dict:
+    """Per score: the logit probe of the main runs (mean over seeds) and of the first seed's
+    run at the largest lr."""
+    curves = {}
+    for score, ms in members.items():
+        base = [m for m in ms if not m["sweep"]]
+        top = max((m for m in ms if m["seed"] == first_seed), key=lambda m: m["lr"])
+        curves[score] = {"steps": base[0]["steps"],
+                         "base": np.mean([m["max_abs_logit"] for m in base], axis=0),
+                         "base_range": float(np.mean([m["max_logit_range"][-1] for m in base])),
+                         "top": np.asarray(top["max_abs_logit"]), "top_lr": top["lr"],
+                         "top_range": top["max_logit_range"][-1]}
+    return curves
+
+
+def _log_char(members: dict, run: Run) -> None:
+    for score, ms in members.items():
+        for m in ms:
+            bad = m["diverged_at"]
+            run.log("q4_char", score=score, seed=m["seed"], lr=m["lr"],
+                    bits_per_char=m["bits_per_char"] if bad < 0 else None,
+                    diverged_at=bad if bad >= 0 else None,
+                    final_max_abs_logit=m["max_abs_logit"][-1],
+                    final_max_logit_range=m["max_logit_range"][-1], seconds=m["seconds"])
+
+
+def _char(results, cfg, run: Run) -> str:
+    ch, seeds = results.char, results.seeds
+    members = ch["members"]
+    _log_char(members, run)
+    cap = math.log2(cfg.vocab)  # ≈ the loss at initialisation: near-uniform over the outputs
+    md = run.table(
+        "q4_char_table", ("score", "held-out bits per character"),
+        [(s, stats.format_interval([m["bits_per_char"] for m in ms if not m["sweep"]]))
+         for s, ms in members.items()],
+        f"Character LM on the first {ch['chars']} characters of gensim's Wikipedia sample "
+        f"({ch['vocab']} symbols; the last 10% held out), bits per character over "
+        f"{cfg.eval_size} evenly spaced held-out windows of T={cfg.seq_len}. Mean ± 95% "
+        f"t-interval over {len(seeds)} seeds; only the score differs ({_protocol_short(cfg)}; "
+        f"the output layer has the {cfg.vocab} ids of the shared model shape, {ch['vocab']} "
+        f"used). A uniform guess over the 29 symbols is {math.log2(ch['vocab']):.2f} bits.")
+    sweeps = lr_sweeps(members, seeds[0])
+    sens = lr_sensitivity(sweeps, cap)
+    lrs = sorted({lr for v in sweeps.values() for lr in v})
+
+    def cell(v):
+        return f"diverged (step {v[1]})" if v[1] >= 0 else f"{v[0]:.3f}"
+
+    md += "\n" + run.table(
+        "q4_lr_table", ("score", *[f"lr {lr:g}" for lr in lrs], "LR sensitivity (bits)"),
+        [(s, *[cell(sweeps[s][lr]) for lr in lrs], f"{sens[s]:.3f}") for s in sweeps],
+        f"Held-out bits per character after {cfg.protocol.steps} steps at each peak learning "
+        f"rate (seed {seeds[0]}: the same init and data at every lr; the protocol's warmup and "
+        f"decay scale with the peak). LR sensitivity (Wortsman et al. 2023): the mean over the "
+        f"sweep of min(loss, loss at init) minus the best loss, with the loss at init taken as "
+        f"log2({cfg.vocab}) = {cap:.2f} bits (near-uniform outputs); a diverged run counts as "
+        f"that.")
+    curves = _curves(members, seeds[0])
+    md += "\n" + _lr_figure(run, sweeps, cfg, seeds) + "\n" + _logit_figure(run, curves, cfg,
+                                                                              seeds)
+    top_lr = next(iter(curves.values()))["top_lr"]
+    return md + "\n" + run.table(
+        "q4_logit_table", ("score", f"largest abs logit, lr {cfg.lr:g}", "largest row range",
+                           f"largest abs logit, lr {top_lr:g}", "largest row range"),
+        [(s, f"{c['base'][-1]:.1f}", f"{c['base_range']:.1f}", f"{c['top'][-1]:.1f}",
+          f"{c['top_range']:.1f}") for s, c in curves.items()],
+        f"Attention logits at the end of training, over all layers, heads and causal entries of "
+        f"the {cfg.eval_size} held-out windows (mean of {len(seeds)} seeds at lr {cfg.lr:g}; "
+        f"seed {seeds[0]} at lr {top_lr:g}). Row range: max − min over one query's keys, "
+        f"which is what the softmax sees.")
+
+
+def _lr_figure(run: Run, sweeps: dict, cfg, seeds: list) -> str:
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for s, by_lr in sweeps.items():
+        ax.plot(list(by_lr), [b if bad < 0 else np.nan for b, bad in by_lr.values()], "o-",
+                label=s)
+    ax.set_xscale("log")
+    ax.set_xlabel("peak learning rate")
+    ax.set_ylabel("held-out bits per character")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return run.figure(fig, "q4_lr_sweep",
+                      f"Final held-out loss vs peak learning rate, one line per score (character "
+                      f"LM, seed {seeds[0]}, {cfg.protocol.steps} steps; diverged runs omitted).")
+
+
+def _logit_figure(run: Run, curves: dict, cfg, seeds: list) -> str:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for s, c in curves.items():
+        axes[0].plot(c["steps"], c["base"], label=s)
+        axes[1].plot(c["steps"], c["top"], label=s)
+    axes[0].set_title(f"peak lr {cfg.lr:g} (mean of {len(seeds)} seeds)", fontsize=9)
+    axes[1].set_title(f"peak lr {next(iter(curves.values()))['top_lr']:g} (seed "
+                      f"{seeds[0]})", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+    axes[0].set_ylabel("largest |attention logit|")
+    axes[1].legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.tight_layout()
+    return run.figure(fig, "q4_logit_growth",
+                      "Growth of the largest attention logit during training (character LM; all "
+                      "layers, heads and causal entries of the held-out windows).")
+
+
+# --- the answer ----------------------------------------------------------------------------
+
+def _raw_sentence(task: str, by_score: dict, key: str, what: str, threshold: float
+                  ) -> str | None:
+    """Raw similarity against scaled_dot (or, without it, the best other score) on one task."""
+    others = {s: rows for s, rows in by_score.items() if s != "raw"}
+    if "raw" not in by_score or not others:
+        return None
+    ref = ("scaled_dot" if "scaled_dot" in others
+           else max(others, key=lambda s: _mean(others[s], key)))
+    raw, std = by_score["raw"], others[ref]
+    raw_ok, std_ok = _mean(raw, key) >= threshold, _mean(std, key) >= threshold
+    verdict = {(False, True): "failed where learned projections succeeded",
+               (True, True): "solved it too", (True, False): "solved it where learned "
+               "projections did not", (False, False): "did not solve it"}[raw_ok, std_ok]
+    acc = _RELATION[stats.compare(_vals(raw, key), _vals(std, key))]
+    mass = _RELATION[stats.compare(_vals(raw, "attention_mass"), _vals(std, "attention_mass"))]
+    return (f"On {task}, raw similarity (no W_Q, W_K) {verdict}: {_fmt(raw, key)}, {acc} {ref} "
+            f"({_fmt(std, key)}); its attention mass on {what}, {_fmt(raw, 'attention_mass', 2)}, "
+            f"was {mass} {ref}'s ({_fmt(std, 'attention_mass', 2)}).")
+
+
+def _solved_sentence(task: str, by_score: dict, key: str, threshold: float, steps: int) -> str:
+    solved = [s for s, rows in by_score.items() if _mean(rows, key) >= threshold]
+    unsolved = [s for s in by_score if s not in solved]
+    if not solved:
+        return f"No score solved {task} (≥ {threshold:.0%}) within {steps} steps."
+    return (f"On {task} {', '.join(solved)} reached ≥ {threshold:.0%}"
+            + (f"; {', '.join(unsolved)} did not." if unsolved else "."))
+
+
+def _relevance_sentences(rel: dict, cfg) -> list[str]:
+    thr, steps = cfg.relevance_threshold, cfg.protocol.steps
+    neg_task = "negation scope (a sentiment word must find its negator, a token unlike it)"
+    look_task = ("successor lookup (a word must point at its successor in a one-way relation; "
+                 f"chance {rel['baselines']['lookup_chance']:.3f})")
+    lines = [_solved_sentence(neg_task + ", accuracy on negated words", rel["negation"],
+                              "negated_accuracy", thr, steps),
+             _solved_sentence(look_task, rel["lookup"], "accuracy", thr, steps)]
+    return lines + [x for x in (
+        _raw_sentence("negation scope", rel["negation"], "negated_accuracy", "the negator", thr),
+        _raw_sentence("successor lookup", rel["lookup"], "accuracy", "the successor", thr)) if x]
+
+
+def _mqar_sentence(mqar: dict, cfg) -> str:
+    smallest = smallest_widths(mqar, cfg.solve_threshold)
+    ok = {s: w for s, w in smallest.items() if w is not None}
+    if ok:
+        never = [s for s in smallest if s not in ok]
+        by_width = {w: [s for s, v in ok.items() if v == w] for w in sorted(set(ok.values()))}
+        return (f"MQAR was solved (mean ≥ {cfg.solve_threshold}) "
+                + "; ".join(f"from width {w} by {', '.join(ss)}" for w, ss in by_width.items())
+                + (f"; not within the grid by {', '.join(never)}" if never else "") + ".")
+    means = {s: max(_mean(rows, "accuracy") for rows in by_w.values())
+             for s, by_w in mqar.items()}
+    best = max(means, key=means.get)
+    return (f"No score solved MQAR (mean ≥ {cfg.solve_threshold}) at any width of the grid "
+            f"within {cfg.mqar_steps} steps (best: {best}, {means[best]:.3f}; answering with a "
+            f"random value of the sequence scores {1 / cfg.kv_pairs:.3f}).")
+
+
+def _char_sentences(members: dict, first_seed: int, cfg) -> list[str]:
+    bits = {s: [m["bits_per_char"] for m in ms if not m["sweep"]] for s, ms in members.items()}
+    means = {s: stats.t_interval(b).mean for s, b in bits.items()}
+    best = min(means, key=means.get)
+    tied = [s for s in bits if s != best and stats.compare(bits[s], bits[best]) ==
+            "indistinguishable"]
+    lines = [f"On held-out characters {best} had the lowest loss ({means[best]:.3f} bits)"
+             + (f"; {', '.join(tied)} {'is' if len(tied) == 1 else 'are'} indistinguishable "
+                f"from it (paired over seeds)" if tied else
+                ", below every other score (paired over seeds)") + "."]
+    sens = lr_sensitivity(lr_sweeps(members, first_seed), math.log2(cfg.vocab))
+    order = sorted(sens, key=sens.get)
+    lines.append(f"Across the learning-rate sweep the least sensitive score was {order[0]} "
+                 f"({sens[order[0]]:.3f} bits), the most {order[-1]} ({sens[order[-1]]:.3f}).")
+    return lines
+
+
+def answer(results, cfg) -> str:
+    """The short answer; every claim is chosen by comparing the measured numbers."""
+    lines = []
+    if results.relevance is not None:
+        lines += _relevance_sentences(results.relevance, cfg)
+    if results.mqar is not None:
+        lines.append(_mqar_sentence(results.mqar, cfg))
+    if results.char is not None:
+        lines += _char_sentences(results.char["members"], results.seeds[0], cfg)
+    return " ".join(lines)
+
+
+WHY = """\
+Why a dot product: after the learned projections, q·k = x_i W_Q W_Kᵀ x_jᵀ is a learned bilinear
+form, so *relevance* is learned and need not be *resemblance*: "don't" can score high against
+"like" although their embeddings are unlike. The other scores are the same dot product after
+other feature maps (jaxemb.scoring): cosine drops the lengths and needs a learned temperature to
+express a peaked softmax; −‖q−k‖² = 2q·k − ‖k‖² − ‖q‖², and ‖q‖² cancels in the softmax over keys,
+so it is a dot product with a per-key penalty ‖k‖²; the bilinear forms re-parametrise
+W_Q W_Kᵀ. Raw similarity (q = k = x) cannot separate relevance from resemblance: a token scores
+itself at least as high as any other token of its norm (Cauchy–Schwarz), and its score is
+symmetric, so it cannot express a one-way relation ("don't" → "like" but not back): around a
+cycle of words the sum of successor scores equals the sum of predecessor scores (the successor
+task). MQAR is different: the query is the very token that was stored as a key, so its lookup is
+by resemblance. Which of these matter in practice is what the tables above measure."""
+
+
+def render(results, cfg, run: Run) -> None:
+    """Append the Q4 section (and its metrics) to ``run``."""
+    parts_md = []
+    if results.relevance is not None:
+        parts_md.append("Relevance: negation scope and a one-way relation\n\n"
+                        + _relevance(results, cfg, run))
+    if results.mqar is not None:
+        parts_md.append("Multi-query associative recall\n\n" + _mqar(results, cfg, run))
+    if results.char is not None:
+        parts_md.append("Character LM, learning-rate sensitivity, logit growth\n\n"
+                        + _char(results, cfg, run))
+    words = answer(results, cfg)
+    run.log("q4_summary", answer=words, seconds=results.seconds, devices=results.devices,
+            cpu_seconds=results.cpu_seconds)
+    body = "".join(f"### Q4.{i} {md}\n" for i, md in enumerate(parts_md, 1))
+    p = cfg.protocol
+    run.add(
+        "## Q4. Attention: why a dot product as relevance, and not cosine, subtraction or raw "
+        "similarity?\n\n"
+        f"Protocol, the same for every score: a causal pre-LN transformer (jaxemb.transformer; "
+        f"width {cfg.width}, depth {cfg.depth}, {cfg.heads} heads, learned positions, T = "
+        f"{cfg.seq_len}); AdamW (β = 0.9, 0.95, ε = 1e-8, weight decay {p.weight_decay:g} on "
+        f"matrices), gradient clipping at {p.clip:g}, linear warmup over {p.warmup:.0%} of "
+        f"{p.steps} steps to the peak lr {cfg.lr:g}, then cosine decay to 0.1 × peak; batch "
+        f"{cfg.batch} sharded over {results.devices} device(s) (MQAR: its own widths, steps, "
+        f"batch and lr, stated with its table); {len(results.seeds)} seeds (init and data keys) "
+        f"trained together with jax.vmap; fresh training data at every step, held-out data from "
+        f"a separate key. Scores: {', '.join(cfg.scores)} (jaxemb.attention). Parts: "
+        f"{', '.join(cfg.parts)}. {results.seconds:.0f} s on this machine.\n\n"
+        + body + f"### Q4.{len(parts_md) + 1} Answer\n\n" + WHY + "\n\n**Measured:** "
+        + words + "\n")

@@ -1,0 +1,390 @@
+"""What Q1, Q2, Q3 and Q7 share: the config, the SGNS variants trained once per run, the texts.
+
+Every variant trains once, its seeds vmapped (``jaxemb.train``), the first time a question asks
+for it (:func:`trained`, memoised in the run's ``shared`` dict); the questions only evaluate.
+The pair statistics, the planted corpus and the PPMI-SVD reference are computed on first use.
+
+    from experiments.study import q1, sgns_common
+    shared = {}
+    results = q1.measure(sgns_common.SGNSStudyConfig(quick=True), shared, progress)
+    SGNSStudyConfig(corpus="text8")                            # the large size
+
+Measured on the 2-core CPU while other jobs shared it (load average 5–9): the default (wiki
+sample, 5 variants × 3 seeds × 10 epochs, planted check) took 235 s of CPU time (237 s wall at
+load ~6; 442 s at load ~9), about 80% of it training; quick took 40 s of CPU time, mostly XLA
+compilation (one per variant). text8 (17M tokens) takes about 40× the training time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from jaxemb import corpus, datasets, evaluate, ppmi, sgns, stats, train
+from jaxemb.datasets import load_corpus
+
+
+class SGNSStudyError(ValueError):
+    """A bad setting of the SGNS study."""
+
+
+VARIANTS = ("dot", "cosine_t1", "cosine_fixed", "cosine_learned", "bilinear")
+KINDS = ("in", "out", "in+out")
+
+
+@dataclasses.dataclass(frozen=True)
+class SGNSStudyConfig:
+    """SGNS trained once per score variant (seeds vmapped); Q1, Q2, Q3, Q7 evaluate it."""
+
+    corpus: str = "wiki"
+    """'wiki' (gensim's Wikipedia sample), 'text8' (the large size; downloaded once), 'lee',
+    'planted', or a text file (one document per line)."""
+    max_docs: int | None = None
+    """Use only the first N documents (None: all)."""
+    min_count: int = 5
+    """Words seen fewer times are dropped from the vocabulary."""
+    dim: int = 100
+    """Vector dimension of every SGNS model (and of the PPMI-SVD reference)."""
+    window: int = 5
+    """Maximal window (word2vec's dynamic window: b ~ U{1..window} per centre)."""
+    negative: int = 5
+    """Negatives per positive pair (k)."""
+    sample: float = 1e-3
+    """Subsampling threshold (0: keep every token)."""
+    epochs: int = 10
+    """Epochs of every variant."""
+    lr: float = 0.025
+    """Sparse-SGD learning rate, decayed linearly to 1e-4 (word2vec's schedule)."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds trained together (vmapped); at least 3 for the 95% intervals."""
+    variants: tuple[str, ...] = VARIANTS
+    """Scores SGNS is trained with (Q3): dot, cosine_t1 (t = 1 fixed), cosine_fixed (t =
+    --cosine-temperature fixed), cosine_learned (t learned from --learned-temperature-init),
+    bilinear (in·W·out, W learned from the identity). 'dot' is required (Q1, Q2, Q7 use it)."""
+    cosine_temperature: float = 10.0
+    """The fixed temperature of cosine_fixed (logit = t·cos)."""
+    learned_temperature_init: float = 1.0
+    """Initial temperature of cosine_learned."""
+    pair_min_count: float = 20.0
+    """Q2: word pairs used are those SGNS sees at least this often per epoch (expected count)."""
+    pair_top_words: int = 2000
+    """Q2: ... and whose two words are among this many most frequent ones."""
+    pmi_draws: int = 2
+    """Q2/Q3: subsampling draws averaged to estimate the pairs SGNS trains on."""
+    query_words: tuple[str, ...] = ("king", "france", "computer", "music", "good", "water",
+                                    "like", "play", "war", "love")
+    """Words whose neighbours (Q1) and most associated partner (Q2) are shown."""
+    example_min_count: float = 5.0
+    """Q2 examples: a query word's partner is the word of highest PMI among those it is seen
+    with at least this often per epoch."""
+    hub_queries: int = 2000
+    """Random query words for hubness (Q1) and neighbour overlap (Q7)."""
+    planted_docs: int = 200
+    """Q2: documents of 1000 tokens drawn from the planted model (0: skip the planted check)."""
+    planted_words: int = 200
+    """Q2: the true PMI is compared among this many most frequent planted words."""
+    ppmi_svd: bool = False
+    """Q7: also show king − man + woman on PPMI-SVD vectors of the same corpus (about 15 s
+    more on the wiki sample)."""
+    quick: bool = False
+    """Smoke-test size: 20 documents, dim 32, 2 epochs, small planted corpus."""
+
+    def resolved(self) -> SGNSStudyConfig:
+        if self.quick:
+            return dataclasses.replace(self, max_docs=20, dim=32, epochs=2, hub_queries=300,
+                                       planted_docs=min(self.planted_docs, 20), planted_words=50,
+                                       pair_min_count=min(self.pair_min_count, 5.0),
+                                       example_min_count=min(self.example_min_count, 2.0),
+                                       pmi_draws=1)
+        return self
+
+    def model_config(self, variant: str) -> sgns.SGNSConfig:
+        """The SGNS settings of one variant: everything but the score is shared."""
+        score = {"dot": dict(score="dot"),
+                 "cosine_t1": dict(score="cosine", temperature=1.0, learn_temperature=False),
+                 "cosine_fixed": dict(score="cosine", temperature=self.cosine_temperature,
+                                      learn_temperature=False),
+                 "cosine_learned": dict(score="cosine",
+                                        temperature=self.learned_temperature_init,
+                                        learn_temperature=True),
+                 "bilinear": dict(score="bilinear")}[variant]
+        return sgns.SGNSConfig(dim=self.dim, window=self.window, negative=self.negative,
+                               sample=self.sample, **score)
+
+    def train_config(self) -> train.TrainConfig:
+        return train.TrainConfig(epochs=self.epochs, lr=self.lr, min_lr=min(1e-4, self.lr),
+                                 seeds=tuple(self.seeds))
+
+    def validate(self) -> None:
+        def bad(flag, value, allowed):
+            raise SGNSStudyError(f"--{flag} must be {allowed}, got {value!r}")
+
+        for name in ("min_count", "dim", "window", "negative", "epochs", "hub_queries",
+                     "pmi_draws", "planted_words", "pair_top_words"):
+            if getattr(self, name) < 1:
+                bad(name.replace("_", "-"), getattr(self, name), ">= 1")
+        if self.max_docs is not None and self.max_docs < 1:
+            bad("max-docs", self.max_docs, ">= 1 or None")
+        if self.planted_docs < 0:
+            bad("planted-docs", self.planted_docs, ">= 0 (0 skips the planted check)")
+        if not self.sample >= 0:
+            bad("sample", self.sample, ">= 0")
+        if not self.lr > 0:
+            bad("lr", self.lr, "> 0")
+        if not self.pair_min_count > 0:
+            bad("pair-min-count", self.pair_min_count, "> 0")
+        if not self.example_min_count > 0:
+            bad("example-min-count", self.example_min_count, "> 0")
+        if not self.cosine_temperature > 1:
+            bad("cosine-temperature", self.cosine_temperature,
+                "> 1 (t = 1 is the cosine_t1 variant)")
+        if not self.learned_temperature_init > 0:
+            bad("learned-temperature-init", self.learned_temperature_init, "> 0")
+        if not self.corpus:
+            bad("corpus", self.corpus, "'wiki', 'text8', 'lee', 'planted' or a file path")
+        if len(self.seeds) < 3 or len(set(self.seeds)) != len(self.seeds):
+            bad("seeds", tuple(self.seeds), "at least 3 distinct seeds (95% intervals)")
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown or len(set(self.variants)) != len(self.variants) or "dot" not in self.variants:
+            bad("variants", tuple(self.variants),
+                f"distinct names from {VARIANTS}, including 'dot' (Q1, Q2, Q7 use it)")
+        for v in self.variants:
+            self.model_config(v).validate()
+
+
+# --- training ----------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class VariantRun:
+    """One score variant trained on every seed; ``result`` None when training failed."""
+
+    name: str
+    model: sgns.SGNSConfig
+    result: train.TrainResult | None
+    epoch_loss: np.ndarray  # [epochs done, seeds]: mean loss per pair
+    error: str | None = None
+
+    def vectors(self, seed_index: int, kind: str = "in") -> np.ndarray:
+        return sgns.export_vectors(self.result.seed_params(seed_index), kind)
+
+    def temperature(self) -> np.ndarray | None:
+        """[seeds] final t of a cosine variant (None otherwise)."""
+        if self.result is None or "log_t" not in self.result.params["score"]:
+            return None
+        return np.exp(np.asarray(self.result.params["score"]["log_t"], np.float64))
+
+    def describe(self) -> str:
+        """The variant's logit in words (table rows, plot legends)."""
+        m = self.model
+        if m.score == "dot":
+            return "in·out"
+        if m.score == "bilinear":
+            return "in·W·out, W learned (init I)"
+        if m.learn_temperature:
+            return f"t·cos(in, out), t learned (init {m.temperature:g})"
+        return f"{m.temperature:g}·cos(in, out), t fixed"
+
+
+@dataclasses.dataclass
+class PlantedRun:
+    """The dot model trained on a planted corpus, with the true PMI of its frequent words."""
+
+    result: train.TrainResult
+    rows: np.ndarray  # [n] vocabulary rows of the planted words compared
+    true_pmi: np.ndarray  # [n, n] the generative model's PMI (Monte Carlo, Arora et al. 2016)
+    cooc: sp.csr_matrix  # [V, V] pairs SGNS sees per epoch
+    counts: np.ndarray
+    n_tokens: int
+
+
+@dataclasses.dataclass
+class SGNSStudy:
+    """The trained variants and their corpus; pair statistics, the planted run and the PPMI-SVD
+    reference are computed on first use (:meth:`pairs`, :meth:`planted`, :meth:`ppmi_vectors`)."""
+
+    config: SGNSStudyConfig
+    n_docs: int
+    n_tokens: int
+    vocab: corpus.Vocabulary
+    ids: list
+    variants: dict[str, VariantRun]
+    bench: evaluate.Benchmarks
+    seconds: dict
+    cache: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def dot(self) -> VariantRun:
+        return self.variants["dot"]
+
+    @property
+    def seed_indices(self) -> range:
+        return range(len(self.config.seeds))
+
+    def _once(self, name: str, label: str, progress, make):
+        if name not in self.cache:
+            t = time.perf_counter()
+            with progress(label):
+                self.cache[name] = make()
+            self.seconds[name] = time.perf_counter() - t
+        return self.cache[name]
+
+    def pairs(self, progress) -> sp.csr_matrix:
+        """[V, V] expected (centre, context) pairs SGNS trains on per epoch."""
+        c = self.config
+        return self._once("pairs", f"pairs SGNS sees ({c.pmi_draws} subsampling draws)",
+                          progress, lambda: ppmi.expected_pairs(
+                              self.ids, len(self.vocab), c.window, self.vocab.counts, c.sample,
+                              draws=c.pmi_draws, seed=0))
+
+    def planted(self, progress) -> PlantedRun | None:
+        """The planted-corpus check (None when --planted-docs is 0)."""
+        if not self.config.planted_docs:
+            return None
+        return self._once("planted", f"planted corpus ({self.config.planted_docs} documents)",
+                          progress, lambda: _train_planted(self.config))
+
+    def ppmi_vectors(self, progress) -> np.ndarray | None:
+        """PPMI-SVD vectors of the same corpus (None unless --ppmi-svd)."""
+        if not self.config.ppmi_svd:
+            return None
+        dim = min(self.config.dim, len(self.vocab) - 1)
+        return self._once("ppmi_svd", f"PPMI-SVD reference (d={self.config.dim})", progress,
+                          lambda: ppmi.svd_vectors(ppmi.ppmi(ppmi.cooccurrence(
+                              self.ids, len(self.vocab), self.config.window)), dim))
+
+    def evaluation(self, variant: str, kind: str, seed_index: int, score: str = "cosine",
+                   methods: tuple[str, ...] = ("3cosadd",)) -> dict:
+        """Benchmarks of one model's vectors (memoised: Q1, Q3 and Q7 share them)."""
+        done = self.cache.setdefault(("evaluation", variant, kind, seed_index, score), {})
+        todo = tuple(m for m in methods if m not in done)
+        if todo or "ws353" not in done:
+            v = self.variants[variant].vectors(seed_index, kind)
+            done |= evaluate.evaluate_vectors(v, self.bench, score, todo,
+                                              pairs="ws353" not in done)
+        return {k: x for k, x in done.items()
+                if not k.startswith("3cos") or k.split("_")[0] in methods}
+
+
+def trained(config: SGNSStudyConfig, shared: dict, progress) -> SGNSStudy:
+    """The variants of ``config`` trained once per run: the first question to ask trains them
+    (validating first), the others find them in ``shared["sgns"]``."""
+    config = config.resolved()
+    study = shared.get("sgns")
+    if study is None or study.config != config:
+        config.validate()
+        study = shared["sgns"] = train_variants(config, progress)
+    return study
+
+
+def train_variants(config: SGNSStudyConfig, progress) -> SGNSStudy:
+    """Load the corpus and train every variant once (seeds vmapped)."""
+    seconds = {}
+    t = time.perf_counter()
+    with progress(f"load corpus {config.corpus}"):
+        docs = load_corpus(config.corpus)[: config.max_docs]
+        vocab = corpus.build_vocabulary(docs, min_count=config.min_count)
+        ids = vocab.encode(docs)
+        bench = evaluate.prepare_benchmarks(vocab.words)
+    seconds["corpus"] = time.perf_counter() - t
+    data = sgns.device_corpus(ids, vocab.counts, config.sample)
+    variants = {}
+    for name in config.variants:
+        t = time.perf_counter()
+        with progress(f"SGNS {name} ({len(config.seeds)} seeds, {config.epochs} epochs)"):
+            variants[name] = _train_variant(name, config, data, vocab.counts)
+        seconds[f"train {name}"] = time.perf_counter() - t
+    return SGNSStudy(config, len(docs), int(sum(map(len, ids))), vocab, ids, variants, bench,
+                     seconds)
+
+
+def _train_variant(name: str, config: SGNSStudyConfig, data, counts) -> VariantRun:
+    losses = []
+    model = config.model_config(name)
+    try:
+        res = train.train(data, counts, model, config.train_config(), progress=True,
+                          on_epoch=lambda e, loss: losses.append(np.asarray(loss)))
+    except train.TrainingError as e:  # report a diverged variant instead of losing the study
+        return VariantRun(name, model, None, np.array(losses).reshape(-1, len(config.seeds)),
+                          str(e))
+    return VariantRun(name, model, res, res.epoch_loss)
+
+
+def _train_planted(config: SGNSStudyConfig) -> PlantedRun:
+    pc = datasets.planted_corpus(n_docs=config.planted_docs, seed=0)
+    vocab = corpus.build_vocabulary(pc.docs, min_count=config.min_count)
+    ids = vocab.encode(pc.docs)
+    res = train.train(ids, vocab.counts, config.model_config("dot"), config.train_config(),
+                      progress=True)
+    rows = np.arange(min(config.planted_words, len(vocab)))
+    true = pc.model_pmi(rows=[vocab.words[r] for r in rows])
+    cooc = ppmi.expected_pairs(ids, len(vocab), config.window, vocab.counts, config.sample,
+                               draws=config.pmi_draws, seed=0)
+    return PlantedRun(res, rows, true, cooc, vocab.counts, int(sum(map(len, ids))))
+
+
+# --- what the questions' results share ----------------------------------------------------------
+
+def setup(study: SGNSStudy) -> dict:
+    """The settings and evaluation protocol every SGNS table caption states (JSON values)."""
+    c = study.config
+    e = study.evaluation("dot", "in", 0)
+    return {"corpus": c.corpus, "n_docs": study.n_docs, "n_tokens": study.n_tokens,
+            "vocab_size": len(study.vocab), "min_count": c.min_count, "dim": c.dim,
+            "window": c.window, "negative": c.negative, "sample": c.sample,
+            "epochs": c.epochs, "lr": c.lr, "seeds": list(c.seeds),
+            "protocol": {key: int(e[key]) for key in (
+                "ws353_pairs", "simlex_pairs", "ws353_oov", "simlex_oov", "3cosadd_answered",
+                "3cosadd_oov")}}
+
+
+def settings_text(s: dict) -> str:
+    """The training settings of a ``setup`` dict, for captions."""
+    return (f"{s['corpus']} ({s['n_docs']} documents, {s['n_tokens']:,} in-vocabulary tokens, "
+            f"vocabulary {s['vocab_size']:,} at min_count {s['min_count']}); dim {s['dim']}, "
+            f"window {s['window']} (dynamic), negative {s['negative']}, sample {s['sample']}, "
+            f"{s['epochs']} epochs, sparse SGD lr {s['lr']} → 1e-4, seeds {list(s['seeds'])} "
+            f"trained together (vmapped)")
+
+
+def protocol_text(s: dict, score_text: str) -> str:
+    """The benchmark protocol of a ``setup`` dict (counts of the dot model's in-vectors)."""
+    p = s["protocol"]
+    return (f"Protocol: WS353 / SimLex-999 Spearman ρ between gold ratings and {score_text} of "
+            f"the two words ({p['ws353_pairs']} / {p['simlex_pairs']} pairs used, "
+            f"{p['ws353_oov']} / {p['simlex_oov']} OOV skipped); Google analogies, question "
+            f"words excluded, answers from the whole trained vocabulary ({s['vocab_size']} "
+            f"words, case-insensitive), {p['3cosadd_answered']} questions answered, "
+            f"{p['3cosadd_oov']} OOV skipped; accuracy = correct / answered.")
+
+
+def pm(values, digits: int = 3, scale: float = 1.0) -> str:
+    """'mean ± half-width' of the 95% t-interval over seeds (``jaxemb.stats``)."""
+    return stats.format_interval(values, digits, scale)
+
+
+def compare(a, b) -> str:
+    """'higher' / 'lower' / 'indistinguishable': ``a`` against ``b``, paired over the shared
+    seeds by the report's one decision rule; a figure undefined on some seed (NaN) is never
+    called different."""
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return "indistinguishable"
+    return stats.compare(a, b)
+
+
+def unit(X: np.ndarray) -> np.ndarray:
+    """Rows of ``X`` [n, d] scaled to length 1 (zero rows stay 0)."""
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+def rowwise(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """[n] A[i]·B[i]."""
+    return np.einsum("nd,nd->n", A, B)
+
+
+def random_queries(vocab_size: int, n: int) -> np.ndarray:
+    """``n`` distinct random rows (numpy seed 0): the queries of hubness (Q1) and overlap (Q7)."""
+    rng = np.random.default_rng(0)
+    return rng.choice(vocab_size, size=min(n, vocab_size), replace=False)

@@ -1,0 +1,414 @@
+"""The SGNS questions Q1, Q2, Q3, Q7: tables and answers from hand-made results (no training),
+results that round-trip through JSON, the config's checks, and one small measure of all four
+on a tiny corpus (each variant trained once, shared by the questions)."""
+
+import contextlib
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from experiments import report
+from experiments.study import q1, q2, q3, q7, sgns_common
+from experiments.study.sgns_common import SGNSStudyConfig, SGNSStudyError
+
+SEEDS = [0, 1, 2]
+SETUP = {"corpus": "wiki", "n_docs": 20, "n_tokens": 12345, "vocab_size": 200, "min_count": 5,
+         "dim": 32, "window": 5, "negative": 5, "sample": 0.001, "epochs": 2, "lr": 0.025,
+         "seeds": SEEDS, "protocol": {"ws353_pairs": 40, "simlex_pairs": 30, "ws353_oov": 313,
+                                      "simlex_oov": 969, "3cosadd_answered": 50,
+                                      "3cosadd_oov": 19494}}
+
+
+@contextlib.contextmanager
+def _quiet(label):
+    yield
+
+
+def _run(tmp_path):
+    return report.Run(tmp_path, {"test": True})
+
+
+def _logged(run, tmp_path):
+    run.finish("t")
+    return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+
+
+def _report(tmp_path):
+    return (tmp_path / "report.md").read_text()
+
+
+def _ev(ws353, simlex=0.3, add=0.2, mul=0.25):
+    return {"ws353": ws353, "ws353_pairs": 40, "ws353_oov": 313, "simlex": simlex,
+            "simlex_pairs": 30, "simlex_oov": 969, "3cosadd": add, "3cosadd_answered": 50,
+            "3cosadd_oov": 19494, "3cosmul": mul, "3cosmul_answered": 50, "3cosmul_oov": 19494}
+
+
+def _plain(x):
+    """Only JSON values: dicts with str keys, lists (not tuples), str, int, float, bool, None."""
+    if isinstance(x, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in x.items())
+    if isinstance(x, list):
+        return all(_plain(v) for v in x)
+    return x is None or isinstance(x, str | int | float | bool)
+
+
+def _roundtrip(r):
+    data = r.to_json()
+    assert all(_plain(getattr(r, f.name)) for f in dataclasses.fields(r))
+    assert json.loads(json.dumps(type(r).from_json(data).to_json())) == json.loads(
+        json.dumps(data))
+    return type(r).from_json(data)
+
+
+# --- Q1 --------------------------------------------------------------------------------------
+
+def _q1(dot_ws353=(0.30, 0.32, 0.31), rho=(0.80, 0.82, 0.84)):
+    counts = np.arange(200, 0, -1)
+    hub = {"cosine": [{"share_top": 0.02, "k_occurrence_skew": 2.0, "max_k_occurrence": 9}] * 3,
+           "dot": [{"share_top": 0.40, "k_occurrence_skew": 12.0, "max_k_occurrence": 60}] * 3}
+    return q1.Results(
+        setup=SETUP, seed=q1.seed_arithmetic(), rho=list(rho),
+        norms=(0.5 + np.log(counts) / 5).tolist(), counts=counts.tolist(),
+        neighbours=[["king", ["queen", "prince", "lord", "crown", "throne"],
+                     ["the", "of", "and", "in", "a"]]],
+        benchmarks={"cosine": [_ev(x) for x in (0.50, 0.53, 0.51)],
+                    "dot": [_ev(x) for x in dot_ws353]},
+        hubness=hub, frequent=2, n_queries=50)
+
+
+def test_q1_results_roundtrip():
+    r = _q1()
+    assert _roundtrip(r) == r
+
+
+def test_q1_answer_follows_the_numbers():
+    text = q1.answer(_q1())
+    assert "a·b = 9.08 > a·a = 9.04" in text and "ranks the identical vector first" in text
+    assert "the norm rises with word frequency (Spearman ρ = 0.82" in text
+    assert "take 40.0% of the top-10 slots vs 2.0% under cosine" in text
+    assert "more concentrated on a few hubs" in text
+    # dot is below cosine on every seed (paired): called lower; SimLex equal: indistinguishable
+    assert "WS353 ρ lower than, SimLex ρ indistinguishable from" in text
+    text = q1.answer(_q1(dot_ws353=(0.45, 0.58, 0.51), rho=(-0.5, -0.4, -0.45)))
+    assert "WS353 ρ indistinguishable from" in text and "falls with word frequency" in text
+
+
+def test_q1_render_writes_its_tables_figure_and_answer(tmp_path):
+    run = _run(tmp_path)
+    q1.render(_q1(), run)
+    logged = _logged(run, tmp_path)
+    tables = {m["section"]: m for m in logged if m.get("kind") == "table"}
+    assert list(tables) == ["q1_seed_arithmetic", "q1_norms", "q1_neighbours", "q1_benchmarks",
+                            "q1_hubness"]
+    assert tables["q1_benchmarks"]["rows"][1][:2] == ["dot", "0.310 ± 0.025"]
+    assert tables["q1_hubness"]["rows"][1][1] == "40.0 ± 0.0"
+    assert tables["q1_neighbours"]["rows"] == [["king", "queen, prince, lord, crown, throne",
+                                                "the, of, and, in, a"]]
+    assert [m["seed"] for m in logged if m["section"] == "q1_benchmarks" and "seed" in m] \
+        == SEEDS * 2
+    assert (tmp_path / "q1_norm_vs_frequency.png").stat().st_size > 1000
+    text = run.sections[0]
+    assert text.startswith(q1.TITLE) and text.rstrip().endswith(q1.answer(_q1()))
+
+
+# --- Q2 --------------------------------------------------------------------------------------
+
+def _q2(planted=True, n_pairs=4):
+    agg = {"io_pmi": [0.7, 0.72, 0.71], "ii_pmi": [0.3, 0.31, 0.29],
+           "io_2nd": [0.2, 0.21, 0.2], "ii_2nd": [0.5, 0.52, 0.51],
+           "io_2nd_r": [0.1, 0.12, 0.11], "ii_2nd_r": [0.6, 0.61, 0.62],
+           "io_ws353": [0.4, 0.41, 0.42], "ii_ws353": [0.5, 0.5, 0.5],
+           "io_simlex": [0.1, 0.1, 0.1], "ii_simlex": [0.3, 0.3, 0.3]}
+    fits = [{"slope": 0.5, "intercept": -0.2, "pearson": 0.8, "mean_diff": -0.3}] * 3
+    examples = [{"word": "king", "partner": "crowned", "count": 6.0, "pmi": 5.1, "io": 3.2,
+                 "ii": 0.1, "rank_io": 2, "rank_ii": 80, "nearest": "prince"},
+                {"word": "war", "partner": "world", "count": 9.0, "pmi": 3.0, "io": 1.0,
+                 "ii": 0.5, "rank_io": 9, "rank_ii": 3, "nearest": "battle"}]
+    pl = {"io": [0.6, 0.62, 0.61], "ii": [0.2, 0.25, 0.22], "empirical": 0.9, "n_pairs": 3,
+          "n_tokens": 20000, "n_words": 50, "true0": [1.0, 2.0, 3.0], "io0": [0.5, 1.5, 2.0]}
+    settings = {"pair_min_count": 5.0, "pair_top_words": 2000, "pmi_draws": 1,
+                "example_min_count": 2.0, "planted_docs": 20}
+    return q2.Results(setup=SETUP, settings=settings, n_pairs=n_pairs, n_random=100, top=200,
+                      aggregate=agg, fits=fits, bench_pairs={"ws353": 40, "simlex": 30},
+                      examples=examples, shifted_pmi=[-1.0, 0.0, 1.0, 2.0],
+                      io0=[-0.5, 0.1, 0.4, 1.2], planted=pl if planted else None)
+
+
+def test_q2_results_roundtrip():
+    for r in (_q2(), _q2(planted=False)):
+        assert _roundtrip(r) == r
+
+
+def test_q2_answer_follows_the_numbers():
+    text = q2.answer(_q2())
+    assert "it follows PMI more closely than cos(in, in) does (Spearman 0.71 vs 0.30)" in text
+    assert "cos(in, in) tracks shared contexts more than in·out does" in text
+    assert "for 1 of 2 query words the most associated partner ranks higher" in text
+    assert "changes Spearman by -0.200 on SimLex (similarity only) and by -0.090 on WS353" in text
+    assert "in·out does worse where only similarity counts" in text
+    assert "slope 0.50 (below the theory's 1)" in text and "0.30 below PMI − log k" in text
+    assert "On the planted corpus" in text and "in·out reaches Spearman 0.61" in text
+    assert "planted" not in q2.answer(_q2(planted=False))
+
+
+def test_q2_render_writes_its_tables_figure_and_answer(tmp_path):
+    run = _run(tmp_path)
+    q2.render(_q2(), run)
+    logged = _logged(run, tmp_path)
+    tables = {m["section"]: m for m in logged if m.get("kind") == "table"}
+    assert list(tables) == ["q2_aggregate", "q2_benchmarks", "q2_levy_goldberg", "q2_pairs",
+                            "q2_planted"]
+    assert tables["q2_pairs"]["rows"][0] == ["king → crowned", "6.0", "5.10", "3.20", "0.10", 2,
+                                             80, "prince"]
+    assert tables["q2_levy_goldberg"]["rows"][0][1] == "0.500 ± 0.000"
+    seeds = [m for m in logged if m["section"] == "q2_seed"]
+    assert [m["seed"] for m in seeds] == SEEDS and seeds[1]["io_pmi"] == 0.72
+    assert seeds[1]["slope"] == 0.5
+    assert (tmp_path / "q2_inout_vs_pmi.png").stat().st_size > 1000
+    assert run.sections[0].rstrip().endswith(q2.answer(_q2()))
+
+
+def test_q2_with_too_few_pairs_says_so(tmp_path):
+    run = _run(tmp_path)
+    r = q2.Results(SETUP, _q2().settings, 2, 0, 0, {}, [], {}, [], [], [], None)
+    assert _roundtrip(r) == r
+    q2.render(r, run)
+    assert not [m for m in _logged(run, tmp_path) if m.get("kind") == "table"]
+    assert "Fewer than 3 word pairs occur 5.0 times" in run.sections[0]
+
+
+# --- Q3 --------------------------------------------------------------------------------------
+
+def _rec(final, ws353, t=None, status="ok", k=5):
+    epochs = [[f + 1 for f in final], final] if status == "ok" else [[4.0, 4.1, 4.2]]
+    rec = {"status": status, "epochs_done": len(epochs), "floor": [0.0] * 3,
+           "data_floor": [1.3] * 3, "final_loss": epochs[-1], "epoch_loss": epochs,
+           "temperature": t}
+    if status == "ok":
+        rec |= {"norm_in": [1.0, 1.1, 1.2], "ws353": list(ws353), "simlex": [0.2] * 3,
+                "3cosadd": [0.1, 0.12, 0.11]}
+    return rec
+
+
+def _q3():
+    variants = {"dot": _rec([2.8, 2.85, 2.9], (0.50, 0.52, 0.51)),
+                "cosine_t1": _rec([3.0, 3.05, 3.1], (0.30, 0.33, 0.31)) | {
+                    "floor": [1.8796] * 3, "data_floor": [2.4] * 3},
+                "cosine_learned": _rec([2.9, 2.9, 2.9], (0.49, 0.55, 0.52), t=[2.0, 2.1, 2.05]),
+                "bilinear": _rec(None, None, status="diverged")}
+    return q3.Results(
+        setup=SETUP, pmi_draws=1, learned_temperature_init=1.0,
+        seconds={"corpus": 1.0, "train dot": 2.0, "pairs": 0.1},
+        training={n: {"seconds": 1.0, "compile_seconds": 0.5, "effective_words_per_s": 1e5}
+                  for n in ("dot", "cosine_t1", "cosine_learned")},
+        variants=variants,
+        describe={"dot": "in·out", "cosine_t1": "1·cos(in, out), t fixed",
+                  "cosine_learned": "t·cos(in, out), t learned (init 1)",
+                  "bilinear": "in·W·out, W learned (init I)"},
+        scores={"dot": "dot", "cosine_t1": "cosine", "cosine_learned": "cosine",
+                "bilinear": "bilinear"},
+        errors={"dot": None, "cosine_t1": None, "cosine_learned": None,
+                "bilinear": "NaN loss in epoch 2"},
+        evaluations={n: [_ev(x) for x in v["ws353"]] if v["status"] == "ok" else []
+                     for n, v in variants.items()},
+        unbounded_floor=1.321, t1_data_floor=2.465)
+
+
+def test_q3_results_roundtrip():
+    r = _q3()
+    assert _roundtrip(r) == r
+
+
+def test_q3_answer_follows_the_numbers():
+    text = q3.answer(_q3())
+    assert "cannot go below (1+k)·log(1+e^−1) = 1.880 for k = 5" in text
+    assert "the bound is tighter: 2.465 (an unbounded logit could reach 1.321)" in text
+    assert "cosine with t = 1 ends at 3.050, 0.650 above that bound, and above dot's 2.850" \
+        in text
+    assert "the best score on WS353 is cosine_learned (0.520) and the worst cosine_t1" in text
+    assert "cosine_t1 is lower than dot on WS353" in text
+    assert "cosine_learned is indistinguishable from dot on WS353" in text
+    assert "The learned temperature ends at t = 2, 2.1, 2.05 (from 1)." in text
+    assert "Training diverged (NaN loss) for: bilinear" in text
+    assert "Going from t = 1 to cosine_learned raises WS353 (0.313 → 0.520)" in text
+
+
+def test_q3_render_writes_the_table_figure_and_records(tmp_path):
+    run = _run(tmp_path)
+    q3.render(_q3(), run)
+    logged = _logged(run, tmp_path)
+    (table,) = [m for m in logged if m.get("kind") == "table"]
+    rows = {row[0]: row for row in table["rows"]}
+    assert rows["bilinear"][2:4] == ["diverged (NaN in epoch 2)", "4.100 ± 0.248"]
+    assert rows["bilinear"][7:] == ["—"] * 4 and rows["dot"][4] == "0 (unbounded)"
+    assert rows["cosine_learned"][6] == "2, 2.1, 2.05"
+    assert rows["cosine_t1"][4] == "1.880 ± 0.000"
+    variant = [m for m in logged if m["section"] == "q3_variant"]
+    assert [m["variant"] for m in variant] == list(_q3().variants)
+    assert variant[-1]["error"] == "NaN loss in epoch 2"
+    assert len([m for m in logged if m["section"] == "q3_evaluation"]) == 9
+    assert next(m for m in logged if m["section"] == "q3_training")["seconds"]["pairs"] == 0.1
+    assert (tmp_path / "q3_loss_per_epoch.png").stat().st_size > 1000
+    assert run.sections[0].rstrip().endswith(q3.answer(_q3()))
+
+
+# --- Q7 --------------------------------------------------------------------------------------
+
+def _q7(queen=True):
+    ev = {"in": [_ev(x) for x in (0.40, 0.42, 0.41)],
+          "out": [_ev(x, simlex=0.3 + x / 10) for x in (0.50, 0.53, 0.52)],
+          "in+out": [_ev(x, add=0.3) for x in (0.45, 0.46, 0.47)]}
+    geo = {kd: {"rho": [r] * 3, "norm": [1.0] * 3, "iso": [i] * 3, "overlap": [o] * 3}
+           for kd, r, i, o in (("in", 0.8, 0.1, 1.0), ("out", 0.3, 0.05, 0.35),
+                               ("in+out", 0.6, 0.08, 0.7))}
+    top = [["queen", 0.61], ["throne", 0.5]] if queen else [["prince", 0.6]]
+    kq = [{"vectors": "SGNS dot, in (seed 0)", "method": "3cosadd", "top": [["x", 0.7]] + top}]
+    counts = list(range(100, 0, -1))
+    return q7.Results(setup=SETUP, evaluation=ev, geometry=geo, n_queries=50, counts=counts,
+                      norms={"in": [1.0] * 100, "out": [2.0] * 100}, king_queen=kq,
+                      queen_rank={"SGNS dot, in (seed 0) / 3cosadd": 2 if queen else None})
+
+
+def test_q7_results_roundtrip():
+    r = _q7()
+    assert _roundtrip(r) == r
+
+
+def test_q7_answer_follows_the_numbers():
+    text = q7.answer(_q7())
+    assert "out is better than in on WS353 and better than in on SimLex" in text
+    assert "the best vectors are out on WS353, out on SimLex and in+out on analogies" in text
+    assert "Spearman 0.80 (in) vs 0.30 (out), mean pairwise cosine 0.100 vs 0.050" in text
+    assert "out shares 35% of in's top-10 neighbours" in text
+    assert "queen in the top 5 for SGNS dot, in (seed 0) (3cosadd, rank 2)" in text
+    assert "for none of these vectors" in q7.answer(_q7(queen=False))
+
+
+def test_q7_render_writes_its_tables_and_figure(tmp_path):
+    run = _run(tmp_path)
+    q7.render(_q7(), run)
+    logged = _logged(run, tmp_path)
+    tables = {m["section"]: m for m in logged if m.get("kind") == "table"}
+    assert list(tables) == ["q7_benchmarks", "q7_geometry", "q7_king_queen"]
+    assert tables["q7_king_queen"]["rows"] == [
+        ["SGNS dot, in (seed 0)", "3cosadd", "x (0.700), queen (0.610), throne (0.500)"]]
+    assert tables["q7_geometry"]["rows"][1] == ["out", "0.300 ± 0.000", "1.000 ± 0.000",
+                                                "0.050 ± 0.000", "0.350 ± 0.000"]
+    assert len([m for m in logged if m["section"] == "q7_evaluation"]) == 9
+    assert (tmp_path / "q7_norms_in_out.png").stat().st_size > 1000
+
+
+def test_mean_pairwise_cosine_equals_the_mean_over_pairs(rng):
+    X = rng.normal(size=(7, 3)) + 0.5
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    C = U @ U.T
+    want = C[~np.eye(7, dtype=bool)].mean()
+    assert q7.mean_pairwise_cosine(X) == pytest.approx(want, abs=1e-12)
+
+
+def test_undefined_figures_are_never_called_different():
+    assert sgns_common.compare([0.1, float("nan"), 0.2], [0.0, 0.0, 0.0]) == "indistinguishable"
+    assert sgns_common.compare([0.5, 0.52, 0.51], [0.3, 0.33, 0.31]) == "higher"
+
+
+# --- the config ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change, message", [
+    (dict(seeds=(0, 1)), "--seeds must be at least 3 distinct seeds"),
+    (dict(seeds=(0, 1, 1)), "--seeds must be at least 3 distinct seeds"),
+    (dict(variants=("cosine_t1", "bilinear")), "--variants must be .*including 'dot'"),
+    (dict(variants=("dot", "cosine")), "--variants must be distinct names from"),
+    (dict(variants=("dot", "dot")), "--variants must be distinct"),
+    (dict(cosine_temperature=1.0), "--cosine-temperature must be > 1"),
+    (dict(learned_temperature_init=0.0), "--learned-temperature-init must be > 0"),
+    (dict(dim=0), "--dim must be >= 1, got 0"),
+    (dict(epochs=-2), "--epochs must be >= 1, got -2"),
+    (dict(window=0), "--window must be >= 1"),
+    (dict(sample=-0.1), "--sample must be >= 0"),
+    (dict(sample=float("nan")), "--sample must be >= 0"),
+    (dict(lr=0.0), "--lr must be > 0"),
+    (dict(pair_min_count=0.0), "--pair-min-count must be > 0"),
+    (dict(planted_docs=-1), "--planted-docs must be >= 0"),
+    (dict(max_docs=0), "--max-docs must be >= 1 or None"),
+    (dict(corpus=""), "--corpus must be"),
+])
+def test_validate_rejects_bad_values(change, message):
+    config = dataclasses.replace(SGNSStudyConfig(), **change)
+    with pytest.raises(SGNSStudyError, match=message):
+        config.validate()
+    with pytest.raises(ValueError):  # before any work: the first measure validates
+        q1.measure(config, {}, _quiet)
+
+
+def test_defaults_validate_and_quick_is_small():
+    import tyro
+
+    SGNSStudyConfig().validate()
+    q = SGNSStudyConfig(quick=True).resolved()
+    q.validate()
+    assert q.max_docs == 20 and q.epochs < SGNSStudyConfig().epochs and len(q.seeds) >= 3
+    assert q.resolved() == q  # resolving twice changes nothing
+    assert SGNSStudyConfig(corpus="text8").resolved().corpus == "text8"
+    assert tyro.cli(SGNSStudyConfig, args=["--corpus", "text8"]).corpus == "text8"
+    config = tyro.cli(SGNSStudyConfig, args=["--quick", "--variants", "dot", "bilinear"])
+    assert config.quick and config.variants == ("dot", "bilinear")
+
+
+# --- one small measure of all four -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_measured(tmp_path_factory):
+    """The dot variant × 3 seeds, 1 epoch, dim 8, on 40 documents drawn from 60 words (the
+    other variants train in the quick run of the main job)."""
+    pytest.importorskip("gensim")  # the benchmark files ship with gensim
+    rng = np.random.default_rng(0)
+    words = ["king", "queen", "man", "woman", "good", "water", "music", "war"] + [
+        f"x{a}{b}" for a in "abcd" for b in "abcdefghijklm"]
+    p = 1 / np.arange(1, len(words) + 1)
+    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
+    path.write_text("\n".join(" ".join(rng.choice(words, size=80, p=p / p.sum()))
+                              for _ in range(40)))
+    config = SGNSStudyConfig(corpus=str(path), min_count=1, dim=8, epochs=1, sample=0.0,
+                             variants=("dot",), planted_docs=0, hub_queries=20,
+                             pair_min_count=2.0, pair_top_words=30, pmi_draws=1)
+    shared, labels = {}, []
+
+    @contextlib.contextmanager
+    def progress(label):
+        labels.append(label)
+        yield
+
+    results = {q.__name__: q.measure(config, shared, progress) for q in (q1, q2, q3, q7)}
+    return config, shared, labels, results
+
+
+def test_the_variants_train_once_for_all_four_questions(tiny_measured):
+    config, shared, labels, _ = tiny_measured
+    assert sum(label.startswith("SGNS ") for label in labels) == 1  # trained once
+    study = shared["sgns"]
+    assert study.config == config.resolved()
+    for v in study.variants.values():  # seeds vmapped: one leading seed axis
+        assert v.result.params["in"].shape == (3, len(study.vocab), 8)
+        assert v.epoch_loss.shape == (1, 3)
+    assert not np.allclose(study.dot.vectors(0), study.dot.vectors(1))
+
+
+def test_measured_results_are_json_and_render(tiny_measured, tmp_path):
+    _, _, _, results = tiny_measured
+    run = _run(tmp_path)
+    for name, r in results.items():
+        back = _roundtrip(r)
+        mod = {"experiments.study.q1": q1, "experiments.study.q2": q2,
+               "experiments.study.q3": q3, "experiments.study.q7": q7}[name]
+        mod.render(back, run)
+        assert mod.answer(back) in run.sections[-1]
+    dot = results["experiments.study.q3"].variants["dot"]
+    assert dot["floor"] == [0.0] * 3 and dot["status"] == "ok"
+    assert dot["data_floor"] == [results["experiments.study.q3"].unbounded_floor] * 3
+    assert results["experiments.study.q2"].n_pairs >= 3
+    run.close()
+    text = "".join(run.sections)
+    for title in (q1.TITLE, q2.TITLE, q3.TITLE, q7.TITLE):
+        assert text.count(title) == 1
