@@ -244,8 +244,17 @@ def test_quick_study_writes_its_section(tmp_path):
     for t in tables.values():  # every cell of every table is in the report
         for row in t["rows"]:
             assert all(str(c) in report for c in row if isinstance(c, str) and c)
-    hr = out["ranking"]["dot truth"]["dot"]["hr"]
-    assert len(hr) == 3 and all(0 <= h <= 1 for h in hr)
+    assert len(out["ranking"]["dot truth"]["dot"]["hr"]) == 3  # one per seed
+    # Trained models rank clearly better than a random order and worse than the true score on
+    # the non-linear truth, which 3 quick epochs already learn (HR@10 measured 0.35–0.40 against
+    # 0.14 expected at random and 0.61 for the oracle). On the dot truth they have not learnt
+    # yet (0.10–0.19 per seed), so nothing is asserted there.
+    rows = {r[0]: r for r in tables["q5_ranking_non-linear truth"]["rows"]}
+    chance = float(rows["random order (expected)"][2])
+    oracle = float(rows["oracle (true score)"][2])
+    assert set(out["ranking"]["non-linear truth"]) == {"dot", "gmf", "mlp"}
+    for name, m in out["ranking"]["non-linear truth"].items():
+        assert 2 * chance < np.mean(m["hr"]) < oracle, (name, m["hr"], chance, oracle)
 
 
 class _Null:
