@@ -184,90 +184,127 @@ def _search_block(Q, keys, params, *, k, chunk, approx, recall_target, score, op
     Scores are float32 dot products of the mapped query and key, computed in true fp32 on every
     backend; ties go to the lower index.
 
-    ``method="scan"`` (and ``approx``) scans ``chunk`` keys at a time: fp32 scores (precision
-    HIGHEST), then top-k per chunk merged into the running top-k: the fp32 matmul plus a top-k
-    over every score (1k queries x 1M keys x 300 on a 2-core CPU: 5.6 to 6.1 s).
+    ``method="scan"`` (and ``approx``) is :func:`_scan_top_k`: fp32 scores of ``chunk`` keys at a
+    time, top-k per chunk merged into the running top-k (1k queries x 1M keys x 300 on a 2-core
+    CPU: 5.6 to 6.1 s). ``method="two_stage"`` (the default) is :func:`_two_stage_top_k`, exact
+    too, with half the matmul cost (same case: about 2.8 s): a bfloat16 first pass keeps the
+    candidate groups, fp32 rescoring ranks them. Where not ``ok`` (many near-ties, e.g. duplicated
+    rows, or a bound wider than the gaps between scores) the caller recomputes those queries with
+    ``method="scan"``. One code path for CPU, GPU and TPU.
+    """
+    Qf = score.map_queries(Q, *params, **dict(options))
+    if approx or method == "scan":
+        scores, indices = _scan_top_k(Qf, keys, k=k, chunk=chunk, approx=approx,
+                                      recall_target=recall_target)
+        return scores, indices, jnp.ones((Q.shape[0],), bool)
+    return _two_stage_top_k(Qf, keys, k=k, chunk=chunk)
 
-    ``method="two_stage"`` (the default) is exact too, with half the matmul cost (same case:
-    about 2.8 s):
 
-    1. Pass 1 scores every key in bfloat16 (products exact, fp32 accumulation; about twice the
-       fp32 matmul rate on CPUs with AVX512-BF16 and on GPU/TPU matrix units) and keeps only the
-       max of each group of ``g`` consecutive keys (fused into the matmul on CPU); the best
-       ``n_keep`` groups per query are merged chunk by chunk, so memory stays [b, chunk].
-    2. ``delta`` (per query) bounds |pass-1 score - fp32 score| for every key, rigorously: the
-       bf16 rounding residuals of query and keys (maxima over the keys taken in pass 1) through
-       Cauchy-Schwarz or coordinate by coordinate, whichever is smaller, plus fp32 accumulation.
+def _dot_t(A, B, precision=jax.lax.Precision.HIGHEST):
+    """A [a, f] . B [c, f] -> [a, c], accumulated in fp32 (true fp32 products by default)."""
+    return jax.lax.dot_general(A, B, (((1,), (1,)), ((), ())), precision=precision,
+                               preferred_element_type=jnp.float32)
+
+
+def _scan_top_k(Qf, keys, *, k, chunk, approx, recall_target):
+    """Mapped queries Qf [b, f] against keys [m, f], ``chunk`` keys at a time: (scores, indices).
+
+    fp32 scores (precision HIGHEST), then top-k per chunk (``approx``: ``approx_max_k``) merged
+    into the running top-k: the fp32 matmul plus a top-k over every score.
+    """
+    m = keys.shape[0]
+    b = Qf.shape[0]
+    n_chunks = -(-m // chunk)
+    kk = min(k, chunk)
+
+    def step(carry, c):
+        best_s, best_i = carry
+        # The last chunk is clamped to end at m (dynamic_slice clamps the start), so it overlaps
+        # the previous one; its already-seen columns are masked rather than padding the database.
+        start = jnp.minimum(c * chunk, m - chunk)
+        block = jax.lax.dynamic_slice_in_dim(keys, start, chunk)
+        s = _dot_t(Qf, block)
+        cols = start + jnp.arange(chunk)
+        s = jnp.where((cols >= c * chunk)[None, :], s, -jnp.inf)
+        if approx:
+            cs, ci = jax.lax.approx_max_k(s, kk, recall_target=recall_target)
+        else:
+            cs, ci = jax.lax.top_k(s, kk)
+        # Merge: earlier (lower-index) candidates first, so top_k's stable order breaks ties
+        # towards the lower index.
+        all_s = jnp.concatenate([best_s, cs], axis=1)
+        all_i = jnp.concatenate([best_i, ci + start], axis=1)
+        s2, pos = jax.lax.top_k(all_s, k)
+        return (s2, jnp.take_along_axis(all_i, pos, axis=1)), None
+
+    init = (jnp.full((b, k), -jnp.inf, jnp.float32), jnp.full((b, k), -1, jnp.int32))
+    (scores, indices), _ = jax.lax.scan(step, init, jnp.arange(n_chunks))
+    return scores, indices
+
+
+def _two_stage_top_k(Qf, keys, *, k, chunk):
+    """Exact fp32 top-k of mapped queries Qf [b, f] in keys [m, f]: (scores, indices, ok).
+
+    1. Pass 1 (:func:`_pass1_groups`) scores every key in bfloat16 (products exact, fp32
+       accumulation; about twice the fp32 matmul rate on CPUs with AVX512-BF16 and on GPU/TPU
+       matrix units) and keeps only the max of each group of ``g`` consecutive keys (fused into
+       the matmul on CPU); the best ``n_keep`` groups per query are merged chunk by chunk, so
+       memory stays [b, chunk].
+    2. ``delta`` (:func:`_pass1_error_bound`, per query) bounds |pass-1 score - fp32 score| for
+       every key, rigorously.
     3. With L the k-th best group max, k distinct keys score >= L - delta in fp32, so every key
        of the exact top-k scores >= L - delta in fp32 and >= L - 2 delta in pass 1: its group is
        among the kept ones if the worst kept group max is < L - 2 delta (``ok``).
-    4. Pass 2 rescores every key of the kept groups in fp32 (gathered, in index order) and takes
-       the top-k: the exact fp32 top-k, ties to the lower index, wherever ``ok``.
-
-    Where not ``ok`` (many near-ties, e.g. duplicated rows, or a bound wider than the gaps between
-    scores) the caller recomputes those queries with ``method="scan"``. One code path for CPU,
-    GPU and TPU.
+    4. Pass 2 (:func:`_rescore`) rescores every key of the kept groups in fp32 (gathered, in
+       index order) and takes the top-k: the exact fp32 top-k, ties to the lower index, wherever
+       ``ok``.
     """
-    Qf = score.map_queries(Q, *params, **dict(options))
-    m, f = keys.shape
-    b = Q.shape[0]
-    hi = jax.lax.Precision.HIGHEST
-
-    def dot_t(A, B, precision=hi):  # A [a, f] . B [c, f] -> [a, c], fp32
-        return jax.lax.dot_general(A, B, (((1,), (1,)), ((), ())), precision=precision,
-                                   preferred_element_type=jnp.float32)
-
-    if approx or method == "scan":
-        n_chunks = -(-m // chunk)
-        kk = min(k, chunk)
-
-        def step(carry, c):
-            best_s, best_i = carry
-            # The last chunk is clamped to end at m (dynamic_slice clamps the start), so it
-            # overlaps the previous one; its already-seen columns are masked rather than padding
-            # the database.
-            start = jnp.minimum(c * chunk, m - chunk)
-            block = jax.lax.dynamic_slice_in_dim(keys, start, chunk)
-            s = dot_t(Qf, block)
-            cols = start + jnp.arange(chunk)
-            s = jnp.where((cols >= c * chunk)[None, :], s, -jnp.inf)
-            if approx:
-                cs, ci = jax.lax.approx_max_k(s, kk, recall_target=recall_target)
-            else:
-                cs, ci = jax.lax.top_k(s, kk)
-            # Merge: earlier (lower-index) candidates first, so top_k's stable order breaks ties
-            # towards the lower index.
-            all_s = jnp.concatenate([best_s, cs], axis=1)
-            all_i = jnp.concatenate([best_i, ci + start], axis=1)
-            s2, pos = jax.lax.top_k(all_s, k)
-            return (s2, jnp.take_along_axis(all_i, pos, axis=1)), None
-
-        init = (jnp.full((b, k), -jnp.inf, jnp.float32), jnp.full((b, k), -1, jnp.int32))
-        (scores, indices), _ = jax.lax.scan(step, init, jnp.arange(n_chunks))
-        return scores, indices, jnp.ones((b,), bool)
-
+    m = keys.shape[0]
+    b = Qf.shape[0]
     # Group size g: pass 1 keeps one max per g keys, pass 2 rescores g keys per kept group.
     # On CPU 16 measured best, by a little (8: twice the merge work; 32: twice the rows to
     # rescore).
     g = min(16, chunk, m)
     chunk = max(min(chunk, m) // g * g, g)
     n_full, rest = divmod(m, chunk)
-    groups_per_chunk = chunk // g
-    n_groups = n_full * groups_per_chunk + -(-rest // g)
+    n_groups = n_full * (chunk // g) + -(-rest // g)
     # Kept groups: the k best plus slack for the groups within 2 delta of the k-th. 1k queries on
     # 1M random 300-d vectors, cosine: k=10 keeps 52, the band holds 18 on average and 35 at most;
     # k=100 keeps 232, the band holds 170 on average and 203 at most.
     n_keep = min(2 * k + 32, n_groups)
-    low = jnp.bfloat16
-    Q_low = Qf.astype(low)
+    Q_low = Qf.astype(jnp.bfloat16)
+    best_v, best_g, stats = _pass1_groups(Q_low, keys, g=g, chunk=chunk, n_keep=n_keep)
+    delta = _pass1_error_bound(Qf, Q_low, stats)
+    if n_keep == n_groups:
+        ok = jnp.ones((b,), bool)
+    else:
+        # The barrier keeps the last merge a top_k: reading its values past the first k makes
+        # XLA's CPU compiler lower it as a full sort instead.
+        best_v, best_g = jax.lax.optimization_barrier((best_v, best_g))
+        ok = best_v[:, n_keep - 1] < best_v[:, k - 1] - 2 * delta
+    scores, indices = _rescore(Qf, keys, best_g, k=k, g=g)
+    return scores, indices, ok
 
-    def key_stats(block):
-        """Maxima over the rows x of |x|^2, |e|^2 (e = bf16(x) - x) and per column of |x~|, |e|."""
-        x = block.astype(jnp.float32)
-        x_low = block.astype(low).astype(jnp.float32)
-        e = x_low - x  # exact (Sterbenz)
-        return (jnp.max(jnp.sum(x * x, axis=1)), jnp.max(jnp.sum(e * e, axis=1)),
-                jnp.max(jnp.abs(x_low), axis=0), jnp.max(jnp.abs(e), axis=0))
+
+def _key_stats(block):
+    """Maxima over the rows x of |x|^2, |e|^2 (e = bf16(x) - x) and per column of |x~|, |e|."""
+    x = block.astype(jnp.float32)
+    x_low = block.astype(jnp.bfloat16).astype(jnp.float32)
+    e = x_low - x  # exact (Sterbenz)
+    return (jnp.max(jnp.sum(x * x, axis=1)), jnp.max(jnp.sum(e * e, axis=1)),
+            jnp.max(jnp.abs(x_low), axis=0), jnp.max(jnp.abs(e), axis=0))
+
+
+def _pass1_groups(Q_low, keys, *, g, chunk, n_keep):
+    """bf16 pass: the ``n_keep`` best group maxima [b, n_keep], their group ids, the key stats.
+
+    Keys are read ``chunk`` rows at a time (``chunk`` a multiple of ``g``; the rest after the last
+    full chunk in one go), so memory stays [b, chunk].
+    """
+    m, f = keys.shape
+    b = Q_low.shape[0]
+    n_full, rest = divmod(m, chunk)
+    groups_per_chunk = chunk // g
 
     def stats_max(a, b):
         return jax.tree.map(jnp.maximum, a, b)
@@ -279,8 +316,8 @@ def _search_block(Q, keys, params, *, k, chunk, approx, recall_target, score, op
         v, pos = jax.lax.top_k(all_v, n_keep)
         return v, jnp.take_along_axis(all_g, pos, axis=1)
 
-    def pass1(block):  # [b, rows] bf16 scores (fp32 accumulation); rows % g == 0 or padded
-        s = dot_t(Q_low, block.astype(low), precision=None)
+    def group_max(block):  # [b, rows] bf16 scores (fp32 accumulation); rows % g == 0 or padded
+        s = _dot_t(Q_low, block.astype(jnp.bfloat16), precision=None)
         pad = -block.shape[0] % g
         if pad:
             s = jnp.concatenate([s, jnp.full((b, pad), -jnp.inf, jnp.float32)], axis=1)
@@ -289,8 +326,8 @@ def _search_block(Q, keys, params, *, k, chunk, approx, recall_target, score, op
     def step(carry, c):
         best_v, best_g, stats = carry
         block = jax.lax.dynamic_slice_in_dim(keys, c * chunk, chunk)
-        best_v, best_g = merge(best_v, best_g, pass1(block), c * groups_per_chunk)
-        return (best_v, best_g, stats_max(stats, key_stats(block))), None
+        best_v, best_g = merge(best_v, best_g, group_max(block), c * groups_per_chunk)
+        return (best_v, best_g, stats_max(stats, _key_stats(block))), None
 
     carry = (jnp.full((b, n_keep), -jnp.inf, jnp.float32),
              jnp.full((b, n_keep), -1, jnp.int32),
@@ -301,17 +338,23 @@ def _search_block(Q, keys, params, *, k, chunk, approx, recall_target, score, op
     best_v, best_g, stats = carry
     if rest:
         block = keys[n_full * chunk:]
-        best_v, best_g = merge(best_v, best_g, pass1(block), n_full * groups_per_chunk)
-        stats = stats_max(stats, key_stats(block))
+        best_v, best_g = merge(best_v, best_g, group_max(block), n_full * groups_per_chunk)
+        stats = stats_max(stats, _key_stats(block))
+    return best_v, best_g, stats
 
-    # delta >= |pass-1 score - pass-2 score| for every key x, with q~, x~ the bf16 roundings
-    # and e = x~ - x:  q~.x~ - q.x = (q~ - q).x~ + q.e, plus the fp32 accumulation error of each
-    # pass (gamma sum_j |q_j x_j|). Each term is bounded both by Cauchy-Schwarz with the maximal
-    # row norms (tight for unit vectors) and coordinate by coordinate with the column maxima
-    # (tight for features such as neg_sq_euclidean's [2q, -|q|^2, -1] whose big coordinates
-    # never meet); the smaller bound is used. Norms are upper bounds: sums of squares may round
-    # (the 1.01) or underflow (+ f * tiny under the root); subnormal inputs and results may be
-    # flushed to zero in either pass (the last term).
+
+def _pass1_error_bound(Qf, Q_low, stats):
+    """delta [b] >= |pass-1 score - fp32 score| for every key x, given the keys' ``stats``.
+
+    With q~, x~ the bf16 roundings and e = x~ - x:  q~.x~ - q.x = (q~ - q).x~ + q.e, plus the fp32
+    accumulation error of each pass (gamma sum_j |q_j x_j|). Each term is bounded both by
+    Cauchy-Schwarz with the maximal row norms (tight for unit vectors) and coordinate by
+    coordinate with the column maxima (tight for features such as neg_sq_euclidean's
+    [2q, -|q|^2, -1] whose big coordinates never meet); the smaller bound is used. Norms are upper
+    bounds: sums of squares may round (the 1.01) or underflow (+ f * tiny under the root);
+    subnormal inputs and results may be flushed to zero in either pass (the last term).
+    """
+    f = Qf.shape[1]
     tiny = float(jnp.finfo(jnp.float32).tiny)
 
     def norm(sq):  # upper bound on the norm from a float32 sum of squares
@@ -327,21 +370,20 @@ def _search_block(Q, keys, params, *, k, chunk, approx, recall_target, score, op
     q_norm, q_low_norm = norm(jnp.sum(q * q, axis=1)), norm(jnp.sum(q_low * q_low, axis=1))
     dq = q_low - q
     gamma = 2.0 * f * 2.0**-24  # fp32 accumulation of f products (any order), generously
-    delta = 1.01 * (
+    return 1.01 * (
         jnp.minimum(norm(jnp.sum(dq * dq, axis=1)) * x_low_norm, dot_abs(dq, x_low_col))
         + jnp.minimum(q_norm * e_norm, dot_abs(q, e_col))
         + gamma * (jnp.minimum(q_low_norm * x_low_norm, dot_abs(q_low, x_low_col))
                    + jnp.minimum(q_norm * x_norm, dot_abs(q, x_low_col + e_col)))
         + f * tiny) + tiny * (f**0.5 * (q_low_norm + x_low_norm) + 4 * f)
-    if n_keep == n_groups:
-        ok = jnp.ones((b,), bool)
-    else:
-        # The barrier keeps the last merge a top_k: reading its values past the first k makes
-        # XLA's CPU compiler lower it as a full sort instead.
-        best_v, best_g = jax.lax.optimization_barrier((best_v, best_g))
-        ok = best_v[:, n_keep - 1] < best_v[:, k - 1] - 2 * delta
 
-    def rescore(args):  # one query: exact fp32 top-k over the keys of its kept groups
+
+def _rescore(Qf, keys, best_g, *, k, g):
+    """Pass 2: per query, the exact fp32 top-k over the keys of its kept groups ``best_g``."""
+    m, f = keys.shape
+    b, n_keep = best_g.shape
+
+    def rescore(args):  # one query
         query, groups = args
         groups = jnp.sort(groups)  # index order, so top_k's stable order breaks ties low
         start = jnp.minimum(jnp.maximum(groups, 0) * g, m - g)  # the last group may be partial
@@ -361,8 +403,7 @@ def _search_block(Q, keys, params, *, k, chunk, approx, recall_target, score, op
     # is left to a one-row remainder: on CPU a lone row's multiply-reduce is fused into another
     # kernel that rounds differently (last-bit changes with the batch a query came in).
     per_batch = min(b, 1 << (max(2, min(32, (8 << 20) // (n_keep * g * f * 4))).bit_length() - 1))
-    scores, indices = jax.lax.map(rescore, (Qf, best_g), batch_size=per_batch)
-    return scores, indices, ok
+    return jax.lax.map(rescore, (Qf, best_g), batch_size=per_batch)
 
 
 # --- words ----------------------------------------------------------------------------------

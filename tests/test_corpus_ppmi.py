@@ -80,3 +80,15 @@ def test_svd_vectors_reconstruct_rank_r_matrix(rng):
     M = X @ X.T  # symmetric PSD, rank 3: U sqrt(S) (U sqrt(S))^T == M
     V = ppmi.svd_vectors(sp.csr_matrix(M), 3)
     np.testing.assert_allclose(V.astype(float) @ V.T, M, atol=1e-4)
+
+
+def test_wiki_sample_is_parsed_once_and_each_call_gets_its_own_lists():
+    pytest.importorskip("gensim")
+    docs = corpus.wiki_sample()
+    assert len(docs) == 106 and sum(map(len, docs)) == 452_944
+    first = list(docs[0])
+    docs[0].clear()
+    docs.pop()
+    again = corpus.wiki_sample()
+    assert len(again) == 106 and again[0] == first
+    assert corpus._parse_wiki_sample.cache_info().misses == 1

@@ -2,7 +2,6 @@
 file:// URLs and a patched opener), and gensim's Lee corpus."""
 
 import hashlib
-import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -38,9 +37,7 @@ def _window_pmi(ids: np.ndarray, rows: np.ndarray, window: int = 5) -> np.ndarra
 
 @pytest.fixture(scope="module")
 def default_planted():
-    start = time.perf_counter()
-    pc = datasets.planted_corpus()
-    return pc, time.perf_counter() - start
+    return datasets.planted_corpus()
 
 
 def test_planted_corpus_shapes_names_and_determinism():
@@ -63,10 +60,13 @@ def test_planted_corpus_shapes_names_and_determinism():
     assert len(datasets.planted_corpus(n_words=12345, n_docs=1, doc_len=2).words[0]) == 6
 
 
-def test_planted_corpus_default_size_speed_and_frequency_spread(default_planted):
-    pc, seconds = default_planted
+def test_planted_corpus_default_size_and_frequency_spread(default_planted):
+    # Its generation time (vectorised sampling: about 1 s on one core) is a benchmark figure,
+    # not a test: a wall-time bound fails on a loaded machine and passes a slow change on a fast
+    # one. It should be reported with the corpus loading of ``experiments.bench_sgns --corpus
+    # planted`` (which does not time that step yet).
+    pc = default_planted
     assert len(pc.docs) == 200 and sum(map(len, pc.docs)) == 200_000
-    assert seconds < 5.0  # vectorised sampling: about 1 s on one core
     counts = np.bincount(pc.index(np.array(pc.docs)).ravel(), minlength=2000)
     # The planted Zipf exponent 0.8 gives most/median ≈ 38 for seed 0 (30–50 across seeds).
     assert counts.max() / np.median(counts) >= 20
@@ -75,7 +75,7 @@ def test_planted_corpus_default_size_speed_and_frequency_spread(default_planted)
 
 
 def test_empirical_pmi_tracks_planted_inner_products(default_planted):
-    pc, _ = default_planted
+    pc = default_planted
     ids = pc.index(np.array(pc.docs))
     top = np.argsort(-np.bincount(ids.ravel(), minlength=2000), kind="stable")[:200]
     empirical = _window_pmi(ids, top, window=5)
