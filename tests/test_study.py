@@ -114,3 +114,21 @@ def test_bad_input_stops_before_any_work(tmp_path, capsys):
     assert runner.main(["study", "--out-dir", str(blocked / "runs")]) == 2
     assert "cannot create the output directory" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [blocked]  # nothing was started
+
+
+def test_quick_q5_models_learn_the_non_linear_truth(quick_run):
+    """Trained models rank clearly better than a random order and worse than the true score on
+    the planted non-linear truth, which 3 quick epochs already learn (HR@10 measured 0.35–0.40
+    against 0.14 expected at random and 0.61 for the oracle). On the dot truth they have not
+    learnt yet at this size, so nothing is asserted there."""
+    run_dir, _, _ = quick_run
+    q5 = study.question("q5")
+    r = q5.Results.from_json(results_io.load(run_dir)["q5"])
+    refs = {label: m for label, m in r.references["non-linear truth"]}
+    chance = float(refs["random order (expected)"]["hr"][0])
+    oracle = float(refs["oracle (true score)"]["hr"][0])
+    ranked = r.ranking["non-linear truth"]
+    assert set(ranked) == {"dot", "gmf", "mlp"}
+    for name, m in ranked.items():
+        assert len(m["hr"]) == 3  # one per seed
+        assert 2 * chance < sum(m["hr"]) / 3 < oracle, (name, m["hr"], chance, oracle)
