@@ -1,10 +1,14 @@
-"""Checkpoints of a training state pytree with orbax: digest, damaged-step fallback, SIGTERM.
+"""Checkpoints of a training state pytree with orbax: digest, damaged-step fallback, closing.
 
 :class:`Checkpoints` keeps the last two steps of any state pytree plus a JSON metadata dict.
 The metadata the run was started with (``meta``) must match a checkpoint's to restore it (a
 checkpoint of other settings is an error, not a silent resume); each save adds its own
 ``info`` (e.g. epoch and call) and a digest of the arrays. The model family decides what the
 state and metadata hold; nothing here knows about it.
+
+orbax writes in threads that keep the process alive until the manager is closed: use it as a
+context manager (``with Checkpoints(...) as ckpt:``), which closes it on every path, failed
+writes included. Signals (stop at a step boundary, then save) are :mod:`jaxemb.interrupt`'s.
 """
 
 from __future__ import annotations
@@ -15,8 +19,6 @@ import gc
 import hashlib
 import os
 import re
-import signal
-import threading
 import warnings
 from pathlib import Path
 
@@ -124,31 +126,32 @@ class Checkpoints:
                              f"checkpoints already there (steps {kept}) are kept; free space or "
                              "choose a writable work directory, then run again to resume")
 
+    def __enter__(self) -> Checkpoints:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()  # a failed write in flight is this block's error
+            return
+        # Another exception is on its way (it says what went wrong, or it is an interruption
+        # whose save already finished): close quietly, so it is not replaced.
+        with contextlib.suppress(Exception):
+            self.close()
+
     def close(self) -> None:
-        """Wait for writes in flight (raising a clear error if one failed); always closes."""
+        """Wait for writes in flight (raising a clear error if one failed); always closes,
+        so orbax's threads end and the process can exit."""
+        try:
+            self.wait()
+        finally:
+            self.mngr.close()
+
+    def wait(self) -> None:
+        """Wait for writes in flight; a failed one raises its clear error."""
         try:
             self.mngr.wait_until_finished()
         except (OSError, ValueError) as e:
             raise self._write_error(e) from e
-        finally:
-            self.mngr.close()
-
-
-@contextlib.contextmanager
-def sigterm_flag():
-    """A ``threading.Event`` that SIGTERM sets while the block runs; the previous handler is
-    restored after. Python handles signals in the main thread only: elsewhere nothing is
-    installed and SIGTERM keeps its previous meaning."""
-    flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
-    try:
-        yield flag
-    finally:
-        # None: a handler not installed from Python; the default is the best we can restore.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def digest(state) -> str | None:

@@ -82,6 +82,9 @@ try:
 except train.TrainingError as e:
     print(f"{type(e).__name__}: {e}", file=sys.stderr)
     code = 3
+except train.TrainingInterrupted as e:  # not a TrainingError: never caught as one
+    print(f"{type(e).__name__} ({e.signal.name}): {e}", file=sys.stderr)
+    code = e.exit_code
 with open(out + ".calls.json", "w") as f:
     json.dump(calls, f)
 sys.exit(code)
@@ -165,13 +168,13 @@ def uninterrupted(tiny):
 
 @pytest.fixture(scope="module")
 def killed(tmp_path_factory):
-    """Two slowed child processes at once, killed mid-epoch by SIGTERM and SIGKILL once they
-    have checkpointed."""
+    """Three slowed child processes at once, stopped mid-epoch by SIGINT (Ctrl-C), SIGTERM and
+    SIGKILL once they have checkpointed."""
     root = tmp_path_factory.mktemp("faults")
     script = root / "child.py"
     script.write_text(CHILD)
     runs = {}
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         wd, out = root / sig.name, root / sig.name
         runs[sig] = {"proc": _start(script, "slow", wd, out), "wd": wd, "out": out}
     for sig, r in runs.items():
@@ -187,7 +190,8 @@ def killed(tmp_path_factory):
     return runs
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
+                         ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_killed_mid_epoch_then_resumed_equals_uninterrupted(tiny, uninterrupted, killed, sig,
                                                             monkeypatch):
     full, full_calls = uninterrupted
@@ -195,10 +199,13 @@ def test_killed_mid_epoch_then_resumed_equals_uninterrupted(tiny, uninterrupted,
     epoch, call = r["stopped_at"]["epoch"], r["stopped_at"]["call"]
     n_calls = sum(e == epoch for e, _ in full_calls)
     assert n_calls >= 8 and 0 < call < n_calls  # the latest checkpoint is mid-epoch
-    if sig == signal.SIGTERM:
-        # exits with a clear error, after saving at the call boundary where it stopped
-        assert r["code"] == 3, r["stderr"]
-        assert "TrainingInterrupted: training stopped by SIGTERM after call" in r["stderr"]
+    if sig != signal.SIGKILL:
+        # exits with the shell's code for the signal, after saving at the call boundary where it
+        # stopped, with no traceback (orbax's included)
+        assert r["code"] == 128 + sig, r["stderr"]
+        assert f"TrainingInterrupted ({sig.name}): training stopped by {sig.name} after call" \
+            in r["stderr"]
+        assert "Traceback" not in r["stderr"], r["stderr"]
         assert f"To resume, run again with the same settings and work_dir ({r['wd']})" \
             in r["stderr"]
         assert r["calls_before"][-1] == [epoch, call - 1]  # nothing done was lost
@@ -300,57 +307,67 @@ def test_all_checkpoints_damaged_is_an_error_naming_each(tiny, stopped, tmp_path
         train.train(*tiny, CFG, TCFG, work_dir=wd, progress=False)
 
 
-def test_sigterm_saves_at_the_call_boundary_and_resumes(tiny, reference, tmp_path,
-                                                        monkeypatch):
-    sentinel = signal.getsignal(signal.SIGTERM)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_saves_at_the_call_boundary_and_resumes(tiny, reference, tmp_path, monkeypatch,
+                                                         sig):
+    sentinels = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     drain, seen = train._drain, []
 
-    def drain_then_sigterm(pending, *args):
+    def drain_then_signal(pending, *args):
         if pending:
             seen.append(args[-2:])
             if len(seen) == 5:  # after call 5: not at a checkpoint_every=2 boundary
-                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), sig)
         return drain(pending, *args)
 
-    monkeypatch.setattr(train, "_drain", drain_then_sigterm)
-    with pytest.raises(TrainingInterrupted, match=r"stopped by SIGTERM after call 5 of epoch 1;"
-                                                  r" the state is saved in .*To resume"):
+    monkeypatch.setattr(train, "_drain", drain_then_signal)
+    with pytest.raises(TrainingInterrupted, match=rf"stopped by {sig.name} after call 5 of "
+                                                  rf"epoch 1; the state is saved in .*To resume"
+                                                  rf".*with the experiment CLI: --resume "
+                                                  rf"{re.escape(str(tmp_path))}$") as info:
         train.train(*tiny, CFG, TCFG, work_dir=tmp_path, progress=False)
-    assert signal.getsignal(signal.SIGTERM) is sentinel  # the previous handler is back
+    # what a CLI needs to exit as a shell would; and never a divergence (nor any Exception)
+    assert info.value.signal == sig and info.value.exit_code == 128 + sig
+    assert not isinstance(info.value, Exception | TrainingError)
+    assert "\n" not in str(info.value)
+    assert {s: signal.getsignal(s) for s in sentinels} == sentinels  # the previous handlers
     assert _meta(tmp_path, _steps(tmp_path)[-1])["call"] == 5
     monkeypatch.setattr(train, "_drain", drain)
     res = train.train(*tiny, CFG, TCFG, work_dir=tmp_path, progress=False)
-    _same(res.params, reference.params)
+    _same(res.params, reference.params)  # bit for bit: nothing lost or repeated
     # without a work_dir there is nothing to save, and the error says so
     seen.clear()
-    monkeypatch.setattr(train, "_drain", drain_then_sigterm)
+    monkeypatch.setattr(train, "_drain", drain_then_signal)
     with pytest.raises(TrainingInterrupted, match="nothing was saved"):
         train.train(*tiny, CFG, TCFG, progress=False)
-    assert signal.getsignal(signal.SIGTERM) is sentinel
+    assert {s: signal.getsignal(s) for s in sentinels} == sentinels
 
 
-def test_sigterm_handler_only_in_the_main_thread_and_restored_on_errors(tiny, monkeypatch):
+def test_signal_handlers_only_in_the_main_thread_and_restored_on_errors(tiny, monkeypatch):
     drain, handlers = train._drain, []
 
+    def handlers_now():
+        return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
     def record(pending, *args):
-        handlers.append(signal.getsignal(signal.SIGTERM))
+        handlers.append(handlers_now())
         return drain(pending, *args)
 
     monkeypatch.setattr(train, "_drain", record)
-    before = signal.getsignal(signal.SIGTERM)
+    before = handlers_now()
     tcfg = dataclasses.replace(TCFG, epochs=1)
     errors = []
     thread = threading.Thread(target=lambda: _run_catching(tiny, tcfg, errors))
     thread.start()
     thread.join()
-    assert not errors and handlers and all(h is before for h in handlers)
-    # in the main thread it is installed while training and removed after, even on an error
+    assert not errors and handlers and all(h == before for h in handlers)
+    # in the main thread they are installed while training and removed after, even on an error
     handlers.clear()
     with pytest.raises(TrainingError, match="NaN"):
         train.train(*tiny, CFG, dataclasses.replace(tcfg, lr=1e30, min_lr=1e29),
                     progress=False)
-    assert handlers and handlers[0] is not before
-    assert signal.getsignal(signal.SIGTERM) is before
+    assert handlers and all(h != b for h, b in zip(handlers[0], before, strict=True))
+    assert handlers_now() == before
 
 
 def _run_catching(tiny, tcfg, errors):
