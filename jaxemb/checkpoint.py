@@ -17,8 +17,11 @@ import contextlib
 import errno
 import gc
 import hashlib
+import inspect
 import os
 import re
+import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -52,6 +55,7 @@ class Checkpoints:
             raise TrainingError(f"cannot create the checkpoint directory {self.dir}: "
                                 f"{os_reason(e)}") from e
         self._counter = 0 if self.latest() is None else self.latest()
+        self._operations: set[str] = set()  # orbax's ids of this manager's saves
 
     def latest(self) -> int | None:
         return self.mngr.latest_step()
@@ -59,12 +63,24 @@ class Checkpoints:
     def save(self, state, info: dict) -> None:
         """Save ``state`` (a pytree) with ``meta``, ``info`` and the state's digest."""
         ocp = self._ocp
+        if not self._operations:
+            self._check_writable()
         self._counter += 1
         meta = {**self.meta, **info, "digest": digest(state)}
         try:  # a failed asynchronous write of the previous step surfaces here or in close()
             self.mngr.save(self._counter, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
         except (OSError, ValueError) as e:  # tensorstore reports I/O errors as ValueError
+            raise self._write_error(e) from e
+        finally:
+            self._operations.add(_current_operation())
+
+    def _check_writable(self) -> None:
+        """A clear error now, before orbax's threads start a write that cannot succeed (the
+        common case: a read-only work directory on resume)."""
+        try:
+            tempfile.TemporaryFile(dir=self.dir).close()
+        except OSError as e:
             raise self._write_error(e) from e
 
     def restore(self, target) -> tuple[object, dict]:
@@ -118,6 +134,7 @@ class Checkpoints:
         """The error to raise for a failed write; earlier saves still in flight finish first."""
         with contextlib.suppress(Exception):  # it may fail the same way: ``e`` says why
             self.mngr.wait_until_finished()
+        _release_orbax_waiters(self._operations)
         try:  # on disk: orbax forgets the steps it is about to rotate out before the save ends
             kept = sorted(int(p.name) for p in self.dir.iterdir() if p.name.isdigit())
         except OSError:  # the listing is only for the message
@@ -152,6 +169,44 @@ class Checkpoints:
             self.mngr.wait_until_finished()
         except (OSError, ValueError) as e:
             raise self._write_error(e) from e
+
+
+def _current_operation() -> str:
+    from orbax.checkpoint._src.futures import synchronization
+
+    return synchronization.OperationIdGenerator.get_current_operation_id()
+
+
+def _release_orbax_waiters(operations: set[str]) -> None:
+    """End the orbax threads of these saves that wait for a failed step's signal.
+
+    orbax runs a save as threads, each waiting for signals from the steps before it (first, the
+    temporary directory's creation). When a step fails (say EACCES), its signal never comes:
+    the threads wait for orbax's coordination timeout (minutes) and, not being daemons, keep
+    the process from exiting. Here each is cancelled and sent the signals it waits for, so it
+    ends now without writing. One process only: with several, the signals are shared ones.
+    """
+    if jax.process_count() > 1:
+        return
+    from orbax.checkpoint._src.futures import future
+
+    for t in threading.enumerate():
+        if (isinstance(t, future._SignalingThread) and t.is_alive()
+                and t._operation_id in operations):
+            t._cancelled = True
+            future.set_signals(t._receive_signals, operation_id=t._operation_id)
+            _close_coroutines(t._target)  # never to run: no "never awaited" warning
+
+
+def _close_coroutines(fn, depth: int = 3) -> None:
+    """Close the coroutines held in the closure of ``fn`` (and of the functions there)."""
+    for cell in getattr(fn, "__closure__", None) or ():
+        with contextlib.suppress(ValueError):  # an empty cell
+            x = cell.cell_contents
+            if inspect.iscoroutine(x):
+                x.close()
+            elif callable(x) and depth > 1:
+                _close_coroutines(x, depth - 1)
 
 
 def digest(state) -> str | None:
