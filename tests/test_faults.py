@@ -448,21 +448,66 @@ def test_a_real_write_failure_is_a_clear_error_and_keeps_earlier_checkpoints(tin
     assert (epoch, call) == (0, 4)
 
 
-@pytest.mark.skipif(IS_ROOT, reason="root writes through chmod; covered by the cases above")
+# Permission tests: skipped as root, who writes through chmod; CI runs them (-m permissions)
+# as an unprivileged user (.ci/run).
+def as_user(test):
+    return pytest.mark.permissions(pytest.mark.skipif(
+        IS_ROOT, reason="root writes through chmod; CI runs this as another user (.ci/run)")(
+        test))
+
+
+def _read_only_copy(src: Path, dst: Path) -> dict:
+    """A copy of ``src`` with every directory read-only; {file: bytes} to check it after."""
+    shutil.copytree(src, dst)
+    before = {p: p.read_bytes() for p in dst.rglob("*") if p.is_file()}
+    for d in [dst, *(p for p in dst.rglob("*") if p.is_dir())]:
+        d.chmod(0o555)
+    return before
+
+
+def _writable_again(d: Path) -> None:
+    for p in [d, *(p for p in d.rglob("*") if p.is_dir())]:
+        p.chmod(0o755)
+
+
+@as_user
 def test_read_only_work_dir_is_a_clear_error_and_keeps_earlier_checkpoints(tiny, stopped,
                                                                            tmp_path):
     wd = tmp_path / "wd"
-    shutil.copytree(stopped, wd)
-    before = {p: p.read_bytes() for p in wd.rglob("*") if p.is_file()}
-    for d in [wd, *(p for p in wd.rglob("*") if p.is_dir())]:
-        d.chmod(0o555)
+    before = _read_only_copy(stopped, wd)
     try:
         with pytest.raises(TrainingError, match=r"cannot write a checkpoint to .*Permission "
                                                 r"denied \(errno 13, EACCES\)"):
             train.train(*tiny, CFG, TCFG, work_dir=wd, progress=False)
     finally:
-        for d in [wd, *(p for p in wd.rglob("*") if p.is_dir())]:
-            d.chmod(0o755)
+        _writable_again(wd)
+    assert {p: p.read_bytes() for p in wd.rglob("*") if p.is_file()} == before
+
+
+@as_user
+def test_resuming_in_a_read_only_work_dir_exits_at_once_with_one_clear_line(stopped, tmp_path):
+    """The issue's hang: a process resuming in read-only checkpoints printed the EACCES error,
+    then never exited (orbax's write threads waited for minutes). In a child process, with a
+    timeout: it exits 3 with the message and no traceback (orbax's included)."""
+    wd = tmp_path / "wd"
+    before = _read_only_copy(stopped, wd)
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    try:
+        proc = _start(script, "plain", wd, tmp_path / "out")
+        try:
+            code, err = _finish(proc, timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("the child did not exit within 120 s (orbax threads left "
+                                 "running?)") from None
+    finally:
+        _writable_again(wd)
+    assert code == 3, err
+    assert re.search(r"TrainingError: cannot write a checkpoint to .*: Permission denied "
+                     r"\(errno 13, EACCES\)\. The checkpoints already there \(steps \[\d+, "
+                     r"\d+\]\) are kept", err), err
+    assert "Traceback" not in err, err
     assert {p: p.read_bytes() for p in wd.rglob("*") if p.is_file()} == before
 
 
