@@ -320,7 +320,15 @@ def test_a_signal_saves_at_the_call_boundary_and_resumes(tiny, reference, tmp_pa
                 os.kill(os.getpid(), sig)
         return drain(pending, *args)
 
+    save = checkpoint.Checkpoints.save
+
+    def save_signalled_again(self, *args):  # Ctrl-C pressed again during the save
+        if len(seen) >= 5:
+            os.kill(os.getpid(), sig)
+        return save(self, *args)
+
     monkeypatch.setattr(train, "_drain", drain_then_signal)
+    monkeypatch.setattr(checkpoint.Checkpoints, "save", save_signalled_again)
     with pytest.raises(TrainingInterrupted, match=rf"stopped by {sig.name} after call 5 of "
                                                   rf"epoch 1; the state is saved in .*To resume"
                                                   rf".*with the experiment CLI: --resume "
@@ -331,8 +339,9 @@ def test_a_signal_saves_at_the_call_boundary_and_resumes(tiny, reference, tmp_pa
     assert not isinstance(info.value, Exception | TrainingError)
     assert "\n" not in str(info.value)
     assert {s: signal.getsignal(s) for s in sentinels} == sentinels  # the previous handlers
-    assert _meta(tmp_path, _steps(tmp_path)[-1])["call"] == 5
+    assert _meta(tmp_path, _steps(tmp_path)[-1])["call"] == 5  # the save finished
     monkeypatch.setattr(train, "_drain", drain)
+    monkeypatch.setattr(checkpoint.Checkpoints, "save", save)
     res = train.train(*tiny, CFG, TCFG, work_dir=tmp_path, progress=False)
     _same(res.params, reference.params)  # bit for bit: nothing lost or repeated
     # without a work_dir there is nothing to save, and the error says so
