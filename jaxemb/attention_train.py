@@ -20,7 +20,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxemb import engine
-from jaxemb.engine import TrainingError  # noqa: F401 (callers catch it from here)
+from jaxemb.engine import TrainingError, TrainingInterrupted  # noqa: F401 (callers catch them here)
 from jaxemb.transformer import Transformer
 
 

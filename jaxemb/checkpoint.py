@@ -1,10 +1,14 @@
-"""Checkpoints of a training state pytree with orbax: digest, damaged-step fallback, SIGTERM.
+"""Checkpoints of a training state pytree with orbax: digest, damaged-step fallback, closing.
 
 :class:`Checkpoints` keeps the last two steps of any state pytree plus a JSON metadata dict.
 The metadata the run was started with (``meta``) must match a checkpoint's to restore it (a
 checkpoint of other settings is an error, not a silent resume); each save adds its own
 ``info`` (e.g. epoch and call) and a digest of the arrays. The model family decides what the
 state and metadata hold; nothing here knows about it.
+
+orbax writes in threads that keep the process alive until the manager is closed: use it as a
+context manager (``with Checkpoints(...) as ckpt:``), which closes it on every path, failed
+writes included. Signals (stop at a step boundary, then save) are :mod:`jaxemb.interrupt`'s.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ import contextlib
 import errno
 import gc
 import hashlib
+import inspect
 import os
 import re
-import signal
+import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -50,6 +55,7 @@ class Checkpoints:
             raise TrainingError(f"cannot create the checkpoint directory {self.dir}: "
                                 f"{os_reason(e)}") from e
         self._counter = 0 if self.latest() is None else self.latest()
+        self._operations: set[str] = set()  # orbax's ids of this manager's saves
 
     def latest(self) -> int | None:
         return self.mngr.latest_step()
@@ -57,12 +63,24 @@ class Checkpoints:
     def save(self, state, info: dict) -> None:
         """Save ``state`` (a pytree) with ``meta``, ``info`` and the state's digest."""
         ocp = self._ocp
+        if not self._operations:
+            self._check_writable()
         self._counter += 1
         meta = {**self.meta, **info, "digest": digest(state)}
         try:  # a failed asynchronous write of the previous step surfaces here or in close()
             self.mngr.save(self._counter, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
         except (OSError, ValueError) as e:  # tensorstore reports I/O errors as ValueError
+            raise self._write_error(e) from e
+        finally:
+            self._operations.add(_current_operation())
+
+    def _check_writable(self) -> None:
+        """A clear error now, before orbax's threads start a write that cannot succeed (the
+        common case: a read-only work directory on resume)."""
+        try:
+            tempfile.TemporaryFile(dir=self.dir).close()
+        except OSError as e:
             raise self._write_error(e) from e
 
     def restore(self, target) -> tuple[object, dict]:
@@ -116,6 +134,7 @@ class Checkpoints:
         """The error to raise for a failed write; earlier saves still in flight finish first."""
         with contextlib.suppress(Exception):  # it may fail the same way: ``e`` says why
             self.mngr.wait_until_finished()
+        _release_orbax_waiters(self._operations)
         try:  # on disk: orbax forgets the steps it is about to rotate out before the save ends
             kept = sorted(int(p.name) for p in self.dir.iterdir() if p.name.isdigit())
         except OSError:  # the listing is only for the message
@@ -124,31 +143,70 @@ class Checkpoints:
                              f"checkpoints already there (steps {kept}) are kept; free space or "
                              "choose a writable work directory, then run again to resume")
 
+    def __enter__(self) -> Checkpoints:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()  # a failed write in flight is this block's error
+            return
+        # Another exception is on its way (it says what went wrong, or it is an interruption
+        # whose save already finished): close quietly, so it is not replaced.
+        with contextlib.suppress(Exception):
+            self.close()
+
     def close(self) -> None:
-        """Wait for writes in flight (raising a clear error if one failed); always closes."""
+        """Wait for writes in flight (raising a clear error if one failed); always closes,
+        so orbax's threads end and the process can exit."""
+        try:
+            self.wait()
+        finally:
+            self.mngr.close()
+
+    def wait(self) -> None:
+        """Wait for writes in flight; a failed one raises its clear error."""
         try:
             self.mngr.wait_until_finished()
         except (OSError, ValueError) as e:
             raise self._write_error(e) from e
-        finally:
-            self.mngr.close()
 
 
-@contextlib.contextmanager
-def sigterm_flag():
-    """A ``threading.Event`` that SIGTERM sets while the block runs; the previous handler is
-    restored after. Python handles signals in the main thread only: elsewhere nothing is
-    installed and SIGTERM keeps its previous meaning."""
-    flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
+def _current_operation() -> str:
+    from orbax.checkpoint._src.futures import synchronization
+
+    return synchronization.OperationIdGenerator.get_current_operation_id()
+
+
+def _release_orbax_waiters(operations: set[str]) -> None:
+    """End the orbax threads of these saves that wait for a failed step's signal.
+
+    orbax runs a save as threads, each waiting for signals from the steps before it (first, the
+    temporary directory's creation). When a step fails (say EACCES), its signal never comes:
+    the threads wait for orbax's coordination timeout (minutes) and, not being daemons, keep
+    the process from exiting. Here each is cancelled and sent the signals it waits for, so it
+    ends now without writing. One process only: with several, the signals are shared ones.
+    """
+    if jax.process_count() > 1:
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
-    try:
-        yield flag
-    finally:
-        # None: a handler not installed from Python; the default is the best we can restore.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+    from orbax.checkpoint._src.futures import future
+
+    for t in threading.enumerate():
+        if (isinstance(t, future._SignalingThread) and t.is_alive()
+                and t._operation_id in operations):
+            t._cancelled = True
+            future.set_signals(t._receive_signals, operation_id=t._operation_id)
+            _close_coroutines(t._target)  # never to run: no "never awaited" warning
+
+
+def _close_coroutines(fn, depth: int = 3) -> None:
+    """Close the coroutines held in the closure of ``fn`` (and of the functions there)."""
+    for cell in getattr(fn, "__closure__", None) or ():
+        with contextlib.suppress(ValueError):  # an empty cell
+            x = cell.cell_contents
+            if inspect.iscoroutine(x):
+                x.close()
+            elif callable(x) and depth > 1:
+                _close_coroutines(x, depth - 1)
 
 
 def digest(state) -> str | None:

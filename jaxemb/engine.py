@@ -10,7 +10,8 @@ the engine supplies the rest:
   jitted once with the state donated, on a :func:`make_mesh` of 1 or N devices;
 - :func:`track_first_bad`: divergence tracked inside the graph, a ``first_bad`` step per run;
 - :func:`run_steps`: the loop, pulling metrics to the host only at log points; a diverged run is
-  a result (``first_bad``) unless the caller asks to fail (:func:`check_finite`).
+  a result (``first_bad``) unless the caller asks to fail (:func:`check_finite`); SIGINT and
+  SIGTERM stop it between steps (:mod:`jaxemb.interrupt`), never as a divergence.
 
 Checkpoints are :mod:`jaxemb.checkpoint`'s.
 """
@@ -26,11 +27,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxemb import interrupt
+from jaxemb.interrupt import TrainingInterrupted  # noqa: F401 (callers catch it from here)
+
 Array = jax.Array
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (NaN loss, a checkpoint that does not match the run)."""
+    """Training cannot go on (NaN loss, a checkpoint that does not match the run). An
+    interruption is not one: it is :class:`~jaxemb.interrupt.TrainingInterrupted`."""
 
 
 # --- keys and runs -------------------------------------------------------------------------
@@ -200,18 +205,30 @@ def run_steps(step: Callable, state: dict, n_steps: int, args_at: Callable[[int]
     Metrics stay on the device between log points; at each log point the pending ones are
     pulled at once and ``on_log(s, state, [metrics of the steps since the last log point])``
     is called, then ``fail(first_bad [R])`` (e.g. :func:`check_finite`), which may raise.
+    SIGINT or SIGTERM (here, or in the main thread while this runs in a worker thread of a
+    :func:`jaxemb.interrupt.stop_on_signals` block) stops it before the next step with
+    :class:`~jaxemb.interrupt.TrainingInterrupted`; nothing is saved here.
     """
     pending = []
-    for s in range(n_steps):
-        state, metrics = step(state, *args_at(s))
-        pending.append(metrics)
-        if is_log_point(s, n_steps, log_every):
-            if on_log is not None:
-                on_log(s, state, jax.device_get(pending))
-            pending = []
-            if fail is not None:
-                fail(np.asarray(jax.device_get(state["first_bad"])))
+    with interrupt.stop_on_signals() as stop:
+        for s in range(n_steps):
+            _check_stop(stop, s, n_steps)
+            state, metrics = step(state, *args_at(s))
+            pending.append(metrics)
+            if is_log_point(s, n_steps, log_every):
+                if on_log is not None:
+                    on_log(s, state, jax.device_get(pending))
+                pending = []
+                if fail is not None:
+                    fail(np.asarray(jax.device_get(state["first_bad"])))
+        _check_stop(stop, n_steps, n_steps)  # after the last step too: a signal is never lost
     return state
+
+
+def _check_stop(stop: interrupt.StopFlag, done: int, n_steps: int) -> None:
+    if stop.is_set():
+        raise stop.interrupted(f"training stopped by {stop.name} after step {done} of "
+                               f"{n_steps}; nothing of it was saved")
 
 
 def check_finite(first_bad: np.ndarray, describe: Callable[[int, int], str],

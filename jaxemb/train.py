@@ -6,11 +6,13 @@ once by purpose (init, subsampling, sampling) and the epoch and call index are f
 resumed run draws the same negatives and ends with the same parameters as an uninterrupted one.
 The host syncs once per epoch (the kept-token count) and at log points (losses, NaN check).
 Keys, the vmapped and jitted call and the mesh are :mod:`jaxemb.engine`'s; checkpoints are
-:mod:`jaxemb.checkpoint`'s, with SGNS's settings as their metadata.
+:mod:`jaxemb.checkpoint`'s, with SGNS's settings as their metadata; SIGINT and SIGTERM stop at a
+call boundary after saving there (:mod:`jaxemb.interrupt`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -25,8 +27,9 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from jaxemb import checkpoint, engine, sgns
+from jaxemb import checkpoint, engine, interrupt, sgns
 from jaxemb.engine import TrainingError
+from jaxemb.interrupt import TrainingInterrupted
 from jaxemb.sgns import SGNSConfig
 
 __all__ = ["StoppedEarlyError", "TrainConfig", "TrainResult", "TrainingError",
@@ -187,30 +190,39 @@ def train(encoded_docs: Sequence[np.ndarray], counts: np.ndarray, cfg: SGNSConfi
     With ``work_dir`` the state is checkpointed there (orbax; atomic) and a later call with the
     same settings resumes from the latest checkpoint. ``stop_after_calls`` stops early (after a
     checkpoint) — for tests of resume.
+
+    SIGINT or SIGTERM stops it at the next call boundary: with ``work_dir``, after saving
+    there (a second signal does not cut the save short); it raises
+    :class:`TrainingInterrupted`, whose message says how to resume.
     """
     cfg.validate()
     tcfg.validate()
     counts = np.asarray(counts)
     if counts.ndim != 1 or counts.size == 0:
         raise sgns.SGNSError("the vocabulary is empty")
-    run = _start(encoded_docs, counts, cfg, tcfg, work_dir)
-    run.stop_after_calls = stop_after_calls
-    bar = tqdm(total=tcfg.epochs * run.calls_estimate * cfg.words_per_call, unit="w",
-               unit_scale=True, disable=not progress, desc="SGNS", initial=0, smoothing=0.1)
-    eff_words = raw_words = 0
-    t0 = time.perf_counter()
-    with checkpoint.sigterm_flag() as sigterm:  # SIGTERM: save at the next call boundary, stop
+    # SIGINT, SIGTERM: save at the next call boundary, then stop (one that comes while setting
+    # up stops after the first call). The checkpoints close on every path.
+    with interrupt.stop_on_signals() as stop, contextlib.ExitStack() as resources:
+        run = _start(encoded_docs, counts, cfg, tcfg, work_dir, resources)
+        run.stop_after_calls = stop_after_calls
+        bar = tqdm(total=tcfg.epochs * run.calls_estimate * cfg.words_per_call, unit="w",
+                   unit_scale=True, disable=not progress, desc="SGNS", initial=0,
+                   smoothing=0.1)
+        resources.callback(bar.close)
+        eff_words = raw_words = 0
+        t0 = time.perf_counter()
         for epoch in range(run.first_epoch, tcfg.epochs):
-            n_kept = _run_epoch(run, epoch, bar, sigterm)
+            n_kept = _run_epoch(run, epoch, bar, stop)
             eff_words += int(jnp.sum(n_kept)) // len(tcfg.seeds)
             raw_words += run.corpus.n_tokens
             if on_epoch is not None:
                 on_epoch(epoch, run.epoch_loss[epoch] / np.maximum(run.epoch_pairs[epoch], 1))
-    jax.block_until_ready(run.params)
-    seconds = time.perf_counter() - t0
-    bar.close()
-    if run.ckpt is not None:
-        run.ckpt.close()
+        jax.block_until_ready(run.params)
+        seconds = time.perf_counter() - t0
+        if stop.is_set():  # after the last call check: the final checkpoint is written
+            if run.ckpt is not None:
+                run.ckpt.wait()
+            raise stop.interrupted(_interrupted_message(run, stop, tcfg.epochs - 1, None))
     return TrainResult(_gathered_params(run.params, counts.size), run.mean_loss(), seconds,
                        eff_words, raw_words, run.compile_seconds)
 
@@ -253,8 +265,9 @@ class _Run:
 
 
 def _start(encoded_docs, counts: np.ndarray, cfg: SGNSConfig, tcfg: TrainConfig,
-           work_dir) -> _Run:
-    """The corpus and the initial (or restored) state on the mesh, and the compiled calls."""
+           work_dir, resources: contextlib.ExitStack) -> _Run:
+    """The corpus and the initial (or restored) state on the mesh, and the compiled calls; the
+    checkpoints (with ``work_dir``) are closed when ``resources`` is."""
     mesh = make_mesh(tcfg, cfg)
     corpus = (encoded_docs if isinstance(encoded_docs, sgns.DeviceCorpus)
               else sgns.device_corpus(encoded_docs, counts, cfg.sample))
@@ -263,7 +276,8 @@ def _start(encoded_docs, counts: np.ndarray, cfg: SGNSConfig, tcfg: TrainConfig,
     rows = -(-V // mesh.size) * mesh.size if tcfg.shard_vocab else V
     params, opt_state, keys = init_state(V, cfg, tcfg, rows)
     shardings = state_shardings((params, opt_state), mesh, tcfg.shard_vocab, rows)
-    ckpt = (checkpoint.Checkpoints(work_dir, _checkpoint_meta(cfg, tcfg, V, rows))
+    ckpt = (resources.enter_context(
+        checkpoint.Checkpoints(work_dir, _checkpoint_meta(cfg, tcfg, V, rows)))
             if work_dir is not None else None)
     run = _Run(cfg, tcfg, corpus, params, opt_state, jax.random.wrap_key_data(keys[:, 0]),
                jax.random.wrap_key_data(keys[:, 1]), np.zeros((tcfg.epochs, n_seeds)),
@@ -286,7 +300,7 @@ def _start(encoded_docs, counts: np.ndarray, cfg: SGNSConfig, tcfg: TrainConfig,
     return run
 
 
-def _run_epoch(run: _Run, epoch: int, bar, sigterm) -> jax.Array:
+def _run_epoch(run: _Run, epoch: int, bar, stop: interrupt.StopFlag) -> jax.Array:
     """One epoch's calls (from the resumed call in the first epoch); returns n_kept [S]."""
     tcfg, wpc = run.tcfg, run.cfg.words_per_call
     kept, kept_docs, n_kept = run.subsample(run.corpus, run.epoch_keys(run.k_sub, epoch))
@@ -316,23 +330,24 @@ def _run_epoch(run: _Run, epoch: int, bar, sigterm) -> jax.Array:
         if saved:
             _drain(pending, loss_acc, pair_acc, epoch, c)
             run.save(*((epoch + 1, 0) if last else (epoch, c + 1)))
-        stop = run.stop_after_calls is not None and run.calls_done >= run.stop_after_calls
-        if stop or sigterm.is_set():
-            _stop(run, pending, epoch, c, saved, bar, stop)
+        stop_early = run.stop_after_calls is not None and run.calls_done >= run.stop_after_calls
+        if stop_early or stop.is_set():
+            _stop(run, pending, epoch, c, saved, stop, stop_early)
     return n_kept
 
 
-def _stop(run: _Run, pending, epoch: int, c: int, saved: bool, bar, stop: bool):
-    """Stop after call ``c``: save there (unless this call just saved) and raise."""
+def _stop(run: _Run, pending, epoch: int, c: int, saved: bool, stop: interrupt.StopFlag,
+          stop_early: bool):
+    """Stop after call ``c``: save there (unless this call just saved), wait for the write
+    (a failed one is raised as its clear TrainingError) and raise."""
     if run.ckpt is not None:
         if not saved:  # this call's state is on disk already if it just saved
             _drain(pending, run.epoch_loss[epoch], run.epoch_pairs[epoch], epoch, c)
             run.save(epoch, c + 1)
-        run.ckpt.close()
-    bar.close()
-    if stop:
+        run.ckpt.wait()
+    if stop_early:
         raise StoppedEarlyError()
-    raise TrainingInterrupted(_interrupted_message(run.ckpt, run.work_dir, epoch, c))
+    raise stop.interrupted(_interrupted_message(run, stop, epoch, c))
 
 
 def _gathered_params(params: dict, V: int) -> dict:
@@ -348,17 +363,17 @@ class StoppedEarlyError(Exception):
     """Raised by ``stop_after_calls`` (tests of resume)."""
 
 
-class TrainingInterrupted(TrainingError):  # noqa: N818 (it is not an error of the run)
-    """SIGTERM stopped training at a call boundary, after saving a checkpoint there."""
-
-
-def _interrupted_message(ckpt, work_dir, epoch: int, call: int) -> str:
-    where = f"stopped by SIGTERM after call {call + 1} of epoch {epoch + 1}"
-    if ckpt is None:
-        return f"training {where}; nothing was saved (no work_dir)"
-    return (f"training {where}; the state is saved in {ckpt.dir}. To resume, run again with "
-            f"the same settings and work_dir ({work_dir}); with the experiment CLI: "
-            f"--resume {work_dir}")
+def _interrupted_message(run: _Run, stop: interrupt.StopFlag, epoch: int,
+                         call: int | None) -> str:
+    """One line: where training stopped, and how to resume (``call`` None: after the last)."""
+    where = (f"after call {call + 1} of epoch {epoch + 1}" if call is not None
+             else "after its last call")
+    where = f"training stopped by {stop.name} {where}"
+    if run.ckpt is None:
+        return f"{where}; nothing was saved (no work_dir)"
+    return (f"{where}; the state is saved in {run.ckpt.dir}. To resume, run again with the "
+            f"same settings and work_dir ({run.work_dir}); with the experiment CLI: "
+            f"--resume {run.work_dir}")
 
 
 def _drain(pending, loss_acc, pair_acc, epoch, call) -> None:

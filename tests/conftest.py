@@ -17,6 +17,8 @@ choose the directory, or to ``""`` to run without the cache.
 import os
 import shutil
 import tempfile
+import threading
+import time
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
@@ -35,6 +37,8 @@ _own_cache_dir = None  # a temporary cache dir this session made (removed at the
 
 def pytest_configure(config):
     global _own_cache_dir
+    config.addinivalue_line("markers", "permissions: needs a user without root's override of "
+                                       "file permissions (CI: run as an unprivileged user)")
     if "JAX_COMPILATION_CACHE_DIR" in os.environ:  # the caller's choice ("" turns it off)
         path = os.environ["JAX_COMPILATION_CACHE_DIR"] or None
     elif getattr(config, "cache", None) is not None:
@@ -56,6 +60,45 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if _own_cache_dir is not None:
         shutil.rmtree(_own_cache_dir, ignore_errors=True)
+
+
+# --- no thread left running -------------------------------------------------------------------
+
+_first_seen: dict[threading.Thread, str] = {}  # a live non-daemon thread -> the test it ran after
+
+
+def _stray_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate()
+            if t.is_alive() and not t.daemon and t is not threading.main_thread()]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item):
+    yield
+    for t in _stray_threads():
+        _first_seen.setdefault(t, item.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    deadline = time.monotonic() + 10  # threads that are ending anyway get a moment
+    for t in _stray_threads():
+        t.join(max(0.0, deadline - time.monotonic()))
+    left = _stray_threads()
+    if not left:
+        return
+    lines = [f"  {t.name!r} (first seen after {_first_seen.get(t, 'the session start')})"
+             for t in left]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = ("non-daemon threads still running at the end of the session (they would keep a "
+               "program from exiting):\n" + "\n".join(lines))
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_sep("=", "threads left running", red=True)
+        reporter.write_line(message, red=True)
+    else:
+        print(message)
+    if session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

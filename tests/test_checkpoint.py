@@ -1,11 +1,11 @@
 """Checkpoints of any state pytree: a round trip restores the arrays and the metadata; settings
 that differ are refused; a latest step whose bytes changed (digest mismatch) falls back to the one
-before; close() closes the manager even when the last write failed."""
+before; close() and the ``with`` block close the manager on every path, failed writes
+included (orbax's threads would otherwise keep the process alive)."""
 
 import errno
 import json
 import os
-import signal
 
 import numpy as np
 import pytest
@@ -101,10 +101,82 @@ def test_digest_sees_bytes_dtypes_and_shapes():
     assert checkpoint.digest(a) != checkpoint.digest({"w": b})
 
 
-def test_sigterm_sets_the_flag_and_the_handler_is_restored():
-    before = signal.getsignal(signal.SIGTERM)
-    with checkpoint.sigterm_flag() as flag:
-        assert not flag.is_set()
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert flag.wait(5)
-    assert signal.getsignal(signal.SIGTERM) is before
+def _fail_once(ck, monkeypatch):
+    """The write in flight fails with EACCES, once (orbax's own close waits again)."""
+    failures, wait = [OSError(errno.EACCES, os.strerror(errno.EACCES))], ck.mngr.wait_until_finished
+
+    def fail():
+        if failures:
+            raise failures.pop()
+        return wait()
+
+    monkeypatch.setattr(ck.mngr, "wait_until_finished", fail)
+
+
+def test_the_block_closes_the_manager_on_every_path_and_keeps_the_first_error(tmp_path,
+                                                                                monkeypatch):
+    import orbax.checkpoint as ocp
+
+    closed, close = [], ocp.CheckpointManager.close
+    monkeypatch.setattr(ocp.CheckpointManager, "close",
+                        lambda self: (closed.append(1), close(self)))
+    with checkpoint.Checkpoints(tmp_path, META) as ck:  # no error: closed
+        ck.save(_state(1.0), {"epoch": 0})
+    assert closed == [1]
+    with pytest.raises(KeyError, match="the first error"), \
+            checkpoint.Checkpoints(tmp_path, META) as ck:
+        # an error on the way out (here a failing write in flight) does not replace it
+        _fail_once(ck, monkeypatch)
+        raise KeyError("the first error")
+    assert closed == [1, 1]
+    with pytest.raises(TrainingError, match=r"Permission denied \(errno 13, EACCES\)"), \
+            checkpoint.Checkpoints(tmp_path, META) as ck:  # no other error: the write's
+        _fail_once(ck, monkeypatch)
+    assert closed == [1, 1, 1]
+
+
+def _orbax_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate()
+            if t.is_alive() and not t.daemon and t is not threading.main_thread()]
+
+
+def test_a_write_that_fails_in_orbaxs_threads_is_a_clear_error_and_leaves_no_thread(
+        tmp_path, monkeypatch):
+    """The temporary directory of a save cannot be created (as in a directory that became
+    read-only): orbax's other write threads of that save wait for it; they are released, so
+    the process can exit now rather than after orbax's timeout (minutes)."""
+    import time
+
+    from orbax.checkpoint._src.path import atomicity
+
+    before = _orbax_threads()
+
+    async def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(atomicity, "_create_tmp_directory", denied)
+    with pytest.raises(TrainingError, match=r"cannot write a checkpoint to .*Permission denied "
+                                            r"\(errno 13, EACCES\)"), \
+            checkpoint.Checkpoints(tmp_path, META) as ck:
+        ck.save(_state(1.0), {"epoch": 0})
+    deadline = time.monotonic() + 10
+    while _orbax_threads() != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _orbax_threads() == before
+
+
+def test_a_read_only_directory_is_refused_before_orbax_writes(tmp_path, monkeypatch):
+    _saved(tmp_path, 1.0)
+    ck = checkpoint.Checkpoints(tmp_path, META)
+    # as a non-root user would see a read-only directory (root writes through chmod)
+    monkeypatch.setattr(checkpoint.tempfile, "TemporaryFile", lambda dir: (_ for _ in ()).throw(
+        PermissionError(errno.EACCES, os.strerror(errno.EACCES))))
+    saves = []
+    monkeypatch.setattr(ck.mngr, "save", lambda *a, **k: saves.append(1))
+    with pytest.raises(TrainingError, match=r"Permission denied \(errno 13, EACCES\)\. The "
+                                            r"checkpoints already there \(steps \[1\]\) are kept"):
+        ck.save(_state(2.0), {"epoch": 1})
+    ck.close()
+    assert not saves

@@ -1,14 +1,25 @@
 """The training engine pins meaning on a toy least-squares model: runs trained together (vmap)
 equal runs trained alone, a run resumed from a saved state equals an uninterrupted one (the step
 is folded into its key), a diverged run is reported per run while the others finish, the step
-compiles once, and a sharded step equals a single-device one."""
+compiles once, and a sharded step equals a single-device one. SIGINT and SIGTERM stop the loop
+between steps (in worker threads too, so a thread pool stops promptly), never as a divergence."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxemb import engine
+from jaxemb import engine, interrupt
+
+REPO = Path(__file__).resolve().parents[1]
 
 # Pairwise distinct sizes: runs 2, pairs N 20, batch B 4, dimension D 3.
 R, N, B, D = 2, 20, 4, 3
@@ -146,3 +157,123 @@ def test_sharded_step_equals_the_single_device_step(data):
                *jax.device_put((xb, yb), engine.sharded(mesh, 1)))
     assert b["w"].sharding.is_fully_replicated and mesh.size == 2
     np.testing.assert_allclose(a["w"], b["w"], rtol=1e-6)
+
+
+# --- SIGINT, SIGTERM: stop between steps, never as a divergence -------------------------------
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_run_steps_between_steps_and_is_not_a_divergence(data, sig):
+    step = engine.make_step(run_step, (None, None))
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    done = []
+
+    def args_at(s):
+        done.append(s)
+        if s == 2:  # during step 2: it finishes, step 3 never starts
+            os.kill(os.getpid(), sig)
+        return data
+
+    with pytest.raises(engine.TrainingInterrupted,
+                       match=rf"stopped by {sig.name} after step 3 of 5; nothing") as info:
+        engine.run_steps(step, start([0, 1], [0.1, float("inf")]), 5, args_at, log_every=1,
+                         fail=lambda bad: engine.check_finite(bad, str, [True, True]))
+    assert done == [0, 1, 2]
+    assert info.value.exit_code == 128 + sig and info.value.signal == sig
+    assert not isinstance(info.value, Exception)  # `except TrainingError/Exception` miss it
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_run_steps_in_a_worker_thread_stops_on_the_main_threads_flag(data):
+    step = engine.make_step(run_step, (None, None))
+    started, errors = threading.Event(), []
+
+    def args_at(s):
+        started.set()
+        time.sleep(0.01)
+        return data
+
+    def job():
+        try:
+            engine.run_steps(step, start([0], [0.1]), 10_000, args_at, log_every=10_000)
+        except BaseException as e:  # noqa: BLE001 (handed to the main thread)
+            errors.append(e)
+
+    with interrupt.stop_on_signals() as stop:
+        worker = threading.Thread(target=job)
+        worker.start()
+        assert started.wait(60)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.wait(5)
+        worker.join(10)
+    assert not worker.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], engine.TrainingInterrupted)
+    assert errors[0].exit_code == 143
+
+
+def test_an_unconsumed_signal_is_delivered_again_when_the_block_ends():
+    # nothing checked the flag (the signal came after the last step): the previous handler
+    # (Python's, raising KeyboardInterrupt) gets it when the block ends; a consumed one is not
+    with pytest.raises(KeyboardInterrupt), interrupt.stop_on_signals() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.wait(5) and stop.signal == signal.SIGINT
+        os.kill(os.getpid(), signal.SIGTERM)  # a second signal: noted, the first one kept
+    assert stop.signal == signal.SIGINT
+    with interrupt.stop_on_signals() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.wait(5)
+        with pytest.raises(interrupt.TrainingInterrupted):
+            raise stop.interrupted("stopped")
+
+
+# The Q4 pool: 6 jobs of ~5 s each on 2 workers (15 s in all); each job's steps sleep.
+POOL_CHILD = r'''
+import sys, time
+from experiments.study.q4_measure import run_jobs
+from jaxemb import engine, interrupt
+
+ready = sys.argv[1]
+
+
+def job(i):
+    def step(state):
+        time.sleep(0.05)
+        return state + 1, {"loss": 0.0}
+    open(ready, "a").write(f"{i}\n")
+    engine.run_steps(step, 0, 100, lambda s: (), log_every=100)
+    open(ready, "a").write(f"{i} finished\n")
+
+
+try:
+    run_jobs({i: (lambda i=i: job(i)) for i in range(6)}, 2)
+except interrupt.TrainingInterrupted as e:
+    print(f"interrupted: {e}", file=sys.stderr)
+    sys.exit(e.exit_code)
+'''
+
+
+def test_ctrl_c_stops_a_thread_pool_promptly_and_cancels_its_queue(tmp_path):
+    """SIGINT to a process running Q4's thread pool: the running jobs stop at their next step,
+    the queued ones never start, and it exits 130 within a second or two (not after every
+    job)."""
+    script, ready = tmp_path / "pool.py", tmp_path / "ready"
+    script.write_text(POOL_CHILD)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, str(script), str(ready)], env=env, cwd=REPO,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (ready.exists() and len(ready.read_text().splitlines()) == 2):
+            assert proc.poll() is None and time.monotonic() < deadline, "the jobs never started"
+            time.sleep(0.02)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        seconds = time.monotonic() - t0
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted: training stopped by SIGINT after step" in err and "Traceback" not in err
+    assert seconds < 3, seconds
+    # the two running jobs stopped, the queued four never started
+    assert sorted(ready.read_text().splitlines()) == ["0", "1"]

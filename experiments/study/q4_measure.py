@@ -22,7 +22,7 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from jaxemb import tasks
+from jaxemb import interrupt, tasks
 from jaxemb.attention_train import (
     TASK_IDS,
     Protocol,
@@ -154,17 +154,28 @@ def prepare(cfg, progress) -> _Setup:
 def run_jobs(jobs: dict[Hashable, Callable[[], Any]], workers: int,
              desc: str = "jobs") -> dict[Hashable, Any]:
     """Run ``jobs`` ({key: function of no arguments}) in ``workers`` threads, in the order given;
-    {key: result}. An exception in a job, or a KeyboardInterrupt, cancels the jobs not yet
-    started (the ones running finish: a thread cannot be stopped) and is raised."""
-    pool = ThreadPoolExecutor(workers)
-    try:
-        futures = {pool.submit(fn): key for key, fn in jobs.items()}
-        done = {}
-        for f in tqdm(as_completed(futures), total=len(futures), desc=desc, leave=False):
-            done[futures[f]] = f.result()
-        return done
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    {key: result}. An exception in a job cancels the jobs not yet started and is raised once
+    the running ones finish. SIGINT or SIGTERM also stops the running ones at their next
+    training step (:func:`jaxemb.interrupt.stop_on_signals`: their ``run_steps`` check the flag
+    this thread's handlers set), then ``TrainingInterrupted`` is raised: within a step's time,
+    not after every queued job."""
+    with interrupt.stop_on_signals() as stop, ThreadPoolExecutor(workers) as pool:
+        # A worker freed by a stopped job may take a queued one before this thread cancels
+        # the queue: that job stops before it starts.
+        futures = {pool.submit(_unless_stopped, stop, fn): key for key, fn in jobs.items()}
+        try:
+            done = {}
+            for f in tqdm(as_completed(futures), total=len(futures), desc=desc, leave=False):
+                done[futures[f]] = f.result()
+            return done
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _unless_stopped(stop: interrupt.StopFlag, fn: Callable[[], Any]) -> Any:
+    if stop.is_set():
+        raise stop.interrupted(f"stopped by {stop.name} before this job started")
+    return fn()
 
 
 def _mqar_run(st: _Setup, score: str, width: int) -> dict:
