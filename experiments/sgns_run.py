@@ -9,12 +9,13 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
 from experiments.report import Run, free_name, table
 from jaxemb import corpus, evaluate, io, sgns, stats, train
-from jaxemb.datasets import load_corpus
+from jaxemb.datasets import CORPORA, load_corpus
 from jaxemb.wordvectors import WordVectors
 
 
@@ -76,6 +77,9 @@ class SGNSRunConfig:
                                  devices=self.devices, shard_vocab=self.shard_vocab)
 
     def validate(self) -> None:
+        if self.corpus not in CORPORA and not Path(self.corpus).is_file():
+            raise ValueError(f"--corpus must be one of {', '.join(CORPORA)} or an existing text "
+                             f"file (one document per line), got {self.corpus!r}")
         self.model_config().validate()
         self.train_config().validate()
         if self.max_docs is not None and self.max_docs < 1:
