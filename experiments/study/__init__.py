@@ -138,7 +138,8 @@ def run_questions(questions, config_of, run: Run, progress, shared: dict | None 
                 t = time.perf_counter()
                 done[q] = mod.measure(config_of(mod), shared, progress)
                 timings[q] = time.perf_counter() - t
-                results_io.save(run.path, {**_parsed(previous, done), **done})
+                merged = {**_parsed(previous, done), **done}
+                results_io.save(run.path, {k: merged[k] for k in QUESTIONS if k in merged})
             mod.render(done[q], run)
         except Exception as e:
             if is_interruption(e):
