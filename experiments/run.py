@@ -34,6 +34,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Annotated, Union
 
@@ -70,7 +71,8 @@ class Study(StudyConfig, Resumable, Output):
     """The main job (default): one report answering the seven seed questions Q1–Q7 with tables
     and plots — SGNS dot vs cosine vs bilinear, attention scores, user–item models, search
     speed, in vs out vectors. ~20 min on a 2-core CPU; --quick for a smoke test. Saves
-    results.json, so `render` can write the report again without training."""
+    results.json and the report after each question, so `render` can write the report again
+    without training and --resume RUN_DIR continues an interrupted or failed run."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         run.close()
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a late failure of a single-report experiment (demo, sgns)
+        return _failed(e, run)
     finally:
         run.close()
     report = run.finish()
@@ -302,19 +306,43 @@ def _interrupted(e: BaseException, run: Run, name: str, argv: list[str]) -> int:
     report = run.write_report(footer=f"**Interrupted by {signame}**: the sections above are "
                               f"complete. To continue the run: `{cmd}`")
     run.close()
+    _close_progress_bars()
     print(f"\ninterrupted by {signame}; the finished sections are in {report}. "
           f"Resume with: {cmd}", file=sys.stderr)
     return code
+
+
+def _close_progress_bars() -> None:
+    """Close the tqdm bars an interrupted loop left open now: closed at exit they would print
+    after the resume line."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+def _failed(e: Exception, run: Run) -> int:
+    """Keep what the run wrote (the report so far; the traceback in errors/run.txt); one line,
+    exit 3."""
+    (run.path / "errors").mkdir(exist_ok=True)
+    trace = run.path / "errors" / "run.txt"
+    trace.write_text("".join(traceback.format_exception(e)), encoding="utf-8")
+    report = run.write_report(footer=f"**Failed**: `{type(e).__name__}: {_one_line(e)}` "
+                              "(traceback in `errors/run.txt`).")
+    run.close()
+    print(f"error: {type(e).__name__}: {_one_line(e)} (traceback in {trace}; what was written "
+          f"is in {report.parent})", file=sys.stderr)
+    return 3
 
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())
 
 
-def _check_inputs(config, name: str) -> dict | None:
-    """What the questions of a study-like experiment read, loaded and checked before the run
-    directory exists (the SGNS corpus); the ``shared`` dict they start from. None for the
-    other experiments."""
+def _check_inputs(config, name: str):
+    """What an experiment reads, loaded and checked before the run directory exists (the SGNS
+    corpus): for a study-like one the ``shared`` dict its questions start from, for ``sgns``
+    its corpus; None for the others."""
     from experiments import study
 
     if name == "study":
@@ -323,6 +351,10 @@ def _check_inputs(config, name: str) -> dict | None:
         questions, part = QUESTION_PARTS[name]
         return study.check_inputs({study.question(questions[0]).PART: _part(config, part)},
                                   questions)
+    if name == "sgns":
+        from experiments.sgns_run import load_inputs
+
+        return load_inputs(config)
     return None
 
 

@@ -16,8 +16,13 @@ Each question is a module ``experiments.study.qN`` with the same four parts:
 - ``render(results, run) -> None``: the section (tables, figures, the answer) into ``run``;
 - ``answer(results) -> str``: the words, from the results only.
 
-Results are saved to ``results.json`` after each question, so a crash keeps what was measured and
-the report can be rendered again without training.
+Results are saved to ``results.json`` and ``report.md`` is rewritten after each question, so a
+crash or an interruption keeps every finished answer, and the report can be rendered again
+without training. A question that fails gets a section quoting its error (traceback in
+``errors/qN.txt``) and the others still run. Each SGNS variant checkpoints under
+``RUN_DIR/work/sgns-<variant>``, so ``python -m experiments.run study --resume RUN_DIR`` continues
+a stopped run: answered questions are rendered from ``results.json``, an interrupted variant
+resumes from its checkpoint (the same numbers as an uninterrupted run), the rest runs.
 """
 
 from __future__ import annotations

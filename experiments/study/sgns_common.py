@@ -3,6 +3,9 @@
 Every variant trains once, its seeds vmapped (``jaxemb.train``), the first time a question asks
 for it (:func:`trained`, memoised in the run's ``shared`` dict); the questions only evaluate.
 The pair statistics, the planted corpus and the PPMI-SVD reference are computed on first use.
+In the main job each variant checkpoints under ``RUN_DIR/work/sgns-<variant>`` (the planted run
+under ``sgns-planted``), so ``--resume`` continues an interrupted training; an interruption is
+never recorded as a diverged variant (only a NaN loss is).
 
     from experiments.study import q1, sgns_common
     shared = {}
