@@ -275,20 +275,36 @@ class Interrupted(BaseException):  # noqa: N818 (like KeyboardInterrupt: not an 
 
 @contextlib.contextmanager
 def _sigterm_raises():
-    """SIGTERM raises :class:`Interrupted` in the main thread while the block runs (SIGINT
-    already raises KeyboardInterrupt); training loops install their own handler inside."""
+    """SIGTERM raises :class:`Interrupted` and SIGINT KeyboardInterrupt in the main thread while
+    the block runs, except inside a checkpoint write (training loops install their own handler
+    inside, which saves at the next call boundary)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
-        raise Interrupted(signum)
+        if _in_checkpoint_io(frame):  # never abandon a write half-way: ask again in a moment
+            again = threading.Timer(0.2, os.kill, (os.getpid(), signum))
+            again.daemon = True
+            again.start()
+            return
+        raise KeyboardInterrupt if signum == signal.SIGINT else Interrupted(signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        for s, h in previous.items():
+            signal.signal(s, signal.SIG_DFL if h is None else h)
+
+
+def _in_checkpoint_io(frame) -> bool:
+    """Whether the interrupted code is orbax's (a save, its finalisation or a close)."""
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith("orbax"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _interrupted(e: BaseException, run: Run, name: str, argv: list[str]) -> int:

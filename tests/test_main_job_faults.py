@@ -209,6 +209,19 @@ def test_a_late_failure_of_another_experiment_keeps_its_report(tmp_path, capsys,
     assert "Traceback" in (run_dir / "errors" / "run.txt").read_text()
 
 
+def test_a_signal_inside_a_checkpoint_write_waits_for_it():
+    """The main job's handler does not raise inside orbax (a save or its finalisation): it asks
+    again a moment later, once the write is done."""
+    import types
+
+    def where():
+        return runner._in_checkpoint_io(sys._getframe())
+
+    inside = types.FunctionType(compile("def save(f): return f()", "orbax", "exec").co_consts[0],
+                                {"__name__": "orbax.checkpoint.fake"})
+    assert inside(where) and not where()
+
+
 def test_sgns_interruption_and_failed_writes_are_never_divergence(monkeypatch):
     cfg = sgns_common.SGNSStudyConfig(quick=True).resolved()
 
