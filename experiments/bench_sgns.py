@@ -120,11 +120,15 @@ def main(a: Args) -> dict:
     print(f"corpus {a.corpus}; dim {a.dim}, window {a.window}, negative {a.negative}, "
           f"min_count {a.min_count}, sample {a.sample}; gensim workers {a.workers}")
     print(f"{env['processor']} × {env['cpu_count']}; jax {env['jax']} on {env['devices']}")
-    docs = load_corpus(a.corpus)
+    t = time.perf_counter()
+    docs = load_corpus(a.corpus)  # the planted corpus is generated here: its time is a figure
+    corpus_seconds = time.perf_counter() - t
     vocab = corpus.build_vocabulary(docs, min_count=a.min_count)
     ids = vocab.encode(docs)
-    print(f"{len(docs)} documents, {sum(map(len, docs))} tokens, vocabulary {len(vocab)}")
-    results = {"args": dataclasses.asdict(a), "environment": env, "runs": []}
+    print(f"{len(docs)} documents, {sum(map(len, docs))} tokens, vocabulary {len(vocab)}; "
+          f"loaded in {corpus_seconds:.1f} s")
+    results = {"args": dataclasses.asdict(a), "environment": env, "runs": [],
+               "corpus_seconds": corpus_seconds}
     try:
         import gensim
         results["environment"]["gensim"] = gensim.__version__

@@ -18,7 +18,8 @@ def test_bench_sgns_smoke(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "jaxemb/gensim @ 1 epochs: effective words/s ×" in printed
     saved = json.loads(path.read_text())
-    assert set(saved) == {"args", "environment", "runs", "summary"}
+    assert set(saved) == {"args", "environment", "runs", "summary", "corpus_seconds"}
+    assert saved["corpus_seconds"] > 0
     assert saved["args"]["epochs"] == [1] and saved["environment"]["gensim"]
     assert [(r["method"], r["seed"]) for r in saved["runs"]] == [
         ("gensim", 0), ("jaxemb", 0), ("gensim", 1), ("jaxemb", 1)]

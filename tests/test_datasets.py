@@ -63,8 +63,7 @@ def test_planted_corpus_shapes_names_and_determinism():
 def test_planted_corpus_default_size_and_frequency_spread(default_planted):
     # Its generation time (vectorised sampling: about 1 s on one core) is a benchmark figure,
     # not a test: a wall-time bound fails on a loaded machine and passes a slow change on a fast
-    # one. It should be reported with the corpus loading of ``experiments.bench_sgns --corpus
-    # planted`` (which does not time that step yet).
+    # one. ``experiments.bench_sgns --corpus planted`` reports it (``corpus_seconds``).
     pc = default_planted
     assert len(pc.docs) == 200 and sum(map(len, pc.docs)) == 200_000
     counts = np.bincount(pc.index(np.array(pc.docs)).ravel(), minlength=2000)

@@ -161,4 +161,5 @@ def test_per_question_experiments_run_their_questions_of_the_study(name, questio
     assert qs == questions
     base = next(b for b in cfg_type.__mro__[1:] if b.__name__.endswith("StudyConfig"))
     assert type(part) is base  # the study's own config of that part, without --out-dir
-    assert getattr(part, flag[2:]) == 3
+    owner = part.protocol if name == "attention" else part
+    assert getattr(owner, flag[2:]) == 3
