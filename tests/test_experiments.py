@@ -145,7 +145,7 @@ def test_render_errors_stop_with_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("name, questions, flag", [
     ("questions-sgns", ("q1", "q2", "q3", "q7"), "--epochs"),
-    ("attention", ("q4",), "--depth"), ("interaction", ("q5",), "--epochs"),
+    ("attention", ("q4",), "--steps"), ("interaction", ("q5",), "--epochs"),
     ("search", ("q6",), "--repeats")])
 def test_per_question_experiments_run_their_questions_of_the_study(name, questions, flag,
                                                                    tmp_path, monkeypatch):
