@@ -230,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:  # RunDirError is an OSError, CorpusError a ValueError
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # while the inputs load (SIGTERM has its default meaning here)
+        print("\ninterrupted before the run started; nothing was written", file=sys.stderr)
+        return 130
     from jaxemb.train import TrainingError, TrainingInterrupted
 
     run = Run(path, config, title=f"jaxemb {name} — {path.name}", experiment=name)
