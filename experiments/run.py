@@ -9,7 +9,6 @@ PNG plots and ``report.md``. ``python -m experiments.run --help`` lists the expe
     python -m experiments.run render RUN_DIR       # that report again from RUN_DIR/results.json
     python -m experiments.run interaction --quick  # one question alone (also questions-sgns,
                                                    # attention, search)
-
     python -m experiments.run --resume RUN_DIR     # continue an interrupted or failed study
 
 Exit codes: 0 done; 2 a mistake in the command or its inputs (one line; nothing started, no run
