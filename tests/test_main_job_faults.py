@@ -272,29 +272,32 @@ def test_help_documents_the_exit_codes_and_resume():
 # --- real signals to a real quick study (slow) ------------------------------------------------
 
 QUICK = ["study", "--quick", "--only", "q3", "q4"]
-# a line on stderr once the run is well inside the question (Q3: training the second variant)
-MARKERS = {"q3": "SGNS cosine_t1 (", "q4": "Q4 training:"}
+# lines on stderr, in turn, once the run is inside the question: Q3 in the training loop of its
+# second variant (its progress bar is up: compiled, checkpoints opened), Q4 in its thread pool
+MARKERS = {"q3": ("SGNS cosine_t1 (", "SGNS:   0%"), "q4": ("Q4 training:",)}
 # figures that are timings (they differ between any two runs)
 TIMING = re.compile(r"seconds|words_per_s|^training$|^devices$")
 
 
-def _study(args, out, signum=None, marker=None, timeout=600):
-    """Run the study in a subprocess; with ``signum``, send it once ``marker`` is on stderr.
-    Returns (exit code, stderr)."""
+def _study(args, out, signum=None, markers=(), timeout=600):
+    """Run the study in a subprocess; with ``signum``, send it once each of ``markers`` has
+    been on stderr, in turn. Returns (exit code, stderr)."""
     # one device, as a user runs it (the suite's 8 fake CPU devices time out XLA's collectives
     # when the CPUs are shared)
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"PYTHONPATH": str(ROOT)}
     p = subprocess.Popen([sys.executable, "-m", "experiments.run", *args, "--out-dir", str(out)],
                          cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
-    err, t0 = "", time.monotonic()
+    err, t0, todo = "", time.monotonic(), list(markers)
     try:
         while signum is not None:
-            line = p.stderr.readline()
+            line = p.stderr.readline()  # (tqdm's carriage returns end lines too)
             if not line or time.monotonic() - t0 > timeout:
                 break
             err += line
-            if marker in line:
-                time.sleep(1.0)  # well inside the step
+            if todo[0] in line:
+                todo.pop(0)
+            if not todo:
+                time.sleep(0.2)
                 p.send_signal(signum)
                 break
         err += p.communicate(timeout=timeout)[1]
@@ -339,6 +342,8 @@ def test_a_signal_mid_question_keeps_the_finished_sections_and_resume_gives_the_
     report = (run_dir / "report.md").read_text()
     assert ("## Q3." in report) == (q == "q4") and "## Q4." not in report
     assert f"**Interrupted by {signal.Signals(signum).name}**" in report
+    if q == "q3":  # stopped inside the variant's training, which has its work directory
+        assert (run_dir / "work" / "sgns-cosine_t1" / "checkpoints").is_dir()
     assert "diverged (NaN" not in report and "Training diverged" not in report
     code, err = _study(["--resume", str(run_dir)], tmp_path)
     assert code == 0, err[-3000:]
