@@ -71,14 +71,19 @@ def _cpu_model() -> str:
 class Run:
     """Writes into one run directory: ``config.json``, ``metrics.jsonl``, plots, ``report.md``."""
 
-    def __init__(self, path: Path, config) -> None:
+    def __init__(self, path: Path, config, title: str = "", experiment: str | None = None
+                 ) -> None:
         self.path = path
         self.work_dir = path  # where checkpoints go (shared by all processes of a multi-host run)
         self.sections: list[str] = []
+        self.title = title
+        self.experiment = experiment
+        self.failed: dict[str, str] = {}  # question -> its error, for the exit code
         cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
-        # A resumed run keeps its first config.json; each resume adds its own.
+        # A resumed run keeps its first config.json and report.md; each resume adds its own.
         self._write_json(free_name(path, "config", ".json"),
-                         {"config": cfg, "environment": environment()})
+                         {"config": cfg, "experiment": experiment, "environment": environment()})
+        self.report_path = path / free_name(path, "report", ".md")
         self._metrics = open(path / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
 
     def _write_json(self, name: str, obj) -> None:
@@ -116,11 +121,22 @@ class Run:
     def close(self) -> None:
         self._metrics.close()
 
-    def finish(self, title: str) -> Path:
+    def write_report(self, footer: str = "") -> Path:
+        """(Re)write the report from the sections so far, plus ``footer`` (a status line that
+        is not a section), atomically: a crash leaves the previous version whole."""
+        text = f"# {self.title}\n\n" + "\n".join(self.sections)
+        if footer:
+            text += "\n" + footer.rstrip() + "\n"
+        tmp = self.report_path.with_name(f".{self.report_path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, self.report_path)
+        return self.report_path
+
+    def finish(self, title: str | None = None) -> Path:
         self.close()
-        report = self.path / free_name(self.path, "report", ".md")
-        report.write_text(f"# {title}\n\n" + "\n".join(self.sections))
-        return report
+        if title is not None:
+            self.title = title
+        return self.write_report()
 
 
 def require_positive(cfg, *names: str, error: type[Exception] = ValueError) -> None:

@@ -9,12 +9,13 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
 from experiments.report import Run, free_name, table
 from jaxemb import corpus, evaluate, io, sgns, stats, train
-from jaxemb.datasets import load_corpus
+from jaxemb.datasets import CORPORA, load_corpus
 from jaxemb.wordvectors import WordVectors
 
 
@@ -76,6 +77,9 @@ class SGNSRunConfig:
                                  devices=self.devices, shard_vocab=self.shard_vocab)
 
     def validate(self) -> None:
+        if self.corpus not in CORPORA and not Path(self.corpus).is_file():
+            raise ValueError(f"--corpus must be one of {', '.join(CORPORA)} or an existing text "
+                             f"file (one document per line), got {self.corpus!r}")
         self.model_config().validate()
         self.train_config().validate()
         if self.max_docs is not None and self.max_docs < 1:
@@ -85,13 +89,42 @@ class SGNSRunConfig:
 
 
 KINDS = ("in", "out", "in+out")
+PAIRS = ("wordsim353.tsv", "simlex999.txt")
 
 
-def run_sgns(cfg: SGNSRunConfig, run: Run, progress) -> None:
-    with progress(f"load corpus {cfg.corpus}"):
-        docs = load_corpus(cfg.corpus)[: cfg.max_docs]
+@dataclasses.dataclass
+class SGNSInputs:
+    """The corpus, loaded, encoded and checked before the run directory exists."""
+
+    n_docs: int
+    vocab: corpus.Vocabulary
+    ids: list
+
+
+def load_inputs(cfg: SGNSRunConfig) -> SGNSInputs:
+    """Load and encode ``cfg.corpus``; a vocabulary the evaluation cannot score (fewer than 2
+    pairs of WS353 or SimLex-999 in it) is a ValueError naming the flags, before training."""
+    docs = load_corpus(cfg.corpus)[: cfg.max_docs]
     vocab = corpus.build_vocabulary(docs, min_count=cfg.min_count)
-    ids = vocab.encode(docs)
+    # The evaluation's own check on stand-in vectors: it refuses exactly what it would refuse
+    # after training.
+    wv = WordVectors(vocab.words, np.random.default_rng(0).standard_normal(
+        (len(vocab), 2)).astype(np.float32))
+    for name in PAIRS:
+        try:
+            evaluate.word_pairs(wv, evaluate.load_word_pairs(corpus.gensim_datapath(name)))
+        except evaluate.EvaluationError as e:
+            raise ValueError(f"--corpus {cfg.corpus!r} is too small for the evaluation "
+                             f"({len(vocab)} words at --min-count {cfg.min_count}, --max-docs "
+                             f"{cfg.max_docs}): {e}") from None
+    return SGNSInputs(len(docs), vocab, vocab.encode(docs))
+
+
+def run_sgns(cfg: SGNSRunConfig, run: Run, progress, inputs: SGNSInputs | None = None) -> None:
+    if inputs is None:
+        with progress(f"load corpus {cfg.corpus}"):
+            inputs = load_inputs(cfg)
+    docs_n, vocab, ids = inputs.n_docs, inputs.vocab, inputs.ids
     n_tokens = int(sum(map(len, ids)))
     res = train.train(ids, vocab.counts, cfg.model_config(), cfg.train_config(),
                       work_dir=run.work_dir, progress=True,
@@ -101,7 +134,7 @@ def run_sgns(cfg: SGNSRunConfig, run: Run, progress) -> None:
             raw_words_per_s=res.raw_words_per_s)
     rows = _evaluate(cfg, vocab, res, run)
     _plot_loss(res, run)
-    run.add(f"## SGNS, score `{cfg.score}` on {cfg.corpus}\n\n{len(docs)} documents, "
+    run.add(f"## SGNS, score `{cfg.score}` on {cfg.corpus}\n\n{docs_n} documents, "
             f"{n_tokens} in-vocabulary tokens, vocabulary {len(vocab)} (min_count "
             f"{cfg.min_count}); dim {cfg.dim}, window {cfg.window}, negative {cfg.negative}, "
             f"sample {cfg.sample}, {cfg.epochs} epochs, optimizer {cfg.optimizer} (lr "
@@ -119,8 +152,7 @@ def run_sgns(cfg: SGNSRunConfig, run: Run, progress) -> None:
 
 
 def _evaluate(cfg: SGNSRunConfig, vocab, res, run: Run) -> list:
-    pairs = {n: evaluate.load_word_pairs(corpus.gensim_datapath(n))
-             for n in ("wordsim353.tsv", "simlex999.txt")}
+    pairs = {n: evaluate.load_word_pairs(corpus.gensim_datapath(n)) for n in PAIRS}
     analogies = evaluate.load_analogies(corpus.gensim_datapath("questions-words.txt"))
     rows = []
     for kind in KINDS:

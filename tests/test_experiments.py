@@ -153,7 +153,8 @@ def test_per_question_experiments_run_their_questions_of_the_study(name, questio
 
     calls = []
     monkeypatch.setattr(study, "run_questions",
-                        lambda qs, config_of, run, progress: calls.append((qs, config_of(None))))
+                        lambda qs, config_of, run, progress, shared=None:
+                        calls.append((qs, config_of(None))))
     cfg_type, _ = runner.EXPERIMENTS[name]
     assert runner.main([name, flag, "3", "--out-dir", str(tmp_path)]) == 0
     ((qs, part),) = calls

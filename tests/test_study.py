@@ -90,6 +90,14 @@ def test_saved_results_read_back_and_render_the_same_report(quick_run, tmp_path)
     assert records(new) == records(metrics)
 
 
+def test_every_sgns_variant_has_a_work_directory_and_the_report_is_final(quick_run):
+    run_dir, report, _ = quick_run
+    for variant in ("dot", "cosine_t1", "cosine_fixed", "cosine_learned", "bilinear", "planted"):
+        assert (run_dir / "work" / f"sgns-{variant}" / "checkpoints").is_dir(), variant
+    assert "In progress" not in report and "Interrupted" not in report
+    assert not (run_dir / "errors").exists()
+
+
 def test_the_config_and_environment_are_recorded(quick_run):
     run_dir, _, _ = quick_run
     config = json.loads((run_dir / "config.json").read_text())
@@ -109,6 +117,8 @@ def test_bad_input_stops_before_any_work(tmp_path, capsys):
         runner.main(["study", "--sgns.epockhs", "3"])  # unknown
     assert runner.main(["study", "--only", "q9", "--out-dir", str(tmp_path)]) == 2
     assert "q9" in capsys.readouterr().err
+    assert runner.main(["study", "--sgns.corpus", "nosuch", "--out-dir", str(tmp_path)]) == 2
+    assert "--corpus must be one of" in capsys.readouterr().err
     blocked = tmp_path / "a-file"
     blocked.write_text("not a directory")
     assert runner.main(["study", "--out-dir", str(blocked / "runs")]) == 2

@@ -16,8 +16,13 @@ Each question is a module ``experiments.study.qN`` with the same four parts:
 - ``render(results, run) -> None``: the section (tables, figures, the answer) into ``run``;
 - ``answer(results) -> str``: the words, from the results only.
 
-Results are saved to ``results.json`` after each question, so a crash keeps what was measured and
-the report can be rendered again without training.
+Results are saved to ``results.json`` and ``report.md`` is rewritten after each question, so a
+crash or an interruption keeps every finished answer, and the report can be rendered again
+without training. A question that fails gets a section quoting its error (traceback in
+``errors/qN.txt``) and the others still run. Each SGNS variant checkpoints under
+``RUN_DIR/work/sgns-<variant>``, so ``python -m experiments.run study --resume RUN_DIR`` continues
+a stopped run: answered questions are rendered from ``results.json``, an interrupted variant
+resumes from its checkpoint (the same numbers as an uninterrupted run), the rest runs.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import importlib
 import shlex
 import sys
 import time
+import traceback
+from pathlib import Path
 from types import ModuleType
 
 from experiments.report import Run, environment
@@ -92,25 +99,96 @@ def header() -> str:
             f"Decision rule: {stats.DECISION_RULE}\n")
 
 
-def run_questions(questions, config_of, run: Run, progress) -> dict:
+def is_interruption(e: BaseException) -> bool:
+    """SIGINT / SIGTERM, however it surfaced: never a result, never a failed question."""
+    from jaxemb.train import TrainingInterrupted
+
+    return isinstance(e, TrainingInterrupted | KeyboardInterrupt) or \
+        getattr(e, "exit_code", None) in (130, 143)
+
+
+def check_inputs(parts: dict, questions) -> dict:
+    """Load and check what the chosen ``questions`` read before any work starts (the SGNS
+    corpus); returns the ``shared`` dict the questions start from. ``parts``: {PART: config}."""
+    shared = {}
+    if any(question(q).PART == "sgns" for q in questions) and "sgns" in parts:
+        from experiments.study import sgns_common
+
+        shared["sgns_inputs"] = sgns_common.load_inputs(parts["sgns"].resolved())
+    return shared
+
+
+def run_questions(questions, config_of, run: Run, progress, shared: dict | None = None) -> dict:
     """Measure and render ``questions`` in order; ``config_of(module)`` is the config of a
-    question's part. Results are saved after each question. Returns {question: results}."""
-    done, shared, timings = {}, {}, {}
-    for q in questions:
+    question's part. Returns {question: results} of the questions answered.
+
+    The report is rewritten after each question, so a crash or an interruption keeps every
+    finished section. Results are saved after each measurement; those already in the run's
+    ``results.json`` (a resumed run) are rendered, not measured again. A question that fails
+    gets a section quoting its error (traceback in ``errors/qN.txt``; ``run.failed`` lists it)
+    and the others still run; an interruption propagates."""
+    previous = results_io.load(run.path) if (run.path / results_io.RESULTS_FILE).is_file() \
+        else {}
+    shared = {} if shared is None else shared
+    shared.setdefault("work_dir", Path(run.work_dir) / "work")
+    done, timings = {}, {}
+    run.write_report(footer=_in_progress(questions[0]) if questions else "")
+    for i, q in enumerate(questions):
         mod = question(q)
-        t = time.perf_counter()
-        done[q] = mod.measure(config_of(mod), shared, progress)
-        timings[q] = time.perf_counter() - t
-        results_io.save(run.path, done)
-        mod.render(done[q], run)
+        n_sections = len(run.sections)
+        try:
+            if q in previous:  # answered before the run was interrupted
+                done[q] = mod.Results.from_json(previous[q])
+            else:
+                t = time.perf_counter()
+                done[q] = mod.measure(config_of(mod), shared, progress)
+                timings[q] = time.perf_counter() - t
+                merged = {**_parsed(previous, done), **done}
+                results_io.save(run.path, {k: merged[k] for k in QUESTIONS if k in merged})
+            mod.render(done[q], run)
+        except Exception as e:
+            if is_interruption(e):
+                raise
+            done.pop(q, None)
+            del run.sections[n_sections:]  # a half-rendered section is replaced
+            run.add(_failed_section(q, mod, e, run))
+        nxt = questions[i + 1] if i + 1 < len(questions) else None
+        run.write_report(footer=_in_progress(nxt) if nxt else "")
     run.log("timings", seconds=timings)
     return done
 
 
-def run_study(cfg: StudyConfig, run: Run, progress) -> dict:
+def _parsed(previous: dict, done: dict) -> dict:
+    """The saved results of questions not (yet) in ``done``, kept in results.json as they were."""
+    return {q: question(q).Results.from_json(data) for q, data in previous.items()
+            if q not in done}
+
+
+def _in_progress(q: str) -> str:
+    return (f"*In progress: {q.upper()} and later sections are being measured; this file is "
+            "rewritten as each question finishes.*")
+
+
+def _failed_section(q: str, mod: ModuleType, e: Exception, run: Run) -> str:
+    """The section of a question that failed: its error quoted, the traceback saved."""
+    errors = run.path / "errors"
+    errors.mkdir(exist_ok=True)
+    trace = errors / f"{q}.txt"
+    trace.write_text("".join(traceback.format_exception(e)), encoding="utf-8")
+    message = " ".join(str(e).split())[:2000] or "(no message)"
+    run.failed[q] = f"{type(e).__name__}: {message}"
+    title = getattr(mod, "TITLE", f"## {q.upper()}.")
+    resume = f"python -m experiments.run {run.experiment or 'study'} --resume {run.path}"
+    return (f"{title}\n\n**Not answered: {q.upper()} failed** with\n\n```text\n"
+            f"{run.failed[q]}\n```\n\nThe traceback is in `errors/{q}.txt`; the other "
+            f"questions still ran. After fixing the cause, `{resume}` measures the questions "
+            "not answered and keeps the others.\n")
+
+
+def run_study(cfg: StudyConfig, run: Run, progress, shared: dict | None = None) -> dict:
     run.add(header())
     return run_questions([q for q in QUESTIONS if q in cfg.only],
-                         lambda mod: getattr(cfg, mod.PART), run, progress)
+                         lambda mod: getattr(cfg, mod.PART), run, progress, shared)
 
 
 def render_saved(run_dir, run: Run) -> list[str]:

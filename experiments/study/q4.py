@@ -44,6 +44,8 @@ from jaxemb.attention_train import Protocol
 from jaxemb.transformer import TransformerConfig
 
 PART = "attention"
+TITLE = ("## Q4. Attention: why a dot product as relevance, and not cosine, subtraction or "
+         "raw similarity?")
 PARTS = ("relevance", "mqar", "char")
 
 

@@ -32,6 +32,7 @@ from experiments.study import results as results_io
 from jaxemb import interaction, stats
 
 PART = "interaction"
+TITLE = "## Q5. Does an element-wise product of user and movie embeddings make sense?"
 DATA = ("planted", "ml-100k", "ml-1m")
 LABELS = {"dot": "dot (MF)", "cosine": "cosine, learned t", "gmf": "GMF = diag bilinear",
           "bilinear": "full bilinear", "seed_combo": "½(u⊙v + u + v) + linear head",
@@ -194,7 +195,7 @@ def render(results: Results, run: Run) -> None:
     fit_md = _fit_section(cfg, results, run)
     words = answer(results)
     run.log("q5_summary", answer=words, seconds=results.seconds)
-    run.add("## Q5. Does an element-wise product of user and movie embeddings make sense?\n\n"
+    run.add(TITLE + "\n\n"
             f"Models (jaxemb.interaction): {', '.join(LABELS[m] for m in cfg.models)}. Dot, "
             "cosine, GMF, bilinear and the seed combination score all items through the score's "
             "feature maps and one matmul (jaxemb.scoring); MLP and NeuMF vmap their pair "

@@ -27,6 +27,7 @@ from jaxemb import search_timing  # noqa: E402
 from jaxemb.search_timing import METHODS, TIE_TOL  # noqa: E402
 
 PART = "search"
+TITLE = '## Q6. "Millions of cosines are slow." How fast can exact search be?'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +137,7 @@ def render(r: Results, run: Run) -> None:
                "with the methods interleaved in one process; seconds per search call. Only the "
                "method varies. Last column: the method's median time / jaxemb's (> 1: jaxemb "
                "faster). sgemm bound = the fp32 matmul q·Dᵀ alone, no selection.")
-    text = ["## Q6. \"Millions of cosines are slow.\" How fast can exact search be?\n",
+    text = [TITLE + "\n",
             "Cosine is the dot product of unit vectors, so normalise the database once and every "
             "query batch becomes one matrix product and a top-k (`jaxemb.search.index(db, "
             "\"cosine\").search(q, k)`). jaxemb scores the database in bfloat16 first, with a "

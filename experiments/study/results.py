@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import tempfile
+import typing
 from pathlib import Path
 from typing import Any, Self
 
@@ -68,3 +69,24 @@ def load(folder: str | Path) -> dict[str, dict[str, Any]]:
                            "study?") from None
     except (OSError, json.JSONDecodeError) as e:
         raise ResultsError(f"cannot read {path}: {e}") from None
+
+
+def config_from_json(cls: type, data: dict[str, Any]):
+    """A config dataclass ``cls`` from its JSON (``dataclasses.asdict`` written as JSON): nested
+    configs rebuilt, lists back to tuples; fields missing from ``data`` keep their defaults."""
+    hints = typing.get_type_hints(cls)
+    kw = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value, kind = data[f.name], hints[f.name]
+        if dataclasses.is_dataclass(kind) and isinstance(value, dict):
+            value = config_from_json(kind, value)
+        kw[f.name] = _tuples(value)
+    return cls(**kw)
+
+
+def _tuples(value):
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value

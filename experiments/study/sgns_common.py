@@ -3,6 +3,9 @@
 Every variant trains once, its seeds vmapped (``jaxemb.train``), the first time a question asks
 for it (:func:`trained`, memoised in the run's ``shared`` dict); the questions only evaluate.
 The pair statistics, the planted corpus and the PPMI-SVD reference are computed on first use.
+In the main job each variant checkpoints under ``RUN_DIR/work/sgns-<variant>`` (the planted run
+under ``sgns-planted``), so ``--resume`` continues an interrupted training; an interruption is
+never recorded as a diverged variant (only a NaN loss is).
 
     from experiments.study import q1, sgns_common
     shared = {}
@@ -18,7 +21,9 @@ compilation (one per variant). text8 (17M tokens) takes about 40× the training 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -143,8 +148,9 @@ class SGNSStudyConfig:
                 "> 1 (t = 1 is the cosine_t1 variant)")
         if not self.learned_temperature_init > 0:
             bad("learned-temperature-init", self.learned_temperature_init, "> 0")
-        if not self.corpus:
-            bad("corpus", self.corpus, "'wiki', 'text8', 'lee', 'planted' or a file path")
+        if self.corpus not in datasets.CORPORA and not Path(self.corpus).is_file():
+            bad("corpus", self.corpus, f"one of {', '.join(datasets.CORPORA)} or an existing "
+                "text file (one document per line)")
         if len(self.seeds) < 3 or len(set(self.seeds)) != len(self.seeds):
             bad("seeds", tuple(self.seeds), "at least 3 distinct seeds (95% intervals)")
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -214,6 +220,7 @@ class SGNSStudy:
     bench: evaluate.Benchmarks
     seconds: dict
     cache: dict = dataclasses.field(default_factory=dict)
+    work_dir: Path | None = None  # checkpoints of each variant under work_dir/sgns-<variant>
 
     @property
     def dot(self) -> VariantRun:
@@ -244,7 +251,8 @@ class SGNSStudy:
         if not self.config.planted_docs:
             return None
         return self._once("planted", f"planted corpus ({self.config.planted_docs} documents)",
-                          progress, lambda: _train_planted(self.config))
+                          progress, lambda: _train_planted(
+                              self.config, _work(self.work_dir, "planted")))
 
     def ppmi_vectors(self, progress) -> np.ndarray | None:
         """PPMI-SVD vectors of the same corpus (None unless --ppmi-svd)."""
@@ -268,56 +276,135 @@ class SGNSStudy:
                 if not k.startswith("3cos") or k.split("_")[0] in methods}
 
 
+# The evaluation's top-10 neighbour lists (Q1 hubness, Q7 overlap) need 10 other words.
+MIN_VOCAB = 11
+
+
+@dataclasses.dataclass
+class SGNSInputs:
+    """The corpus of a study, loaded and checked before any training (and before the run
+    directory exists): its vocabulary, encoded documents and benchmarks."""
+
+    n_docs: int
+    vocab: corpus.Vocabulary
+    ids: list
+    bench: evaluate.Benchmarks
+    seconds: float
+
+
+def load_inputs(config: SGNSStudyConfig) -> SGNSInputs:
+    """Load and encode ``config.corpus``; a corpus the evaluation cannot use (fewer than
+    ``MIN_VOCAB`` words at --min-count) is a :class:`SGNSStudyError` naming the flags."""
+    t = time.perf_counter()
+    docs = load_corpus(config.corpus)[: config.max_docs]
+    vocab = corpus.build_vocabulary(docs, min_count=config.min_count)
+    if len(vocab) < MIN_VOCAB:
+        raise SGNSStudyError(
+            f"--corpus {config.corpus!r} is too small for the evaluation: {len(vocab)} words at "
+            f"--min-count {config.min_count} (max-docs {config.max_docs}), need at least "
+            f"{MIN_VOCAB} (top-10 neighbour lists); use a larger corpus or a lower --min-count")
+    ids = vocab.encode(docs)
+    bench = evaluate.prepare_benchmarks(vocab.words)
+    return SGNSInputs(len(docs), vocab, ids, bench, time.perf_counter() - t)
+
+
 def trained(config: SGNSStudyConfig, shared: dict, progress) -> SGNSStudy:
     """The variants of ``config`` trained once per run: the first question to ask trains them
-    (validating first), the others find them in ``shared["sgns"]``."""
+    (validating first), the others find them in ``shared["sgns"]``. ``shared`` may hold the
+    checked corpus (``"sgns_inputs"``) and the run's ``"work_dir"`` (each variant checkpoints
+    under ``work_dir/sgns-<variant>``, so an interrupted run resumes). A training that failed
+    fails the later questions at once with the same error, rather than training again."""
     config = config.resolved()
     study = shared.get("sgns")
-    if study is None or study.config != config:
+    if isinstance(study, BaseException) and shared.get("sgns_config") == config:
+        raise study
+    if not isinstance(study, SGNSStudy) or study.config != config:
         config.validate()
-        study = shared["sgns"] = train_variants(config, progress)
+        inputs = shared.get("sgns_inputs")
+        work_dir = shared.get("work_dir")
+        shared["sgns_config"] = config
+        try:
+            study = train_variants(config, progress, inputs, work_dir)
+        except train.TrainingInterrupted:
+            raise
+        except Exception as e:
+            shared["sgns"] = e
+            raise
+        shared["sgns"] = study
     return study
 
 
-def train_variants(config: SGNSStudyConfig, progress) -> SGNSStudy:
-    """Load the corpus and train every variant once (seeds vmapped)."""
+def train_variants(config: SGNSStudyConfig, progress, inputs: SGNSInputs | None = None,
+                   work_dir: str | Path | None = None) -> SGNSStudy:
+    """Load the corpus (unless ``inputs`` holds it) and train every variant once (seeds
+    vmapped), checkpointing under ``work_dir/sgns-<variant>`` when ``work_dir`` is given."""
     seconds = {}
-    t = time.perf_counter()
-    with progress(f"load corpus {config.corpus}"):
-        docs = load_corpus(config.corpus)[: config.max_docs]
-        vocab = corpus.build_vocabulary(docs, min_count=config.min_count)
-        ids = vocab.encode(docs)
-        bench = evaluate.prepare_benchmarks(vocab.words)
-    seconds["corpus"] = time.perf_counter() - t
+    if inputs is None:
+        with progress(f"load corpus {config.corpus}"):
+            inputs = load_inputs(config)
+    seconds["corpus"] = inputs.seconds
+    vocab, ids = inputs.vocab, inputs.ids
     data = sgns.device_corpus(ids, vocab.counts, config.sample)
     variants = {}
     for name in config.variants:
         t = time.perf_counter()
         with progress(f"SGNS {name} ({len(config.seeds)} seeds, {config.epochs} epochs)"):
-            variants[name] = _train_variant(name, config, data, vocab.counts)
+            variants[name] = _train_variant(name, config, data, vocab.counts,
+                                            _work(work_dir, name))
         seconds[f"train {name}"] = time.perf_counter() - t
-    return SGNSStudy(config, len(docs), int(sum(map(len, ids))), vocab, ids, variants, bench,
-                     seconds)
+    return SGNSStudy(config, inputs.n_docs, int(sum(map(len, ids))), vocab, ids, variants,
+                     inputs.bench, seconds, work_dir=work_dir)
 
 
-def _train_variant(name: str, config: SGNSStudyConfig, data, counts) -> VariantRun:
+def _work(work_dir, name: str) -> Path | None:
+    return None if work_dir is None else Path(work_dir) / f"sgns-{name}"
+
+
+def _diverged(e: train.TrainingError) -> bool:
+    """A NaN/inf loss (reported as a diverged variant), not a failed checkpoint write or an
+    interruption (which stop the study). The library has no subclass for it: its message is
+    the mark."""
+    return not isinstance(e, train.TrainingInterrupted) and "NaN" in str(e)
+
+
+def _train_variant(name: str, config: SGNSStudyConfig, data, counts,
+                   work_dir: Path | None = None) -> VariantRun:
     losses = []
     model = config.model_config(name)
     try:
-        res = train.train(data, counts, model, config.train_config(), progress=True,
+        res = train.train(data, counts, model, config.train_config(), work_dir=work_dir,
+                          progress=True,
                           on_epoch=lambda e, loss: losses.append(np.asarray(loss)))
     except train.TrainingError as e:  # report a diverged variant instead of losing the study
+        if not _diverged(e):
+            raise
         return VariantRun(name, model, None, np.array(losses).reshape(-1, len(config.seeds)),
                           str(e))
+    res = _first_speed(res, work_dir)
     return VariantRun(name, model, res, res.epoch_loss)
 
 
-def _train_planted(config: SGNSStudyConfig) -> PlantedRun:
+SPEED = ("seconds", "effective_words", "raw_words", "compile_seconds")
+
+
+def _first_speed(res: train.TrainResult, work_dir: Path | None) -> train.TrainResult:
+    """A variant's speed is that of the run that trained it: a resumed run that finds it
+    trained already (nothing left to train) keeps the figures saved then, not 0 words in 0 s."""
+    if work_dir is None:
+        return res
+    saved = Path(work_dir) / "speed.json"
+    if res.raw_words == 0 and saved.is_file():
+        return dataclasses.replace(res, **json.loads(saved.read_text(encoding="utf-8")))
+    saved.write_text(json.dumps({k: getattr(res, k) for k in SPEED}), encoding="utf-8")
+    return res
+
+
+def _train_planted(config: SGNSStudyConfig, work_dir: Path | None = None) -> PlantedRun:
     pc = datasets.planted_corpus(n_docs=config.planted_docs, seed=0)
     vocab = corpus.build_vocabulary(pc.docs, min_count=config.min_count)
     ids = vocab.encode(pc.docs)
     res = train.train(ids, vocab.counts, config.model_config("dot"), config.train_config(),
-                      progress=True)
+                      work_dir=work_dir, progress=True)
     rows = np.arange(min(config.planted_words, len(vocab)))
     true = pc.model_pmi(rows=[vocab.words[r] for r in rows])
     cooc = ppmi.expected_pairs(ids, len(vocab), config.window, vocab.counts, config.sample,
