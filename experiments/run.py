@@ -49,6 +49,7 @@ from experiments.study.q5 import InteractionStudyConfig
 from experiments.study.q6 import SearchStudyConfig
 from experiments.study.results import RESULTS_FILE, ResultsError
 from experiments.study.sgns_common import SGNSStudyConfig
+from jaxemb.interrupt import TrainingInterrupted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # while the inputs load (SIGTERM has its default meaning here)
         print("\ninterrupted before the run started; nothing was written", file=sys.stderr)
         return 130
-    from jaxemb.train import TrainingError, TrainingInterrupted
+    from jaxemb.train import TrainingError
 
     run = Run(path, config, title=f"jaxemb {name} — {path.name}", experiment=name)
     run.work_dir = work_dir
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _sigterm_raises():
             EXPERIMENTS[name][1](config, run, progress, *([] if shared is None else [shared]))
-    except (KeyboardInterrupt, Interrupted, TrainingInterrupted) as e:  # before TrainingError
+    except (KeyboardInterrupt, TrainingInterrupted) as e:  # before TrainingError
         return _interrupted(e, run, name, args)
     except TrainingError as e:  # NaN loss, a checkpoint that cannot be written
         run.close()
@@ -265,19 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-class Interrupted(BaseException):  # noqa: N818 (like KeyboardInterrupt: not an error)
-    """SIGTERM outside a training loop (a training loop saves first and raises
-    ``TrainingInterrupted``); a BaseException, so no ``except Exception`` records it as a
-    failure."""
-
-    def __init__(self, signum: int):
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-        self.exit_code = 128 + signum
-
-
 @contextlib.contextmanager
 def _sigterm_raises():
-    """SIGTERM raises :class:`Interrupted` and SIGINT KeyboardInterrupt in the main thread while
+    """SIGTERM raises ``TrainingInterrupted`` (a BaseException: no ``except Exception`` records it
+    as a failure) and SIGINT KeyboardInterrupt in the main thread while
     the block runs, except inside a checkpoint write (training loops install their own handler
     inside, which saves at the next call boundary)."""
     if threading.current_thread() is not threading.main_thread():
@@ -290,7 +282,9 @@ def _sigterm_raises():
             again.daemon = True
             again.start()
             return
-        raise KeyboardInterrupt if signum == signal.SIGINT else Interrupted(signum)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise TrainingInterrupted(f"stopped by {signal.Signals(signum).name}", signum)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -20,7 +20,12 @@ import tempfile
 import threading
 import time
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# 8 fake CPU devices; and collectives that wait up to 10 minutes for each other instead of XLA's
+# default 40 s, after which it aborts the process: on 2 shared cores, 8 fake devices in threads
+# of a thread pool (the attention study runs two jobs at once) can lag that long.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
+                      "--xla_cpu_collective_call_terminate_timeout_seconds=600 "
+                      "--xla_cpu_collective_timeout_seconds=600")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

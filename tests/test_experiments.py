@@ -70,7 +70,9 @@ def test_unknown_experiment_and_options_fail_before_work(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+@pytest.mark.permissions
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere; CI runs this as another "
+                    "user (.ci/run)")
 def test_unwritable_output_directory(tmp_path, capsys):
     ro = tmp_path / "ro"
     ro.mkdir()

@@ -108,8 +108,10 @@ def _answered(first: str, resumed: str) -> str:
 
 @pytest.mark.parametrize("stop, code, name", [
     (KeyboardInterrupt(), 130, "SIGINT"),
-    (runner.Interrupted(signal.SIGTERM), 143, "SIGTERM"),
-    (train.TrainingInterrupted("stopped by SIGTERM after call 3 of epoch 1"), 143, "SIGTERM")])
+    # SIGTERM outside a training loop (run.py raises it), then inside one (train.train)
+    (train.TrainingInterrupted("stopped by SIGTERM", signal.SIGTERM), 143, "SIGTERM"),
+    (train.TrainingInterrupted("stopped by SIGTERM after call 3 of epoch 1", signal.SIGTERM),
+     143, "SIGTERM")])
 def test_an_interruption_keeps_the_finished_sections_and_resume_completes(
         stop, code, name, fake_questions, tmp_path, capsys):
     calls, fail = fake_questions
