@@ -23,17 +23,32 @@ query and each key once and then does a single ``dot_general``.
 A score is called as ``score(q, k, *params, **options)``: ``q`` [d_q], ``k`` [d_k] → scalar.
 Parameters are arrays (``W``, ``w``, ``A``, ``B``, the temperature ``t``) so they can be learned;
 :class:`jaxemb.learned_score.LearnedScore` owns them for the models, through one registry.
+
+Numbers (one rule, :func:`promote`): every feature map computes in float32 or wider. Inputs and
+parameters of integer, bool, float16 or bfloat16 dtype are promoted to float32 (float64 stays
+float64 under x64), so a parameter such as ``t`` is never cast to an integer. Integers are
+converted on the host, before JAX sees them: int64 values beyond 2**24 round to the nearest
+float32 rather than wrap at 2**31. Refused with a :class:`ScoreError`: complex and non-numeric
+inputs, and float64 values beyond float32's range when x64 is off. The promotion is a dtype
+decision at trace time: float32 inputs get no extra operation. Norms are scaled by a power of two
+before squaring (exact, so float32 results of normal magnitude are unchanged), so cosine is right
+for any finite nonzero vector, norms 1e-30 and 1e30 alike; the zero vector's norm is ``eps``
+(its cosine is 0, its gradient finite) in every dtype. A score whose value or an intermediate
+exceeds the compute dtype's range (dot of two 1e20 vectors, -|q-k|^2 with |q|^2 > 3e38) comes
+out inf or NaN, never a wrong finite number; :mod:`jaxemb.search` refuses such queries.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -42,13 +57,60 @@ class ScoreError(ValueError):
     """A score was called with inputs that do not fit it (shapes, names)."""
 
 
-def _safe_norm(x: Array, eps: float) -> Array:
-    """max(‖x‖, eps) with a finite gradient at x = 0.
+def promote(x, name: str = "input", error: type[Exception] = ScoreError) -> Array:
+    """``x`` as an array of a float dtype, float32 or wider (the module's rule).
 
-    ``sqrt(max(Σx², eps²))`` rather than ``max(sqrt(Σx²), eps)``: the gradient of sqrt at 0 is
-    infinite, and 0·inf = NaN would leak through the unselected branch of ``maximum``.
+    Host values (numpy, lists, scalars) are converted by numpy, so int64 never wraps, and stay
+    numpy arrays (as they were before this rule: same arithmetic); JAX arrays and tracers only
+    get a dtype decision. Complex, non-numeric and (x64 off) float64
+    values beyond float32's range raise ``error`` naming ``name``.
     """
-    return jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1), eps * eps))
+    if not isinstance(x, jax.Array):
+        x = np.asarray(x)
+        if not (x.dtype.kind in "biuf" or jnp.issubdtype(x.dtype, jnp.floating)):
+            raise error(f"{name} must hold real numbers, got dtype {x.dtype}")
+        if x.dtype.kind in "biu" or x.dtype.itemsize < 4:
+            x = x.astype(np.float32)  # rounds where int64 is beyond 2**24; never wraps
+        elif x.dtype == np.float64 and not jax.config.jax_enable_x64 and x.size:
+            big = np.abs(x[np.isfinite(x)]).max(initial=0.0)
+            if big > np.finfo(np.float32).max:
+                raise error(f"{name} holds values up to {big:.3g}, beyond float32's range "
+                            f"(3.4e38); rescale them or enable x64")
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating) and not jnp.issubdtype(dtype, jnp.integer) \
+            and dtype != jnp.bool_:
+        raise error(f"{name} must hold real numbers, got dtype {dtype}")
+    want = jnp.promote_types(dtype, jnp.float32)
+    return x if want == dtype else jnp.asarray(x).astype(want)
+
+
+def _feature_map(phi: Callable[..., Array]) -> Callable[..., Array]:
+    """``phi(x, *params, **options)`` with x and every parameter promoted (:func:`promote`)."""
+    @functools.wraps(phi)
+    def mapped(x, *params, **options):
+        return phi(promote(x), *(promote(p, "a parameter") for p in params), **options)
+    return mapped
+
+
+def _over_norm(a: Array, x: Array, eps: float) -> Array:
+    """a / ‖x‖, the norm over the last axis (a, x [..., d]); a / eps for the zero vector x.
+
+    The norm is scaled by a power of two s before squaring, ``a / sqrt(Σ(s x)²) * s``, so 1e30
+    and 1e-30 vectors neither overflow nor underflow. The scaling is exact, so wherever ``Σx²``
+    does not over- or underflow the result is bit for bit ``a / sqrt(Σx²)`` (and under jit, where
+    XLA makes that ``a * rsqrt(Σx²)``, bit for bit that). s is a constant to autodiff (it is
+    one), and the zero vector's branch never takes sqrt at 0 (whose infinite slope would leak NaN
+    through ``where``): gradients are finite everywhere, ``I / eps`` at zero as before.
+    """
+    big = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=-1, keepdims=True))
+    _, e = jnp.frexp(big)
+    # Clamped so that s and 1/s stay normal numbers (frexp of a subnormal or of inf).
+    limit = jnp.finfo(x.dtype).maxexp - 8
+    s = jnp.ldexp(jnp.ones_like(big), -jnp.clip(e, -limit, limit))
+    y = x * s
+    sq = jnp.sum(y * y, axis=-1, keepdims=True)
+    zero = sq == 0  # also a vector of subnormals flushed to zero
+    return a / jnp.sqrt(jnp.where(zero, 1.0, sq)) * jnp.where(zero, 1.0 / eps, s)
 
 
 def _require_vector(name: str, score: str, x: Array) -> None:
@@ -75,6 +137,7 @@ class Score:
     def __call__(self, q: Array, k: Array, *params: Array, **options) -> Array:
         _require_vector("q", self.name, q)
         _require_vector("k", self.name, k)
+        q, k, params = _promote_all(self.name, q, k, params)
         fq = self.phi_q(q, *params, **options)
         fk = self.phi_k(k, *params, **options)
         if fq.shape != fk.shape:
@@ -87,15 +150,27 @@ class Score:
     def map_queries(self, Q: Array, *params: Array, **options) -> Array:
         """[n, d] → [n, f]: phi_q over rows, derived with vmap."""
         _require_matrix("queries", self.name, Q)
+        Q, params = promote(Q, f"score {self.name!r}: queries"), _promote_params(self.name, params)
         return jax.vmap(lambda q: self.phi_q(q, *params, **options))(Q)
 
     def map_keys(self, K: Array, *params: Array, **options) -> Array:
         """[m, d] → [m, f]: phi_k over rows, derived with vmap."""
         _require_matrix("keys", self.name, K)
+        K, params = promote(K, f"score {self.name!r}: keys"), _promote_params(self.name, params)
         return jax.vmap(lambda k: self.phi_k(k, *params, **options))(K)
 
     def __repr__(self) -> str:
         return f"<score {self.name}: {self.doc}>"
+
+
+def _promote_params(score: str, params: tuple) -> tuple[Array, ...]:
+    return tuple(promote(p, f"score {score!r}: parameter {i}") for i, p in enumerate(params))
+
+
+def _promote_all(score: str, q, k, params: tuple) -> tuple[Array, Array, tuple[Array, ...]]:
+    """q, k and the parameters promoted (:func:`promote`), before any vmap sees them."""
+    return (promote(q, f"score {score!r}: q"), promote(k, f"score {score!r}: k"),
+            _promote_params(score, params))
 
 
 def _require_matrix(name: str, score: str, X: Array) -> None:
@@ -109,27 +184,32 @@ def _require_matrix(name: str, score: str, X: Array) -> None:
 
 # --- feature maps ---------------------------------------------------------------------------
 
+@_feature_map
 def _identity(x: Array) -> Array:
     return x
 
 
+@_feature_map
 def _scaled(q: Array) -> Array:
     # Vaswani et al. 2017: dividing by sqrt(d) keeps logits O(1) for unit-variance inputs.
     return q / math.sqrt(q.shape[-1])
 
 
+@_feature_map
 def _cosine_q(q: Array, t: Array | float = 1.0, *, eps: float = 1e-8) -> Array:
     # The temperature t lives on the query side so the key map stays parameter-free (a database
     # is mapped once whatever t is). Without t a cosine logit is stuck in [-1, 1] and cannot
     # express a confident sigmoid/softmax (SigLIP, Zhai et al. 2023; Swin v2, Liu et al. 2022).
-    return jnp.asarray(t, q.dtype) * q / _safe_norm(q, eps)
+    return _over_norm(jnp.asarray(t, q.dtype) * q, q, eps)
 
 
+@_feature_map
 def _cosine_k(k: Array, t: Array | float = 1.0, *, eps: float = 1e-8) -> Array:
     del t
-    return k / _safe_norm(k, eps)
+    return _over_norm(k, k, eps)
 
 
+@_feature_map
 def _bilinear_q(q: Array, W: Array) -> Array:
     if W.ndim != 2 or W.shape[0] != q.shape[0]:
         raise ScoreError(f"score 'bilinear': W must have shape [d_q={q.shape[0]}, d_k], "
@@ -137,12 +217,14 @@ def _bilinear_q(q: Array, W: Array) -> Array:
     return q @ W
 
 
+@_feature_map
 def _bilinear_k(k: Array, W: Array) -> Array:
     if W.shape[-1] != k.shape[0]:
         raise ScoreError(f"score 'bilinear': W has shape {W.shape} but k has dim {k.shape[0]}")
     return k
 
 
+@_feature_map
 def _diag_q(q: Array, w: Array) -> Array:
     if jnp.shape(w) != q.shape:
         raise ScoreError(f"score 'diag_bilinear': w must have shape {q.shape} (one weight per "
@@ -150,11 +232,13 @@ def _diag_q(q: Array, w: Array) -> Array:
     return q * w
 
 
+@_feature_map
 def _diag_k(k: Array, w: Array) -> Array:
     del w
     return k
 
 
+@_feature_map
 def _lowrank_q(q: Array, A: Array, B: Array) -> Array:
     if A.ndim != 2 or A.shape[0] != q.shape[0]:
         raise ScoreError(f"score 'lowrank_bilinear': A must have shape [d_q={q.shape[0]}, r], "
@@ -162,6 +246,7 @@ def _lowrank_q(q: Array, A: Array, B: Array) -> Array:
     return q @ A
 
 
+@_feature_map
 def _lowrank_k(k: Array, A: Array, B: Array) -> Array:
     if B.ndim != 2 or B.shape != (k.shape[0], A.shape[-1]):
         raise ScoreError(f"score 'lowrank_bilinear': B must have shape [d_k={k.shape[0]}, "
@@ -169,12 +254,14 @@ def _lowrank_k(k: Array, A: Array, B: Array) -> Array:
     return k @ B
 
 
+@_feature_map
 def _neg_sq_q(q: Array) -> Array:
     # -|q-k|^2 = 2 q.k - |q|^2 - |k|^2 = [2q, -|q|^2, -1] . [k, 1, |k|^2]
     one = jnp.ones((1,), q.dtype)
     return jnp.concatenate([2.0 * q, -jnp.sum(q * q, keepdims=True), -one])
 
 
+@_feature_map
 def _neg_sq_k(k: Array) -> Array:
     one = jnp.ones((1,), k.dtype)
     return jnp.concatenate([k, one, jnp.sum(k * k, keepdims=True)])
@@ -225,6 +312,7 @@ def batched(score: str | Score) -> Callable[..., Array]:
         if Q.shape[0] != K.shape[0]:
             raise ScoreError(f"batched({score.name}): q has {Q.shape[0]} rows but k has "
                              f"{K.shape[0]}; they are scored row by row")
+        Q, K, params = _promote_all(score.name, Q, K, params)
         return jax.vmap(lambda q, k: score(q, k, *params, **options))(Q, K)
 
     return f
@@ -236,6 +324,7 @@ def one_to_many(score: str | Score) -> Callable[..., Array]:
 
     def f(q: Array, K: Array, *params: Array, **options) -> Array:
         _check_dims(score, q, K, 1, 2, "one_to_many")
+        q, K, params = _promote_all(score.name, q, K, params)
         return jax.vmap(lambda k: score(q, k, *params, **options))(K)
 
     return f
@@ -248,6 +337,7 @@ def pairwise(score: str | Score) -> Callable[..., Array]:
 
     def f(Q: Array, K: Array, *params: Array, **options) -> Array:
         _check_dims(score, Q, K, 2, 2, "pairwise")
+        Q, K, params = _promote_all(score.name, Q, K, params)
         return jax.vmap(lambda q: row(q, K, *params, **options))(Q)
 
     return f
