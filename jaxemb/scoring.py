@@ -30,9 +30,10 @@ float64 under x64), so a parameter such as ``t`` is never cast to an integer. In
 converted on the host, before JAX sees them: int64 values beyond 2**24 round to the nearest
 float32 rather than wrap at 2**31. Refused with a :class:`ScoreError`: complex and non-numeric
 inputs, and float64 values beyond float32's range when x64 is off. The promotion is a dtype
-decision at trace time: float32 inputs get no extra operation. Norms are scaled by a power of two
-before squaring (exact, so float32 results of normal magnitude are unchanged), so cosine is right
-for any finite nonzero vector, norms 1e-30 and 1e30 alike; the zero vector's norm is ``eps``
+decision at trace time: float32 inputs get no extra operation. Where a sum of squares would over-
+or underflow, norms are scaled by a power of two before squaring (exact; float32 results of normal
+magnitude are unchanged), so cosine is right for any finite nonzero vector, norms 1e-30 and 1e30
+alike; the zero vector's norm is ``eps``
 (its cosine is 0, its gradient finite) in every dtype. A score whose value or an intermediate
 exceeds the compute dtype's range (dot of two 1e20 vectors, -|q-k|^2 with |q|^2 > 3e38) comes
 out inf or NaN, never a wrong finite number; :mod:`jaxemb.search` refuses such queries.
@@ -60,9 +61,8 @@ class ScoreError(ValueError):
 def promote(x, name: str = "input", error: type[Exception] = ScoreError) -> Array:
     """``x`` as an array of a float dtype, float32 or wider (the module's rule).
 
-    Host values (numpy, lists, scalars) are converted by numpy, so int64 never wraps, and stay
-    numpy arrays (as they were before this rule: same arithmetic); JAX arrays and tracers only
-    get a dtype decision. Complex, non-numeric and (x64 off) float64
+    Host values (numpy, lists, scalars) are converted by numpy first, so int64 never wraps; JAX
+    arrays and tracers only get a dtype decision. Complex, non-numeric and (x64 off) float64
     values beyond float32's range raise ``error`` naming ``name``.
     """
     if not isinstance(x, jax.Array):
@@ -81,7 +81,7 @@ def promote(x, name: str = "input", error: type[Exception] = ScoreError) -> Arra
             and dtype != jnp.bool_:
         raise error(f"{name} must hold real numbers, got dtype {dtype}")
     want = jnp.promote_types(dtype, jnp.float32)
-    return x if want == dtype else jnp.asarray(x).astype(want)
+    return jnp.asarray(x) if want == dtype else jnp.asarray(x).astype(want)
 
 
 def _feature_map(phi: Callable[..., Array]) -> Callable[..., Array]:
@@ -95,22 +95,26 @@ def _feature_map(phi: Callable[..., Array]) -> Callable[..., Array]:
 def _over_norm(a: Array, x: Array, eps: float) -> Array:
     """a / ‖x‖, the norm over the last axis (a, x [..., d]); a / eps for the zero vector x.
 
-    The norm is scaled by a power of two s before squaring, ``a / sqrt(Σ(s x)²) * s``, so 1e30
-    and 1e-30 vectors neither overflow nor underflow. The scaling is exact, so wherever ``Σx²``
-    does not over- or underflow the result is bit for bit ``a / sqrt(Σx²)`` (and under jit, where
-    XLA makes that ``a * rsqrt(Σx²)``, bit for bit that). s is a constant to autodiff (it is
-    one), and the zero vector's branch never takes sqrt at 0 (whose infinite slope would leak NaN
-    through ``where``): gradients are finite everywhere, ``I / eps`` at zero as before.
+    Where ``Σx²`` is finite and at least eps² this is the plain ``a / sqrt(Σx²)`` (so float32
+    results of normal magnitude are what they always were, bit for bit, eagerly and under jit).
+    Elsewhere (1e20 or 1e-30 vectors, whose Σx² over- or underflows) x is scaled by a power of two
+    s before squaring, ``a / sqrt(Σ(s x)²) * s``: exact scaling, so the norm is right at any
+    finite magnitude. s is a constant to autodiff (it is one), and neither branch takes sqrt at 0
+    (whose infinite slope would leak NaN through ``where``): gradients are finite everywhere,
+    ``a' / eps`` at zero as before.
     """
+    sq = jnp.sum(x * x, axis=-1, keepdims=True)
+    plain = a / jnp.sqrt(jnp.maximum(sq, eps * eps))
     big = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=-1, keepdims=True))
     _, e = jnp.frexp(big)
     # Clamped so that s and 1/s stay normal numbers (frexp of a subnormal or of inf).
     limit = jnp.finfo(x.dtype).maxexp - 8
     s = jnp.ldexp(jnp.ones_like(big), -jnp.clip(e, -limit, limit))
     y = x * s
-    sq = jnp.sum(y * y, axis=-1, keepdims=True)
-    zero = sq == 0  # also a vector of subnormals flushed to zero
-    return a / jnp.sqrt(jnp.where(zero, 1.0, sq)) * jnp.where(zero, 1.0 / eps, s)
+    sq_s = jnp.sum(y * y, axis=-1, keepdims=True)
+    zero = sq_s == 0  # also a vector of subnormals flushed to zero
+    scaled = a / jnp.sqrt(jnp.where(zero, 1.0, sq_s)) * jnp.where(zero, 1.0 / eps, s)
+    return jnp.where((sq >= eps * eps) & (sq < jnp.inf), plain, scaled)
 
 
 def _require_vector(name: str, score: str, x: Array) -> None:
