@@ -34,7 +34,8 @@ decision at trace time: float32 inputs get no extra operation. Where a sum of sq
 or underflow, norms are scaled by a power of two before squaring (exact; float32 results of normal
 magnitude are unchanged), so cosine is right for any finite nonzero vector, norms 1e-30 and 1e30
 alike; the zero vector's norm is ``eps``
-(its cosine is 0, its gradient finite) in every dtype. A score whose value or an intermediate
+(its cosine is 0, its gradient finite) in every dtype. Gradients are the plain formula's
+(``max(|q|, eps)``), unchanged. A score whose value or an intermediate
 exceeds the compute dtype's range (dot of two 1e20 vectors, -|q-k|^2 with |q|^2 > 3e38) comes
 out inf or NaN, never a wrong finite number; :mod:`jaxemb.search` refuses such queries.
 """
@@ -95,26 +96,29 @@ def _feature_map(phi: Callable[..., Array]) -> Callable[..., Array]:
 def _over_norm(a: Array, x: Array, eps: float) -> Array:
     """a / ‖x‖, the norm over the last axis (a, x [..., d]); a / eps for the zero vector x.
 
-    Where ``Σx²`` is finite and at least eps² this is the plain ``a / sqrt(Σx²)`` (so float32
-    results of normal magnitude are what they always were, bit for bit, eagerly and under jit).
-    Elsewhere (1e20 or 1e-30 vectors, whose Σx² over- or underflows) x is scaled by a power of two
-    s before squaring, ``a / sqrt(Σ(s x)²) * s``: exact scaling, so the norm is right at any
-    finite magnitude. s is a constant to autodiff (it is one), and neither branch takes sqrt at 0
-    (whose infinite slope would leak NaN through ``where``): gradients are finite everywhere,
-    ``a' / eps`` at zero as before.
+    Where ``Σx²`` is finite and at least eps² this is the plain ``a / sqrt(max(Σx², eps²))``, as
+    it always was (float32 results bit for bit, eagerly and under jit). Elsewhere (1e20 or 1e-30
+    vectors, whose Σx² over- or underflows) x is first scaled by a power of two s,
+    ``a / sqrt(Σ(s x)²) * s``: exact scaling, so the value is right at any finite magnitude.
+    The gradient is always the plain formula's (unchanged, finite everywhere: about 0 for huge
+    vectors, ``a' / eps`` below eps), so training pays nothing for the scaled branch's backward.
     """
     sq = jnp.sum(x * x, axis=-1, keepdims=True)
     plain = a / jnp.sqrt(jnp.maximum(sq, eps * eps))
-    big = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=-1, keepdims=True))
-    _, e = jnp.frexp(big)
-    # Clamped so that s and 1/s stay normal numbers (frexp of a subnormal or of inf).
-    limit = jnp.finfo(x.dtype).maxexp - 8
-    s = jnp.ldexp(jnp.ones_like(big), -jnp.clip(e, -limit, limit))
-    y = x * s
-    sq_s = jnp.sum(y * y, axis=-1, keepdims=True)
-    zero = sq_s == 0  # also a vector of subnormals flushed to zero
-    scaled = a / jnp.sqrt(jnp.where(zero, 1.0, sq_s)) * jnp.where(zero, 1.0 / eps, s)
-    return jnp.where((sq >= eps * eps) & (sq < jnp.inf), plain, scaled)
+
+    def scaled(a, x):
+        big = jnp.max(jnp.abs(x), axis=-1, keepdims=True)
+        _, e = jnp.frexp(big)
+        # Clamped so that s and 1/s stay normal numbers (frexp of a subnormal or of inf).
+        limit = jnp.finfo(x.dtype).maxexp - 8
+        s = jnp.ldexp(jnp.ones_like(big), -jnp.clip(e, -limit, limit))
+        sq_s = jnp.sum(jnp.square(x * s), axis=-1, keepdims=True)
+        zero = sq_s == 0  # also a vector of subnormals flushed to zero
+        return a / jnp.sqrt(jnp.where(zero, 1.0, sq_s)) * jnp.where(zero, 1.0 / eps, s)
+
+    # The scaled value with the plain gradient: stop_gradient keeps its backward out of the graph.
+    other = jax.lax.stop_gradient(scaled(a, x) - plain) + plain
+    return jnp.where((sq >= eps * eps) & (sq < jnp.inf), plain, other)
 
 
 def _require_vector(name: str, score: str, x: Array) -> None:
