@@ -7,7 +7,7 @@ score               phi_q                        phi_k
 ==================  ===========================  ========================
 dot                 q                            k
 scaled_dot          q / sqrt(d)                  k
-cosine              t * q / max(|q|, eps)        k / max(|k|, eps)
+cosine              t * q / |q|                  k / |k|
 bilinear            q W                          k
 diag_bilinear       q * w                        k
 lowrank_bilinear    q A                          k B
@@ -26,18 +26,19 @@ Parameters are arrays (``W``, ``w``, ``A``, ``B``, the temperature ``t``) so the
 
 Numbers (one rule, :func:`promote`): every feature map computes in float32 or wider. Inputs and
 parameters of integer, bool, float16 or bfloat16 dtype are promoted to float32 (float64 stays
-float64 under x64), so a parameter such as ``t`` is never cast to an integer. Integers are
-converted on the host, before JAX sees them: int64 values beyond 2**24 round to the nearest
-float32 rather than wrap at 2**31. Refused with a :class:`ScoreError`: complex and non-numeric
-inputs, and float64 values beyond float32's range when x64 is off. The promotion is a dtype
-decision at trace time: float32 inputs get no extra operation. Where a sum of squares would over-
-or underflow, norms are scaled by a power of two before squaring (exact; float32 results of normal
-magnitude are unchanged), so cosine is right for any finite nonzero vector, norms 1e-30 and 1e30
-alike; the zero vector's norm is ``eps``
-(its cosine is 0, its gradient finite) in every dtype. Gradients are the plain formula's
-(``max(|q|, eps)``), unchanged. A score whose value or an intermediate
-exceeds the compute dtype's range (dot of two 1e20 vectors, -|q-k|^2 with |q|^2 > 3e38) comes
-out inf or NaN, never a wrong finite number; :mod:`jaxemb.search` refuses such queries.
+float64 under x64), so a parameter such as ``t`` is never cast to an integer; models fed bfloat16
+activations map them in float32 too. Host integers are converted by numpy, before JAX sees them:
+int64 values beyond 2**24 round to the nearest float32 rather than wrap at 2**31. Refused with a
+:class:`ScoreError`: complex and non-numeric inputs, and float64 values beyond float32's range
+when x64 is off. Promotion is a dtype decision at trace time: float32 inputs get no extra
+operation. Cosine divides by the exact norm |x| of any finite nonzero vector, norms 1e-30 and
+1e30 alike: where the sum of squares would over- or underflow, x is scaled by a power of two
+before squaring (exact), elsewhere the plain formula runs as before (float32 results unchanged
+bit for bit). The zero vector's norm is ``eps``: its cosine is 0, never NaN, in every dtype.
+Gradients are the plain formula's, ``max(|x|, eps)``, unchanged. A score whose value or an
+intermediate exceeds the compute dtype's range (dot of two 1e20 vectors, -|q-k|^2 with
+|q|^2 > 3e38) comes out inf or NaN, never a wrong finite number; :mod:`jaxemb.search` refuses
+such queries.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def promote(x, name: str = "input", error: type[Exception] = ScoreError) -> Arra
         if x.dtype.kind in "biu" or x.dtype.itemsize < 4:
             x = x.astype(np.float32)  # rounds where int64 is beyond 2**24; never wraps
         elif x.dtype == np.float64 and not jax.config.jax_enable_x64 and x.size:
-            big = np.abs(x[np.isfinite(x)]).max(initial=0.0)
+            big = np.max(np.abs(x), initial=0.0, where=np.isfinite(x))
             if big > np.finfo(np.float32).max:
                 raise error(f"{name} holds values up to {big:.3g}, beyond float32's range "
                             f"(3.4e38); rescale them or enable x64")
@@ -278,7 +279,7 @@ def _neg_sq_k(k: Array) -> Array:
 dot = Score("dot", _identity, _identity, "q . k")
 scaled_dot = Score("scaled_dot", _scaled, _identity, "q . k / sqrt(d)")
 cosine = Score("cosine", _cosine_q, _cosine_k,
-               "t * q.k / (max(|q|,eps) max(|k|,eps)); optional temperature t (default 1)")
+               "t * q.k / (|q| |k|), 0 if q or k is 0; optional temperature t (default 1)")
 bilinear = Score("bilinear", _bilinear_q, _bilinear_k, "q W k, W [d_q, d_k]")
 diag_bilinear = Score("diag_bilinear", _diag_q, _diag_k,
                       "sum_i q_i w_i k_i (GMF's weighted element-wise product)")
