@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from jaxemb.search import top_k
+from jaxemb.search import QueryError, top_k
 from jaxemb.wordvectors import WordVectors
 
 
@@ -29,7 +29,12 @@ def neighbours(vectors: np.ndarray, queries, k: int = 10, score: str = "cosine")
                          f"got {k}")
     # k + 1 so that dropping the query itself still leaves k; where the query is not among them
     # (dot ranks long vectors first), the (k + 1)-th goes instead.
-    _, idx = top_k(X[queries], X, k + 1, score)
+    try:
+        _, idx = top_k(X[queries], X, k + 1, score)
+    except QueryError as e:  # name the row, not its place among the queries
+        why = str(e).split(" ", 2)[2]  # "query i <why>"
+        raise QueryError(f"row {queries[e.query]} of the vectors, as a query, {why}",
+                         e.query) from None
     idx = np.asarray(idx)
     keep = idx != queries[:, None]
     keep[keep.all(axis=1), -1] = False

@@ -7,7 +7,7 @@ score               phi_q                        phi_k
 ==================  ===========================  ========================
 dot                 q                            k
 scaled_dot          q / sqrt(d)                  k
-cosine              t * q / max(|q|, eps)        k / max(|k|, eps)
+cosine              t * q / |q|                  k / |k|
 bilinear            q W                          k
 diag_bilinear       q * w                        k
 lowrank_bilinear    q A                          k B
@@ -23,17 +23,35 @@ query and each key once and then does a single ``dot_general``.
 A score is called as ``score(q, k, *params, **options)``: ``q`` [d_q], ``k`` [d_k] → scalar.
 Parameters are arrays (``W``, ``w``, ``A``, ``B``, the temperature ``t``) so they can be learned;
 :class:`jaxemb.learned_score.LearnedScore` owns them for the models, through one registry.
+
+Numbers (one rule, :func:`promote`): every feature map computes in float32 or wider. Inputs and
+parameters of integer, bool, float16 or bfloat16 dtype are promoted to float32 (float64 stays
+float64 under x64), so a parameter such as ``t`` is never cast to an integer; models fed bfloat16
+activations map them in float32 too. Host integers are converted by numpy, before JAX sees them:
+int64 values beyond 2**24 round to the nearest float32 rather than wrap at 2**31. Refused with a
+:class:`ScoreError`: complex and non-numeric inputs, and float64 values beyond float32's range
+when x64 is off. Promotion is a dtype decision at trace time: float32 inputs get no extra
+operation. Cosine divides by the exact norm |x| of any finite nonzero vector, norms 1e-30 and
+1e30 alike: where the sum of squares would over- or underflow, x is scaled by a power of two
+before squaring (exact), elsewhere the plain formula runs as before (float32 results unchanged
+bit for bit). The zero vector's norm is ``eps``: its cosine is 0, never NaN, in every dtype.
+Gradients are the plain formula's, ``max(|x|, eps)``, unchanged. A score whose value or an
+intermediate exceeds the compute dtype's range (dot of two 1e20 vectors, -|q-k|^2 with
+|q|^2 > 3e38) comes out inf or NaN, never a wrong finite number; :mod:`jaxemb.search` refuses
+such queries.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -42,13 +60,66 @@ class ScoreError(ValueError):
     """A score was called with inputs that do not fit it (shapes, names)."""
 
 
-def _safe_norm(x: Array, eps: float) -> Array:
-    """max(‖x‖, eps) with a finite gradient at x = 0.
+def promote(x, name: str = "input", error: type[Exception] = ScoreError) -> Array:
+    """``x`` as an array of a float dtype, float32 or wider (the module's rule).
 
-    ``sqrt(max(Σx², eps²))`` rather than ``max(sqrt(Σx²), eps)``: the gradient of sqrt at 0 is
-    infinite, and 0·inf = NaN would leak through the unselected branch of ``maximum``.
+    Host values (numpy, lists, scalars) are converted by numpy first, so int64 never wraps; JAX
+    arrays and tracers only get a dtype decision. Complex, non-numeric and (x64 off) float64
+    values beyond float32's range raise ``error`` naming ``name``.
     """
-    return jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1), eps * eps))
+    if not isinstance(x, jax.Array):
+        x = np.asarray(x)
+        if not (x.dtype.kind in "biuf" or jnp.issubdtype(x.dtype, jnp.floating)):
+            raise error(f"{name} must hold real numbers, got dtype {x.dtype}")
+        if x.dtype.kind in "biu" or x.dtype.itemsize < 4:
+            x = x.astype(np.float32)  # rounds where int64 is beyond 2**24; never wraps
+        elif x.dtype == np.float64 and not jax.config.jax_enable_x64 and x.size:
+            big = np.max(np.abs(x), initial=0.0, where=np.isfinite(x))
+            if big > np.finfo(np.float32).max:
+                raise error(f"{name} holds values up to {big:.3g}, beyond float32's range "
+                            f"(3.4e38); rescale them or enable x64")
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating) and not jnp.issubdtype(dtype, jnp.integer) \
+            and dtype != jnp.bool_:
+        raise error(f"{name} must hold real numbers, got dtype {dtype}")
+    want = jnp.promote_types(dtype, jnp.float32)
+    return jnp.asarray(x) if want == dtype else jnp.asarray(x).astype(want)
+
+
+def _feature_map(phi: Callable[..., Array]) -> Callable[..., Array]:
+    """``phi(x, *params, **options)`` with x and every parameter promoted (:func:`promote`)."""
+    @functools.wraps(phi)
+    def mapped(x, *params, **options):
+        return phi(promote(x), *(promote(p, "a parameter") for p in params), **options)
+    return mapped
+
+
+def _over_norm(a: Array, x: Array, eps: float) -> Array:
+    """a / ‖x‖, the norm over the last axis (a, x [..., d]); a / eps for the zero vector x.
+
+    Where ``Σx²`` is finite and at least eps² this is the plain ``a / sqrt(max(Σx², eps²))``, as
+    it always was (float32 results bit for bit, eagerly and under jit). Elsewhere (1e20 or 1e-30
+    vectors, whose Σx² over- or underflows) x is first scaled by a power of two s,
+    ``a / sqrt(Σ(s x)²) * s``: exact scaling, so the value is right at any finite magnitude.
+    The gradient is always the plain formula's (unchanged, finite everywhere: about 0 for huge
+    vectors, ``a' / eps`` below eps), so training pays nothing for the scaled branch's backward.
+    """
+    sq = jnp.sum(x * x, axis=-1, keepdims=True)
+    plain = a / jnp.sqrt(jnp.maximum(sq, eps * eps))
+
+    def scaled(a, x):
+        big = jnp.max(jnp.abs(x), axis=-1, keepdims=True)
+        _, e = jnp.frexp(big)
+        # Clamped so that s and 1/s stay normal numbers (frexp of a subnormal or of inf).
+        limit = jnp.finfo(x.dtype).maxexp - 8
+        s = jnp.ldexp(jnp.ones_like(big), -jnp.clip(e, -limit, limit))
+        sq_s = jnp.sum(jnp.square(x * s), axis=-1, keepdims=True)
+        zero = sq_s == 0  # also a vector of subnormals flushed to zero
+        return a / jnp.sqrt(jnp.where(zero, 1.0, sq_s)) * jnp.where(zero, 1.0 / eps, s)
+
+    # The scaled value with the plain gradient: stop_gradient keeps its backward out of the graph.
+    other = jax.lax.stop_gradient(scaled(a, x) - plain) + plain
+    return jnp.where((sq >= eps * eps) & (sq < jnp.inf), plain, other)
 
 
 def _require_vector(name: str, score: str, x: Array) -> None:
@@ -75,6 +146,7 @@ class Score:
     def __call__(self, q: Array, k: Array, *params: Array, **options) -> Array:
         _require_vector("q", self.name, q)
         _require_vector("k", self.name, k)
+        q, k, params = _promote_all(self.name, q, k, params)
         fq = self.phi_q(q, *params, **options)
         fk = self.phi_k(k, *params, **options)
         if fq.shape != fk.shape:
@@ -87,15 +159,27 @@ class Score:
     def map_queries(self, Q: Array, *params: Array, **options) -> Array:
         """[n, d] → [n, f]: phi_q over rows, derived with vmap."""
         _require_matrix("queries", self.name, Q)
+        Q, params = promote(Q, f"score {self.name!r}: queries"), _promote_params(self.name, params)
         return jax.vmap(lambda q: self.phi_q(q, *params, **options))(Q)
 
     def map_keys(self, K: Array, *params: Array, **options) -> Array:
         """[m, d] → [m, f]: phi_k over rows, derived with vmap."""
         _require_matrix("keys", self.name, K)
+        K, params = promote(K, f"score {self.name!r}: keys"), _promote_params(self.name, params)
         return jax.vmap(lambda k: self.phi_k(k, *params, **options))(K)
 
     def __repr__(self) -> str:
         return f"<score {self.name}: {self.doc}>"
+
+
+def _promote_params(score: str, params: tuple) -> tuple[Array, ...]:
+    return tuple(promote(p, f"score {score!r}: parameter {i}") for i, p in enumerate(params))
+
+
+def _promote_all(score: str, q, k, params: tuple) -> tuple[Array, Array, tuple[Array, ...]]:
+    """q, k and the parameters promoted (:func:`promote`), before any vmap sees them."""
+    return (promote(q, f"score {score!r}: q"), promote(k, f"score {score!r}: k"),
+            _promote_params(score, params))
 
 
 def _require_matrix(name: str, score: str, X: Array) -> None:
@@ -109,27 +193,32 @@ def _require_matrix(name: str, score: str, X: Array) -> None:
 
 # --- feature maps ---------------------------------------------------------------------------
 
+@_feature_map
 def _identity(x: Array) -> Array:
     return x
 
 
+@_feature_map
 def _scaled(q: Array) -> Array:
     # Vaswani et al. 2017: dividing by sqrt(d) keeps logits O(1) for unit-variance inputs.
     return q / math.sqrt(q.shape[-1])
 
 
+@_feature_map
 def _cosine_q(q: Array, t: Array | float = 1.0, *, eps: float = 1e-8) -> Array:
     # The temperature t lives on the query side so the key map stays parameter-free (a database
     # is mapped once whatever t is). Without t a cosine logit is stuck in [-1, 1] and cannot
     # express a confident sigmoid/softmax (SigLIP, Zhai et al. 2023; Swin v2, Liu et al. 2022).
-    return jnp.asarray(t, q.dtype) * q / _safe_norm(q, eps)
+    return _over_norm(jnp.asarray(t, q.dtype) * q, q, eps)
 
 
+@_feature_map
 def _cosine_k(k: Array, t: Array | float = 1.0, *, eps: float = 1e-8) -> Array:
     del t
-    return k / _safe_norm(k, eps)
+    return _over_norm(k, k, eps)
 
 
+@_feature_map
 def _bilinear_q(q: Array, W: Array) -> Array:
     if W.ndim != 2 or W.shape[0] != q.shape[0]:
         raise ScoreError(f"score 'bilinear': W must have shape [d_q={q.shape[0]}, d_k], "
@@ -137,12 +226,14 @@ def _bilinear_q(q: Array, W: Array) -> Array:
     return q @ W
 
 
+@_feature_map
 def _bilinear_k(k: Array, W: Array) -> Array:
     if W.shape[-1] != k.shape[0]:
         raise ScoreError(f"score 'bilinear': W has shape {W.shape} but k has dim {k.shape[0]}")
     return k
 
 
+@_feature_map
 def _diag_q(q: Array, w: Array) -> Array:
     if jnp.shape(w) != q.shape:
         raise ScoreError(f"score 'diag_bilinear': w must have shape {q.shape} (one weight per "
@@ -150,11 +241,13 @@ def _diag_q(q: Array, w: Array) -> Array:
     return q * w
 
 
+@_feature_map
 def _diag_k(k: Array, w: Array) -> Array:
     del w
     return k
 
 
+@_feature_map
 def _lowrank_q(q: Array, A: Array, B: Array) -> Array:
     if A.ndim != 2 or A.shape[0] != q.shape[0]:
         raise ScoreError(f"score 'lowrank_bilinear': A must have shape [d_q={q.shape[0]}, r], "
@@ -162,6 +255,7 @@ def _lowrank_q(q: Array, A: Array, B: Array) -> Array:
     return q @ A
 
 
+@_feature_map
 def _lowrank_k(k: Array, A: Array, B: Array) -> Array:
     if B.ndim != 2 or B.shape != (k.shape[0], A.shape[-1]):
         raise ScoreError(f"score 'lowrank_bilinear': B must have shape [d_k={k.shape[0]}, "
@@ -169,12 +263,14 @@ def _lowrank_k(k: Array, A: Array, B: Array) -> Array:
     return k @ B
 
 
+@_feature_map
 def _neg_sq_q(q: Array) -> Array:
     # -|q-k|^2 = 2 q.k - |q|^2 - |k|^2 = [2q, -|q|^2, -1] . [k, 1, |k|^2]
     one = jnp.ones((1,), q.dtype)
     return jnp.concatenate([2.0 * q, -jnp.sum(q * q, keepdims=True), -one])
 
 
+@_feature_map
 def _neg_sq_k(k: Array) -> Array:
     one = jnp.ones((1,), k.dtype)
     return jnp.concatenate([k, one, jnp.sum(k * k, keepdims=True)])
@@ -183,7 +279,7 @@ def _neg_sq_k(k: Array) -> Array:
 dot = Score("dot", _identity, _identity, "q . k")
 scaled_dot = Score("scaled_dot", _scaled, _identity, "q . k / sqrt(d)")
 cosine = Score("cosine", _cosine_q, _cosine_k,
-               "t * q.k / (max(|q|,eps) max(|k|,eps)); optional temperature t (default 1)")
+               "t * q.k / (|q| |k|), 0 if q or k is 0; optional temperature t (default 1)")
 bilinear = Score("bilinear", _bilinear_q, _bilinear_k, "q W k, W [d_q, d_k]")
 diag_bilinear = Score("diag_bilinear", _diag_q, _diag_k,
                       "sum_i q_i w_i k_i (GMF's weighted element-wise product)")
@@ -225,6 +321,7 @@ def batched(score: str | Score) -> Callable[..., Array]:
         if Q.shape[0] != K.shape[0]:
             raise ScoreError(f"batched({score.name}): q has {Q.shape[0]} rows but k has "
                              f"{K.shape[0]}; they are scored row by row")
+        Q, K, params = _promote_all(score.name, Q, K, params)
         return jax.vmap(lambda q, k: score(q, k, *params, **options))(Q, K)
 
     return f
@@ -236,6 +333,7 @@ def one_to_many(score: str | Score) -> Callable[..., Array]:
 
     def f(q: Array, K: Array, *params: Array, **options) -> Array:
         _check_dims(score, q, K, 1, 2, "one_to_many")
+        q, K, params = _promote_all(score.name, q, K, params)
         return jax.vmap(lambda k: score(q, k, *params, **options))(K)
 
     return f
@@ -248,6 +346,7 @@ def pairwise(score: str | Score) -> Callable[..., Array]:
 
     def f(Q: Array, K: Array, *params: Array, **options) -> Array:
         _check_dims(score, Q, K, 2, 2, "pairwise")
+        Q, K, params = _promote_all(score.name, Q, K, params)
         return jax.vmap(lambda q: row(q, K, *params, **options))(Q)
 
     return f

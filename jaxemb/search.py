@@ -3,6 +3,12 @@
 Search is the score's feature maps plus a matmul: the database is mapped once through ``phi_k``
 (:func:`index`), each query block through ``phi_q``, and the database is scanned in chunks so
 that the [queries, chunk] score block, not the [queries, database] matrix, bounds memory.
+
+Inputs follow :mod:`jaxemb.scoring`'s numeric rule (integers, float16 and bfloat16 promoted to
+float32). Indices are never arbitrary: a query whose scores are all equal (a zero vector under
+dot or cosine, say) or not all finite (overflow) raises a :class:`QueryError` naming it. The
+check costs one min-reduction per score block; the flags come back with the results each block
+already returns, and the error is raised once, after the search.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxemb.scoring import Score, get_score
+from jaxemb.scoring import Score, get_score, promote
+from jaxemb.search_two_stage import dot_t, two_stage_top_k
 from jaxemb.wordvectors import WordVectors
 
 Array = jax.Array
@@ -23,6 +30,19 @@ Array = jax.Array
 
 class SearchError(ValueError):
     """Inputs to a search that cannot work (sizes, k, NaN)."""
+
+
+class QueryError(SearchError):
+    """A query whose top-k would be arbitrary: ``query`` is its row among the queries."""
+
+    def __init__(self, message: str, query: int):
+        super().__init__(message)
+        self.query = query
+
+
+# Per-query flags from the device (int8): the query's top-k is meaningful, its scores are all
+# equal, or some are inf/NaN.
+_FINE, _FLAT, _NONFINITE = 0, 1, 2
 
 
 # Bytes of the [query_block, chunk] float32 score block (also the cap on a chunk's bf16 keys):
@@ -107,12 +127,14 @@ class Index:
         scores = np.empty((n, int(k)), np.float32)
         indices = np.empty((n, int(k)), np.int32)
         ok = np.empty(n, bool)
+        flags = np.empty(n, np.int8)
         method = "two_stage"
         for i in range(0, n, int(query_block)):
             rows = np.arange(i, min(i + int(query_block), n))
-            s, ix, good = run(padded(rows), method)
+            s, ix, good, bad = run(padded(rows), method)
             scores[rows], indices[rows] = np.asarray(s)[:rows.size], np.asarray(ix)[:rows.size]
             ok[rows] = np.asarray(good)[:rows.size]  # padding rows do not count
+            flags[rows] = np.asarray(bad)[:rows.size]
             if ok[rows].mean() < 0.5:
                 # Pass 1 cannot prune for these data (its bf16 error bound is wider than the
                 # gaps between scores, e.g. neg_sq_euclidean on raw high-dimensional vectors):
@@ -123,8 +145,10 @@ class Index:
         redo = np.flatnonzero(~ok)
         for i in range(0, redo.size, int(query_block)):
             rows = redo[i:i + int(query_block)]
-            s, ix, _ = run(padded(rows), "scan")
+            s, ix, _, bad = run(padded(rows), "scan")
             scores[rows], indices[rows] = np.asarray(s)[:rows.size], np.asarray(ix)[:rows.size]
+            flags[rows] = np.asarray(bad)[:rows.size]
+        _raise_for_flags(flags, self.score.name, single)
         if single:
             scores, indices = scores[0], indices[0]
         return jnp.asarray(scores), jnp.asarray(indices)
@@ -156,10 +180,25 @@ def top_k(queries, database, k: int, score: str | Score = "cosine", *params,
 
 
 def _as_float_array(name: str, x) -> Array:
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.float32)
-    return x
+    """``x`` promoted by scoring's rule (float32 or wider; int64 never wraps)."""
+    return jnp.asarray(promote(x, name, SearchError))
+
+
+def _raise_for_flags(flags: np.ndarray, score: str, single: bool) -> None:
+    """One QueryError naming the first query whose top-k would be arbitrary, if any."""
+    bad = np.flatnonzero(flags != _FINE)
+    if not bad.size:
+        return
+    i = int(bad[0])
+    who = "the query" if single else f"query {i}"
+    more = "" if bad.size == 1 else f" ({bad.size} queries are, this is the first)"
+    if flags[i] == _FLAT:
+        why = (f"has the same score under {score!r} for every key (a zero vector, say), so its "
+               f"top-k would be arbitrary")
+    else:
+        why = (f"has scores under {score!r} beyond float32's range (inf or NaN: vectors too "
+               f"large, e.g. norms near 1e19 or more); rescale the vectors")
+    raise QueryError(f"{who} {why}{more}", i)
 
 
 def _require_finite(name: str, x: Array) -> None:
@@ -179,35 +218,38 @@ def _map_keys(D, params, *, score: Score, options):
                                              "options", "method"))
 def _search_block(Q, keys, params, *, k, chunk, approx, recall_target, score, options,
                   method="two_stage"):
-    """Q [b, d] against keys [m, f]: (scores [b, k], indices [b, k], ok [b]), best first.
+    """Q [b, d] against keys [m, f]: (scores [b, k], indices [b, k], ok [b], flags [b]), best
+    first; ``flags`` (int8) say whose top-k would be arbitrary (``_FLAT``, ``_NONFINITE``).
 
     Scores are float32 dot products of the mapped query and key, computed in true fp32 on every
     backend; ties go to the lower index.
 
     ``method="scan"`` (and ``approx``) is :func:`_scan_top_k`: fp32 scores of ``chunk`` keys at a
     time, top-k per chunk merged into the running top-k (1k queries x 1M keys x 300 on a 2-core
-    CPU: 5.6 to 6.1 s). ``method="two_stage"`` (the default) is :func:`_two_stage_top_k`, exact
-    too, with half the matmul cost (same case: about 2.8 s): a bfloat16 first pass keeps the
-    candidate groups, fp32 rescoring ranks them. Where not ``ok`` (many near-ties, e.g. duplicated
-    rows, or a bound wider than the gaps between scores) the caller recomputes those queries with
-    ``method="scan"``. One code path for CPU, GPU and TPU.
+    CPU: 5.6 to 6.1 s). ``method="two_stage"`` (the default) is
+    :func:`jaxemb.search_two_stage.two_stage_top_k`, exact too, with half the matmul cost (same
+    case: about 2.8 s): a bfloat16 first pass keeps the candidate groups, fp32 rescoring ranks
+    them. Where not ``ok`` (many near-ties, e.g. duplicated rows, or a bound wider than the gaps
+    between scores; or flags pass 1 cannot settle: scores possibly all equal or beyond float32's
+    range) the caller recomputes those queries with ``method="scan"``, which computes the flags
+    exactly. One code path for CPU, GPU and TPU.
     """
     Qf = score.map_queries(Q, *params, **dict(options))
     if approx or method == "scan":
-        scores, indices = _scan_top_k(Qf, keys, k=k, chunk=chunk, approx=approx,
-                                      recall_target=recall_target)
-        return scores, indices, jnp.ones((Q.shape[0],), bool)
-    return _two_stage_top_k(Qf, keys, k=k, chunk=chunk)
-
-
-def _dot_t(A, B, precision=jax.lax.Precision.HIGHEST):
-    """A [a, f] . B [c, f] -> [a, c], accumulated in fp32 (true fp32 products by default)."""
-    return jax.lax.dot_general(A, B, (((1,), (1,)), ((), ())), precision=precision,
-                               preferred_element_type=jnp.float32)
+        scores, indices, low = _scan_top_k(Qf, keys, k=k, chunk=chunk, approx=approx,
+                                           recall_target=recall_target)
+        # NaN anywhere makes the min NaN; all equal: the best is the worst (with >= 2 keys).
+        nonfinite = jnp.isnan(low) | ~jnp.isfinite(scores).all(axis=1)
+        flat = (scores[:, 0] == low) & (keys.shape[0] > 1)
+        flags = jnp.where(nonfinite, _NONFINITE, jnp.where(flat, _FLAT, _FINE)).astype(jnp.int8)
+        return scores, indices, jnp.ones((Q.shape[0],), bool), flags
+    scores, indices, ok = two_stage_top_k(Qf, keys, k=k, chunk=chunk)
+    return scores, indices, ok, jnp.zeros((Q.shape[0],), jnp.int8)
 
 
 def _scan_top_k(Qf, keys, *, k, chunk, approx, recall_target):
-    """Mapped queries Qf [b, f] against keys [m, f], ``chunk`` keys at a time: (scores, indices).
+    """Mapped queries Qf [b, f] against keys [m, f], ``chunk`` keys at a time: (scores, indices,
+    low), low [b] the least score of each query (NaN if any score is NaN).
 
     fp32 scores (precision HIGHEST), then top-k per chunk (``approx``: ``approx_max_k``) merged
     into the running top-k: the fp32 matmul plus a top-k over every score.
@@ -218,14 +260,16 @@ def _scan_top_k(Qf, keys, *, k, chunk, approx, recall_target):
     kk = min(k, chunk)
 
     def step(carry, c):
-        best_s, best_i = carry
+        best_s, best_i, low = carry
         # The last chunk is clamped to end at m (dynamic_slice clamps the start), so it overlaps
         # the previous one; its already-seen columns are masked rather than padding the database.
         start = jnp.minimum(c * chunk, m - chunk)
         block = jax.lax.dynamic_slice_in_dim(keys, start, chunk)
-        s = _dot_t(Qf, block)
+        s = dot_t(Qf, block)
         cols = start + jnp.arange(chunk)
-        s = jnp.where((cols >= c * chunk)[None, :], s, -jnp.inf)
+        fresh = (cols >= c * chunk)[None, :]
+        low = jnp.minimum(low, jnp.min(jnp.where(fresh, s, jnp.inf), axis=1))
+        s = jnp.where(fresh, s, -jnp.inf)
         if approx:
             cs, ci = jax.lax.approx_max_k(s, kk, recall_target=recall_target)
         else:
@@ -235,175 +279,12 @@ def _scan_top_k(Qf, keys, *, k, chunk, approx, recall_target):
         all_s = jnp.concatenate([best_s, cs], axis=1)
         all_i = jnp.concatenate([best_i, ci + start], axis=1)
         s2, pos = jax.lax.top_k(all_s, k)
-        return (s2, jnp.take_along_axis(all_i, pos, axis=1)), None
+        return (s2, jnp.take_along_axis(all_i, pos, axis=1), low), None
 
-    init = (jnp.full((b, k), -jnp.inf, jnp.float32), jnp.full((b, k), -1, jnp.int32))
-    (scores, indices), _ = jax.lax.scan(step, init, jnp.arange(n_chunks))
-    return scores, indices
-
-
-def _two_stage_top_k(Qf, keys, *, k, chunk):
-    """Exact fp32 top-k of mapped queries Qf [b, f] in keys [m, f]: (scores, indices, ok).
-
-    1. Pass 1 (:func:`_pass1_groups`) scores every key in bfloat16 (products exact, fp32
-       accumulation; about twice the fp32 matmul rate on CPUs with AVX512-BF16 and on GPU/TPU
-       matrix units) and keeps only the max of each group of ``g`` consecutive keys (fused into
-       the matmul on CPU); the best ``n_keep`` groups per query are merged chunk by chunk, so
-       memory stays [b, chunk].
-    2. ``delta`` (:func:`_pass1_error_bound`, per query) bounds |pass-1 score - fp32 score| for
-       every key, rigorously.
-    3. With L the k-th best group max, k distinct keys score >= L - delta in fp32, so every key
-       of the exact top-k scores >= L - delta in fp32 and >= L - 2 delta in pass 1: its group is
-       among the kept ones if the worst kept group max is < L - 2 delta (``ok``).
-    4. Pass 2 (:func:`_rescore`) rescores every key of the kept groups in fp32 (gathered, in
-       index order) and takes the top-k: the exact fp32 top-k, ties to the lower index, wherever
-       ``ok``.
-    """
-    m = keys.shape[0]
-    b = Qf.shape[0]
-    # Group size g: pass 1 keeps one max per g keys, pass 2 rescores g keys per kept group.
-    # On CPU 16 measured best, by a little (8: twice the merge work; 32: twice the rows to
-    # rescore).
-    g = min(16, chunk, m)
-    chunk = max(min(chunk, m) // g * g, g)
-    n_full, rest = divmod(m, chunk)
-    n_groups = n_full * (chunk // g) + -(-rest // g)
-    # Kept groups: the k best plus slack for the groups within 2 delta of the k-th. 1k queries on
-    # 1M random 300-d vectors, cosine: k=10 keeps 52, the band holds 18 on average and 35 at most;
-    # k=100 keeps 232, the band holds 170 on average and 203 at most.
-    n_keep = min(2 * k + 32, n_groups)
-    Q_low = Qf.astype(jnp.bfloat16)
-    best_v, best_g, stats = _pass1_groups(Q_low, keys, g=g, chunk=chunk, n_keep=n_keep)
-    delta = _pass1_error_bound(Qf, Q_low, stats)
-    if n_keep == n_groups:
-        ok = jnp.ones((b,), bool)
-    else:
-        # The barrier keeps the last merge a top_k: reading its values past the first k makes
-        # XLA's CPU compiler lower it as a full sort instead.
-        best_v, best_g = jax.lax.optimization_barrier((best_v, best_g))
-        ok = best_v[:, n_keep - 1] < best_v[:, k - 1] - 2 * delta
-    scores, indices = _rescore(Qf, keys, best_g, k=k, g=g)
-    return scores, indices, ok
-
-
-def _key_stats(block):
-    """Maxima over the rows x of |x|^2, |e|^2 (e = bf16(x) - x) and per column of |x~|, |e|."""
-    x = block.astype(jnp.float32)
-    x_low = block.astype(jnp.bfloat16).astype(jnp.float32)
-    e = x_low - x  # exact (Sterbenz)
-    return (jnp.max(jnp.sum(x * x, axis=1)), jnp.max(jnp.sum(e * e, axis=1)),
-            jnp.max(jnp.abs(x_low), axis=0), jnp.max(jnp.abs(e), axis=0))
-
-
-def _pass1_groups(Q_low, keys, *, g, chunk, n_keep):
-    """bf16 pass: the ``n_keep`` best group maxima [b, n_keep], their group ids, the key stats.
-
-    Keys are read ``chunk`` rows at a time (``chunk`` a multiple of ``g``; the rest after the last
-    full chunk in one go), so memory stays [b, chunk].
-    """
-    m, f = keys.shape
-    b = Q_low.shape[0]
-    n_full, rest = divmod(m, chunk)
-    groups_per_chunk = chunk // g
-
-    def stats_max(a, b):
-        return jax.tree.map(jnp.maximum, a, b)
-
-    def merge(best_v, best_g, group_max, first_group):
-        all_v = jnp.concatenate([best_v, group_max], axis=1)
-        ids = first_group + jnp.arange(group_max.shape[1], dtype=jnp.int32)
-        all_g = jnp.concatenate([best_g, jnp.broadcast_to(ids, group_max.shape)], axis=1)
-        v, pos = jax.lax.top_k(all_v, n_keep)
-        return v, jnp.take_along_axis(all_g, pos, axis=1)
-
-    def group_max(block):  # [b, rows] bf16 scores (fp32 accumulation); rows % g == 0 or padded
-        s = _dot_t(Q_low, block.astype(jnp.bfloat16), precision=None)
-        pad = -block.shape[0] % g
-        if pad:
-            s = jnp.concatenate([s, jnp.full((b, pad), -jnp.inf, jnp.float32)], axis=1)
-        return s.reshape(b, -1, g).max(axis=2)
-
-    def step(carry, c):
-        best_v, best_g, stats = carry
-        block = jax.lax.dynamic_slice_in_dim(keys, c * chunk, chunk)
-        best_v, best_g = merge(best_v, best_g, group_max(block), c * groups_per_chunk)
-        return (best_v, best_g, stats_max(stats, _key_stats(block))), None
-
-    carry = (jnp.full((b, n_keep), -jnp.inf, jnp.float32),
-             jnp.full((b, n_keep), -1, jnp.int32),
-             (jnp.float32(0), jnp.float32(0), jnp.zeros((f,), jnp.float32),
-              jnp.zeros((f,), jnp.float32)))
-    if n_full:
-        carry, _ = jax.lax.scan(step, carry, jnp.arange(n_full, dtype=jnp.int32))
-    best_v, best_g, stats = carry
-    if rest:
-        block = keys[n_full * chunk:]
-        best_v, best_g = merge(best_v, best_g, group_max(block), n_full * groups_per_chunk)
-        stats = stats_max(stats, _key_stats(block))
-    return best_v, best_g, stats
-
-
-def _pass1_error_bound(Qf, Q_low, stats):
-    """delta [b] >= |pass-1 score - fp32 score| for every key x, given the keys' ``stats``.
-
-    With q~, x~ the bf16 roundings and e = x~ - x:  q~.x~ - q.x = (q~ - q).x~ + q.e, plus the fp32
-    accumulation error of each pass (gamma sum_j |q_j x_j|). Each term is bounded both by
-    Cauchy-Schwarz with the maximal row norms (tight for unit vectors) and coordinate by
-    coordinate with the column maxima (tight for features such as neg_sq_euclidean's
-    [2q, -|q|^2, -1] whose big coordinates never meet); the smaller bound is used. Norms are upper
-    bounds: sums of squares may round (the 1.01) or underflow (+ f * tiny under the root);
-    subnormal inputs and results may be flushed to zero in either pass (the last term).
-    """
-    f = Qf.shape[1]
-    tiny = float(jnp.finfo(jnp.float32).tiny)
-
-    def norm(sq):  # upper bound on the norm from a float32 sum of squares
-        return jnp.sqrt(sq + f * tiny)
-
-    def dot_abs(a, col_max):  # sum_j |a_j| col_max_j per query, in fp32 on every backend
-        return jnp.sum(jnp.abs(a) * col_max[None, :], axis=1)
-
-    x_sq, e_sq, x_low_col, e_col = stats
-    x_norm, e_norm = norm(x_sq), norm(e_sq)
-    x_low_norm = x_norm + e_norm  # |x~| <= |x| + |e|
-    q, q_low = Qf.astype(jnp.float32), Q_low.astype(jnp.float32)
-    q_norm, q_low_norm = norm(jnp.sum(q * q, axis=1)), norm(jnp.sum(q_low * q_low, axis=1))
-    dq = q_low - q
-    gamma = 2.0 * f * 2.0**-24  # fp32 accumulation of f products (any order), generously
-    return 1.01 * (
-        jnp.minimum(norm(jnp.sum(dq * dq, axis=1)) * x_low_norm, dot_abs(dq, x_low_col))
-        + jnp.minimum(q_norm * e_norm, dot_abs(q, e_col))
-        + gamma * (jnp.minimum(q_low_norm * x_low_norm, dot_abs(q_low, x_low_col))
-                   + jnp.minimum(q_norm * x_norm, dot_abs(q, x_low_col + e_col)))
-        + f * tiny) + tiny * (f**0.5 * (q_low_norm + x_low_norm) + 4 * f)
-
-
-def _rescore(Qf, keys, best_g, *, k, g):
-    """Pass 2: per query, the exact fp32 top-k over the keys of its kept groups ``best_g``."""
-    m, f = keys.shape
-    b, n_keep = best_g.shape
-
-    def rescore(args):  # one query
-        query, groups = args
-        groups = jnp.sort(groups)  # index order, so top_k's stable order breaks ties low
-        start = jnp.minimum(jnp.maximum(groups, 0) * g, m - g)  # the last group may be partial
-        rows = jax.vmap(lambda s0: jax.lax.dynamic_slice_in_dim(keys, s0, g))(start)
-        items = start[:, None] + jnp.arange(g, dtype=jnp.int32)[None, :]
-        # Multiply and reduce, not a dot: a batched matvec kernel may round the same row
-        # differently at different positions, which would break exact ties.
-        s = jnp.sum(rows.astype(jnp.float32) * query.astype(jnp.float32)[None, None, :],
-                    axis=-1)
-        fresh = (groups[:, None] >= 0) & (items >= groups[:, None] * g)  # no row twice
-        s, pos = jax.lax.top_k(jnp.where(fresh, s, -jnp.inf).reshape(-1), k)
-        return s, items.reshape(-1)[pos]
-
-    # A few queries at a time, so that their gathered rows (n_keep x g x f floats each) stay
-    # near 8 MiB, in cache: 1k queries x 52 groups rescore in 0.12 s with 8 at a time, 0.25 s
-    # with 32. A power of two, so that it divides the (power-of-two) query blocks and no query
-    # is left to a one-row remainder: on CPU a lone row's multiply-reduce is fused into another
-    # kernel that rounds differently (last-bit changes with the batch a query came in).
-    per_batch = min(b, 1 << (max(2, min(32, (8 << 20) // (n_keep * g * f * 4))).bit_length() - 1))
-    return jax.lax.map(rescore, (Qf, best_g), batch_size=per_batch)
+    init = (jnp.full((b, k), -jnp.inf, jnp.float32), jnp.full((b, k), -1, jnp.int32),
+            jnp.full((b,), jnp.inf, jnp.float32))
+    (scores, indices, low), _ = jax.lax.scan(step, init, jnp.arange(n_chunks))
+    return scores, indices, low
 
 
 # --- words ----------------------------------------------------------------------------------
@@ -425,15 +306,34 @@ def most_similar(wv: WordVectors, positive: str | Sequence[str], negative: Seque
     rows = [wv.index(w) for w in words]  # raises VocabularyError naming the word
     score = get_score(score)
     vectors = wv.vectors if restrict_vocab is None else wv.vectors[:restrict_vocab]
-    src = wv.normalized() if score.name == "cosine" else wv.vectors
+    src = _unit_rows(wv.vectors[rows]) if score.name == "cosine" else wv.vectors[rows]
     weights = np.array([1.0] * len(positive) + [-1.0] * len(negative), np.float32)
-    q = (weights[:, None] * src[rows]).mean(axis=0)
+    q = (weights[:, None] * src).mean(axis=0)
     take = min(topn + len(rows), vectors.shape[0])
-    scores, idx = top_k(q, vectors, take, score)
+    try:
+        scores, idx = top_k(q, vectors, take, score)
+    except QueryError as e:
+        raise QueryError(f"most_similar(positive={positive}, negative={negative}): "
+                         f"{str(e).replace('the query ', 'their query ', 1)}", 0) from None
     excluded = set(rows)
     out = [(wv.words[i], float(s)) for s, i in zip(np.asarray(scores), np.asarray(idx), strict=True)
            if int(i) not in excluded]
     return out[:topn]
+
+
+def _unit_rows(X) -> np.ndarray:
+    """Rows of X [n, d] scaled to unit norm (zero rows stay zero), at least float32.
+
+    As ``WordVectors.normalized`` (bit for bit where its norms neither overflow nor fall under
+    its eps), but each row is first scaled by a power of two (exact) so that the sum of squares
+    can neither overflow nor underflow: 1e20 and 1e-30 rows come out unit too.
+    """
+    X = np.asarray(X)
+    X = X if X.dtype in (np.float32, np.float64) else X.astype(np.float32)
+    big = np.abs(X).max(axis=1, keepdims=True) if X.size else np.zeros((len(X), 1), X.dtype)
+    s = np.ldexp(np.ones_like(big), -np.clip(np.frexp(big)[1], -120, 120))
+    norms = np.linalg.norm(X * s, axis=1, keepdims=True) / s
+    return X / np.where(norms == 0, 1, norms)
 
 
 ANALOGY_METHODS = ("3cosadd", "3cosmul")
@@ -448,7 +348,7 @@ def analogy(wv: WordVectors, a: str, b: str, c: str, topn: int = 1, method: str 
     cos' = (cos + 1) / 2 mapped to [0, 1] (the ε and the shift as in gensim's
     ``most_similar_cosmul``).
     """
-    unit = wv.normalized()
+    unit = _unit_rows(wv.vectors)
     abc = np.array([[wv.index(a), wv.index(b), wv.index(c)]], np.int32)
     # Query words come from the whole vocabulary; only the candidates are restricted (as gensim).
     n = len(wv) if restrict_vocab is None else min(restrict_vocab, len(wv))
@@ -458,6 +358,10 @@ def analogy(wv: WordVectors, a: str, b: str, c: str, topn: int = 1, method: str 
     if not 1 <= topn <= available:
         raise SearchError(f"topn must be in [1, {available}] (candidate words other than the "
                           f"question words), got {topn}")
+    live = scores[np.isfinite(scores)]
+    if np.isnan(scores).any() or (live.size > 1 and live.min() == live.max()):
+        raise QueryError(f"analogy {a}:{b} :: {c}:? has the same score for every candidate "
+                         f"(zero vectors, say), so its answers would be arbitrary", 0)
     order = np.argsort(-scores, kind="stable")[:topn]
     return [(wv.words[i], float(scores[i])) for i in order]
 

@@ -4,7 +4,7 @@ brute force (each query excluded from its own list)."""
 import numpy as np
 import pytest
 
-from jaxemb import neighbours
+from jaxemb import neighbours, search
 from jaxemb.wordvectors import WordVectors
 
 # row 0 is the "frequent" word; row 4 is long, so dot ranks it first for everyone
@@ -51,3 +51,12 @@ def test_neighbour_rows_skip_missing_words():
     assert neighbours.neighbour_rows(wv, ["the", "unicorn"], topn=2) == [
         ("the", ["of", "big"], ["big", "of"])]
     assert neighbours.neighbour_rows(wv, ["unicorn"]) == []
+
+
+def test_a_zero_row_as_a_query_is_refused_by_its_row():
+    Z = X.copy()
+    Z[2] = 0
+    with pytest.raises(search.QueryError, match=r"row 2 of the vectors, as a query, has the same "
+                                                r"score under 'cosine'"):
+        neighbours.neighbours(Z, [0, 2], 2)
+    np.testing.assert_array_equal(neighbours.neighbours(Z, [0], 2), [[1, 4]])

@@ -183,3 +183,84 @@ def test_mismatched_dims_are_named(rng):
         S.batched("dot")(np.ones((3, DQ)), np.ones((2, DQ)))
     with pytest.raises(S.ScoreError, match=r"pairwise\(dot\): expects"):
         S.pairwise("dot")(q, np.ones((2, DQ)))
+
+
+# --- the numeric rule (issue 16): promoted to float32 or refused, never wrapped or truncated --
+
+def test_integer_inputs_keep_a_fractional_temperature():
+    q, k = np.array([1, 2, 3], np.int32), np.array([3, 2, 1], np.int32)
+    expected = 0.5 * 10 / 14  # t cos(q, k); t was cast to int32 (0) before
+    np.testing.assert_allclose(S.cosine(q, k, 0.5), expected, rtol=1e-6)
+    np.testing.assert_allclose(S.pairwise("cosine")(q[None], k[None], 0.5), [[expected]],
+                               rtol=1e-6)
+    assert S.cosine(q, k, 0.5).dtype == jnp.float32
+
+
+def test_int64_beyond_int32_rounds_rather_than_wraps():
+    q = np.array([2**31, 1], np.int64)
+    k = np.array([1, 0], np.int64)
+    assert float(S.dot(q, k)) == 2.0**31  # was -2**31
+    np.testing.assert_allclose(S.pairwise("dot")(np.array([[2**40 + 1, 0]], np.int64), k[None]),
+                               [[2.0**40]], rtol=1e-7)  # float32's nearest
+
+
+def test_int32_squares_do_not_overflow():
+    q, k = np.array([50_000, 0], np.int32), np.zeros(2, np.int32)
+    np.testing.assert_allclose(S.neg_sq_euclidean(q, k), -2.5e9, rtol=1e-7)  # was +1.79e9
+
+
+@pytest.mark.parametrize("dtype", [np.float16, jnp.bfloat16, np.float32, np.int32])
+def test_zero_vectors_score_zero_with_finite_gradients_in_every_dtype(dtype):
+    zero, k = jnp.zeros(DQ, dtype), jnp.ones(DQ, dtype)
+    assert float(S.cosine(zero, k)) == 0.0 and float(S.cosine(zero, zero)) == 0.0
+    assert float(S.pairwise("cosine")(zero[None], k[None])[0, 0]) == 0.0
+    if dtype != np.int32 and dtype != np.float16:  # (t/eps = 1e8 is beyond float16: inf)
+        g = jax.grad(lambda q: S.cosine(q, k).astype(jnp.float32))(zero)
+        assert np.isfinite(np.asarray(g, np.float32)).all()
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-20, 1e20, 1e30])
+def test_cosine_is_right_at_any_magnitude(rng, scale):
+    q, k = rng.standard_normal((2, DQ))
+    expected = q @ k / np.linalg.norm(q) / np.linalg.norm(k)
+    q32, k32 = (q * scale).astype(np.float32), (k * scale).astype(np.float32)
+    np.testing.assert_allclose(S.cosine(q32, k32), expected, rtol=1e-5)
+    np.testing.assert_allclose(S.pairwise("cosine")(q32[None], k32[None]), [[expected]],
+                               rtol=1e-5)
+    # and its gradient, which the scaling must not break
+    g = jax.grad(S.cosine)(q32, k32)
+    assert np.isfinite(g).all()
+
+
+def test_scaling_is_exact_so_float32_norms_are_unchanged(rng):
+    """Power-of-two scaling: normal-magnitude float32 results equal the unscaled formula's (the
+    map before issue 16) bit for bit, eagerly and under jit (where XLA uses rsqrt)."""
+    Q = (rng.standard_normal((50, DQ)) * rng.uniform(0.01, 100, (50, 1))).astype(np.float32)
+
+    def unscaled(Q):
+        return jax.vmap(lambda k: k / jnp.sqrt(jnp.maximum(jnp.sum(k * k), 1e-16)))(Q)
+
+    np.testing.assert_array_equal(S.cosine.map_keys(Q), unscaled(Q))
+    np.testing.assert_array_equal(jax.jit(S.cosine.map_keys)(Q), jax.jit(unscaled)(Q))
+
+
+def test_inputs_that_cannot_be_promoted_are_refused():
+    q = np.ones(DQ, np.float32)
+    with pytest.raises(S.ScoreError, match=r"score 'dot': q must hold real numbers, got dtype "
+                                           r"complex64"):
+        S.dot(q.astype(np.complex64), q)
+    with pytest.raises(S.ScoreError, match=r"k holds values up to 1e\+300, beyond float32's "
+                                           r"range"):
+        S.pairwise("cosine")(q[None], np.full((1, DQ), 1e300))
+    with pytest.raises(S.ScoreError, match="must hold real numbers"):
+        S.dot(np.array(["a"] * DQ), q)
+
+
+def test_float32_pairwise_is_one_dot_general_and_no_convert():
+    closed = jax.make_jaxpr(S.pairwise("dot"))(jnp.ones((N, DQ)), jnp.ones((M, DQ)))
+    assert [e.primitive.name for e in closed.jaxpr.eqns] == ["dot_general"]
+    # other dtypes: converted once, at trace time, then the same dot_general
+    closed = jax.make_jaxpr(S.pairwise("dot"))(jnp.ones((N, DQ), jnp.bfloat16),
+                                               jnp.ones((M, DQ), jnp.int32))
+    names = [e.primitive.name for e in closed.jaxpr.eqns]
+    assert names.count("dot_general") == 1 and closed.out_avals[0].dtype == jnp.float32

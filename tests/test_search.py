@@ -224,3 +224,87 @@ def test_analogy_restricts_candidates_not_query_words():
     assert search.analogy(wv, "a", "b", "c", restrict_vocab=4)[0][0] == "x"
     with pytest.raises(search.SearchError, match="topn must be in \\[1, 2\\]"):
         search.analogy(wv, "a", "b", "c", topn=3)
+
+
+# --- issue 16: numbers right or refused; indices never arbitrary ------------------------------
+
+def test_huge_and_tiny_vectors_rank_as_at_unit_scale(rng):
+    K = rng.standard_normal((40, D)).astype(np.float32)
+    Q = K[:3] + 0.1 * rng.standard_normal((3, D)).astype(np.float32)
+    base = search.top_k(Q, K, 5, "cosine")
+    for scale in (1e20, 1e-30):
+        s, idx = search.top_k(Q * np.float32(scale), K * np.float32(scale), 5, "cosine")
+        np.testing.assert_array_equal(idx, base[1])  # were 0, 1, 2, ... at 1e20
+        np.testing.assert_allclose(s, base[0], rtol=1e-5)
+    wv = WordVectors(tuple(f"w{i}" for i in range(40)), K * np.float32(1e20))
+    unit = WordVectors(wv.words, K)
+    for got, want in [(search.most_similar(wv, "w1", topn=4),
+                       search.most_similar(unit, "w1", topn=4)),
+                      (search.analogy(wv, "w1", "w2", "w3", topn=3),
+                       search.analogy(unit, "w1", "w2", "w3", topn=3))]:
+        assert [w for w, _ in got] == [w for w, _ in want]  # were arbitrary at 1e20
+        np.testing.assert_allclose([x for _, x in got], [x for _, x in want], rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.float16, "bfloat16"])
+def test_other_dtypes_search_as_float32(rng, dtype):
+    K = rng.integers(-1000, 1000, (60, D))
+    Q = K[:4] + rng.integers(-5, 5, (4, D))
+    dt = jnp_dtype(dtype)
+    Q, K = Q.astype(dt), K.astype(dt)  # (bfloat16 rounds beyond 256)
+    expected = search.top_k(Q.astype(np.float32), K.astype(np.float32), 5, "neg_sq_euclidean")
+    got = search.top_k(Q, K, 5, "neg_sq_euclidean")
+    np.testing.assert_array_equal(got[1], expected[1])
+    np.testing.assert_array_equal(got[0], expected[0])
+    # int64 beyond 2**31 rounds to float32 rather than wrapping
+    if dtype == np.int64:
+        big = np.array([[2**40, 0], [-(2**40), 0], [1, 1]], np.int64)
+        assert np.asarray(search.top_k(big[:1], big, 1, "dot")[1]).tolist() == [[0]]
+
+
+def jnp_dtype(name):
+    import ml_dtypes
+    return ml_dtypes.bfloat16 if name == "bfloat16" else name
+
+
+def test_a_query_with_all_scores_equal_is_refused_by_its_row(rng):
+    K = rng.standard_normal((30, D)).astype(np.float32)
+    Q = rng.standard_normal((5, D)).astype(np.float32)
+    Q[3] = 0
+    for kw in ({}, {"chunk_size": 7}, {"approx": True}):
+        with pytest.raises(search.QueryError, match=r"query 3 has the same score under 'cosine' "
+                                                    r"for every key") as e:
+            search.top_k(Q, K, 4, **kw)
+        assert e.value.query == 3
+    with pytest.raises(search.QueryError, match="the query has the same score under 'dot'"):
+        search.top_k(Q[3], K, 4, "dot")
+    # orthogonal to every key: equal scores too
+    with pytest.raises(search.QueryError, match="query 0 has the same score"):
+        search.top_k(np.eye(D, dtype=np.float32)[:1], np.eye(D, dtype=np.float32)[1:], 2, "dot")
+    # but neg_sq_euclidean tells keys apart from the zero vector, and one key is no choice
+    search.top_k(Q, K, 4, "neg_sq_euclidean")
+    search.top_k(Q, K[:1], 1, "dot")
+
+
+def test_overflowing_scores_are_refused_by_query(rng):
+    K = (rng.standard_normal((50, D)) * 1e20).astype(np.float32)
+    Q = K[:3].copy()
+    Q[0] /= np.float32(1e20)
+    with pytest.raises(search.QueryError, match=r"query 1 has scores under 'dot' beyond "
+                                                r"float32's range .* \(2 queries are, this is "
+                                                r"the first\)"):
+        search.top_k(Q, K, 3, "dot")  # returned inf scores with arbitrary indices before
+    search.top_k(Q[:1], K, 3, "dot")  # 1e20 x 1 is fine
+    with pytest.raises(search.QueryError, match="query 0 has scores under 'neg_sq_euclidean'"):
+        search.top_k(Q[1:], K, 3, "neg_sq_euclidean")
+
+
+def test_word_searches_name_a_hopeless_query():
+    wv = _toy_vectors()
+    with pytest.raises(search.QueryError, match=r"most_similar\(positive=\['king'\], "
+                                                r"negative=\['king'\]\): their query has the "
+                                                r"same score"):
+        search.most_similar(wv, "king", ["king"])
+    zero = WordVectors(wv.words, np.where(np.arange(6)[:, None] < 3, 0, wv.vectors))
+    with pytest.raises(search.QueryError, match="analogy man:woman :: king:. has the same score"):
+        search.analogy(zero, "man", "woman", "king")
