@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxemb import interaction, ranking, recdata
+from jaxemb import interaction, interaction_train, ranking, recdata
 from jaxemb.interaction import InteractionError
-from jaxemb.interaction import InteractionTrainConfig as TrainConfig
+from jaxemb.interaction_train import InteractionTrainConfig as TrainConfig
 
 U, I, D = 7, 11, 5  # pairwise distinct, so a swapped axis fails
 FEATURE = ("dot", "cosine", "gmf", "bilinear", "seed_combo")
@@ -150,11 +150,12 @@ def test_sample_negatives_avoid_seen_items_and_are_uniform():
     n_users, n_items = 40, 13
     seen = np.random.default_rng(0).random((n_users, n_items)) < 0.3
     users = jnp.asarray(np.repeat(np.arange(n_users), 50), jnp.int32)
-    negs = np.asarray(interaction.sample_negatives(jax.random.key(0), users, jnp.asarray(seen), 4))
+    negs = np.asarray(interaction_train.sample_negatives(jax.random.key(0), users,
+                                                         jnp.asarray(seen), 4))
     hit = seen[np.asarray(users)[:, None], negs]
     assert hit.mean() < 0.01  # density^5 ≈ 0.002
-    once = np.asarray(interaction.sample_negatives(jax.random.key(0), users, jnp.asarray(seen), 4,
-                                                   tries=0))
+    once = np.asarray(interaction_train.sample_negatives(jax.random.key(0), users,
+                                                         jnp.asarray(seen), 4, tries=0))
     assert abs(seen[np.asarray(users)[:, None], once].mean() - seen.mean()) < 0.03
     counts = np.bincount(negs.ravel(), minlength=n_items)
     expected = ((~seen).astype(float) / (~seen).sum(1, keepdims=True)).sum(0) * 50 * 4
@@ -164,7 +165,7 @@ def test_sample_negatives_avoid_seen_items_and_are_uniform():
 def test_only_embedding_tables_are_decayed():
     p = interaction.init_params(_model("neumf"), jax.random.key(0))
     decayed = {jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(p)
-               if interaction._decayed(path)}
+               if interaction_train._decayed(path)}
     assert decayed == {"['user']", "['item']", "['user_mlp']", "['item_mlp']"}
 
 
@@ -179,11 +180,11 @@ def test_training_lowers_loss_beats_chance_and_traces_once(planted):
     model = interaction.make_model("dot", 60, 120, 8)
     cfg = TrainConfig(epochs=10, batch_size=64, lrs=(3e-2, 1e-1), weight_decays=(0.0, 1.0),
                       seeds=(0,))
-    epoch_fn = interaction.make_epoch(model, cfg)
-    res = interaction.train(model, split.train, cfg, epoch_fn=epoch_fn)
+    epoch_fn = interaction_train.make_epoch(model, cfg)
+    res = interaction_train.train(model, split.train, cfg, epoch_fn=epoch_fn)
     assert res.loss.shape == (10, 4) and res.runs[1] == (0, 3e-2, 1.0)
     assert np.all(res.loss[-1] < 0.8 * res.loss[0])
-    score = interaction.score_all_runs(model)
+    score = interaction_train.score_all_runs(model)
     out = ranking.evaluate(lambda u: score(res.params, u), split.test_users, split.test_items,
                            split.exclude(), 10)
     chance = ranking.expected_random(10, 120 - 9)[0]
@@ -191,10 +192,10 @@ def test_training_lowers_loss_beats_chance_and_traces_once(planted):
     # another run with other values of the same shapes: still one trace
     other = TrainConfig(epochs=2, batch_size=64, lrs=(1e-3,), weight_decays=(0.5, 0.1),
                         seeds=(5, 6))  # 4 runs again
-    interaction.train(model, split.train, other, epoch_fn=epoch_fn)
+    interaction_train.train(model, split.train, other, epoch_fn=epoch_fn)
     assert epoch_fn._cache_size() == 1
     # vmap == loop: the last run trained alone ends with the same parameters
-    alone = interaction.train(model, split.train, dataclasses.replace(
+    alone = interaction_train.train(model, split.train, dataclasses.replace(
         cfg, lrs=(1e-1,), weight_decays=(1.0,)))
     assert alone.runs == [res.runs[3]]
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a[3], b[0], rtol=1e-3, atol=1e-5),
@@ -205,18 +206,20 @@ def test_training_errors(planted):
     _, split = planted
     model = interaction.make_model("dot", 60, 120, 4)
     with pytest.raises(InteractionError, match="built for 61 and 120"):
-        interaction.train(interaction.make_model("dot", 61, 120, 4), split.train, TrainConfig())
+        interaction_train.train(interaction.make_model("dot", 61, 120, 4), split.train,
+                                TrainConfig())
     with pytest.raises(InteractionError, match="seeds must be distinct"):
-        interaction.train(model, split.train, TrainConfig(seeds=(1, 1)))
+        interaction_train.train(model, split.train, TrainConfig(seeds=(1, 1)))
     with pytest.raises(InteractionError, match="lrs must be one or more rates > 0"):
-        interaction.train(model, split.train, TrainConfig(lrs=(0.0,)))
+        interaction_train.train(model, split.train, TrainConfig(lrs=(0.0,)))
     with pytest.raises(InteractionError, match="weight_decays must be one or more values"):
-        interaction.train(model, split.train, TrainConfig(weight_decays=(-1.0,)))
+        interaction_train.train(model, split.train, TrainConfig(weight_decays=(-1.0,)))
     with pytest.raises(InteractionError, match="negatives must be >= 1"):
-        interaction.train(model, split.train, TrainConfig(negatives=0))
+        interaction_train.train(model, split.train, TrainConfig(negatives=0))
     full = recdata.Interactions(np.repeat(np.arange(2), 3), np.tile(np.arange(3), 2),
                                 np.ones(6), np.zeros(6), 2, 3)
     with pytest.raises(InteractionError, match="some user has seen every item"):
-        interaction.train(interaction.make_model("dot", 2, 3, 2), full, TrainConfig())
+        interaction_train.train(interaction.make_model("dot", 2, 3, 2), full, TrainConfig())
     with pytest.raises(InteractionError, match="NaN/inf in epoch 1"):
-        interaction.train(model, split.train, TrainConfig(epochs=1, lrs=(1e38,), batch_size=64))
+        interaction_train.train(model, split.train,
+                                TrainConfig(epochs=1, lrs=(1e38,), batch_size=64))

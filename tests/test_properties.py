@@ -291,13 +291,14 @@ def _argv(draw) -> list[str]:
 class _NoRun:
     """Stands in for experiments.report.Run: the CLI must not start real work here."""
 
-    def __init__(self, path, config):
+    def __init__(self, path, config, title="", experiment=None):
         self.path = path
+        self.failed = {}
 
     def close(self):
         pass
 
-    def finish(self, title):
+    def finish(self, title=None):
         return self.path / "report.md"
 
 
@@ -305,7 +306,7 @@ class _NoRun:
 def no_work(scratch):
     mp = pytest.MonkeyPatch()
     ran = []
-    mp.setattr(run_cli, "EXPERIMENTS", {name: (cfg, lambda c, r, p: ran.append(c))
+    mp.setattr(run_cli, "EXPERIMENTS", {name: (cfg, lambda c, r, p, *shared: ran.append(c))
                                         for name, (cfg, _) in run_cli.EXPERIMENTS.items()})
     mp.setattr(run_cli, "Run", _NoRun)
     mp.setattr(run_cli, "new_run_dir", lambda out_dir, name: scratch)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.study.q5 import InteractionStudyConfig, Results
-from jaxemb import interaction, ranking, recdata
+from jaxemb import interaction, interaction_train, ranking, recdata
 
 
 @dataclasses.dataclass
@@ -75,10 +75,9 @@ def _datasets(cfg: InteractionStudyConfig) -> list[Dataset]:
 def _rank_models(cfg, datasets, progress) -> dict:
     """{dataset: {model: metrics}}. Phase 1: the (lr, weight decay) grid on seed 0, chosen by
     validation HR@k. Phase 2: the chosen setting on seeds 1..seeds, reported on the test items."""
-    grid = interaction.InteractionTrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size,
-                                              negatives=cfg.negatives, lrs=tuple(cfg.lrs),
-                                              weight_decays=tuple(cfg.weight_decays),
-                                              seeds=(0,))
+    grid = interaction_train.InteractionTrainConfig(
+        epochs=cfg.epochs, batch_size=cfg.batch_size, negatives=cfg.negatives,
+        lrs=tuple(cfg.lrs), weight_decays=tuple(cfg.weight_decays), seeds=(0,))
     results = {d.name: {} for d in datasets}
     for name in cfg.models:
         opts = {"hidden": cfg.hidden} if name in ("mlp", "neumf") else {}
@@ -87,8 +86,8 @@ def _rank_models(cfg, datasets, progress) -> dict:
             shape = (d.val.train.num_users, d.val.train.num_items)
             if shape not in built:
                 model = interaction.make_model(name, *shape, cfg.dim, **opts)
-                built[shape] = (model, interaction.make_epoch(model, grid),
-                                interaction.score_all_runs(model))
+                built[shape] = (model, interaction_train.make_epoch(model, grid),
+                                interaction_train.score_all_runs(model))
             with progress(f"Q5 {name} on the {d.name}: grid of {len(grid.runs)}, then "
                           f"{cfg.seeds} seeds"):
                 results[d.name][name] = _rank_one(cfg, d, grid, *built[shape])
@@ -98,14 +97,14 @@ def _rank_models(cfg, datasets, progress) -> dict:
 def _rank_one(cfg, d: Dataset, grid, model, epoch_fn, score) -> dict:
     """One model on one data set: tune on seed 0 (validation HR@k), then report test metrics of
     the chosen setting over seeds 1..seeds."""
-    res = interaction.train(model, d.val.train, grid, epoch_fn=epoch_fn)
+    res = interaction_train.train(model, d.val.train, grid, epoch_fn=epoch_fn)
     v = ranking.evaluate(lambda u, p=res.params, f=score: f(p, u),
                          d.val.test_users, d.val.test_items, d.val.exclude(), cfg.k)
     val_hr = np.asarray(v["hr"])
     _, lr, wd = res.runs[int(np.argmax(val_hr))]
     final = dataclasses.replace(grid, lrs=(lr,), weight_decays=(wd,),
                                 seeds=tuple(range(1, cfg.seeds + 1)))
-    res2 = interaction.train(model, d.val.train, final, epoch_fn=epoch_fn)
+    res2 = interaction_train.train(model, d.val.train, final, epoch_fn=epoch_fn)
     t = ranking.evaluate(lambda u, p=res2.params, f=score: f(p, u),
                          d.split.test_users, d.split.test_items,
                          d.split.exclude(d.val), cfg.k, negatives=d.negatives)
@@ -163,7 +162,7 @@ def _fit_data(cfg):
 def _fit(model, cfg, users, items, y, sizes, seeds):
     """MSE fits of ``model`` on the first ``size`` entries, one vmapped run per (size, seed);
     returns parameters with a leading run axis."""
-    return interaction.fit_mse(model, users, items, y, sizes, seeds, cfg.fit_lr,
+    return interaction_train.fit_mse(model, users, items, y, sizes, seeds, cfg.fit_lr,
                                cfg.fit_steps).params
 
 
