@@ -68,15 +68,8 @@ class Index:
     def __len__(self) -> int:
         return self.keys.shape[0]
 
-    def search(self, queries, k: int, *, approx: bool = False, recall_target: float = 0.95,
-               chunk_size: int | None = None, query_block: int = DEFAULT_QUERY_BLOCK):
-        """Top-``k`` keys for each query: (scores [n, k], indices [n, k]), best first.
-
-        ``queries`` [n, d] (or [d], giving [k] results). Ties go to the lower index.
-        ``approx`` uses ``jax.lax.approx_max_k`` per chunk (fast on TPU; exact elsewhere).
-        Queries run ``query_block`` (a power of two) at a time, the last block padded to a power
-        of two, so any n reuses one of a few compiled shapes.
-        """
+    def _checked_queries(self, queries, k, query_block) -> tuple[Array, bool]:
+        """(queries as [n, d], whether one query [d] was given); every argument checked."""
         Q = _as_float_array("queries", queries)
         single = Q.ndim == 1
         if single:
@@ -93,6 +86,19 @@ class Index:
         if (not isinstance(query_block, (int, np.integer)) or query_block < 2
                 or query_block & (query_block - 1)):
             raise SearchError(f"query_block must be a power of two >= 2, got {query_block!r}")
+        return Q, single
+
+    def search(self, queries, k: int, *, approx: bool = False, recall_target: float = 0.95,
+               chunk_size: int | None = None, query_block: int = DEFAULT_QUERY_BLOCK):
+        """Top-``k`` keys for each query: (scores [n, k], indices [n, k]), best first.
+
+        ``queries`` [n, d] (or [d], giving [k] results). Ties go to the lower index.
+        ``approx`` uses ``jax.lax.approx_max_k`` per chunk (fast on TPU; exact elsewhere).
+        Queries run ``query_block`` (a power of two) at a time, the last block padded to a power
+        of two, so any n reuses one of a few compiled shapes.
+        """
+        Q, single = self._checked_queries(queries, k, query_block)
+        m = len(self)
         n, f = Q.shape[0], self.keys.shape[1]
 
         def block_rows(rows: int) -> int:

@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 from scipy import optimize, special, stats
 
-from jaxemb import evaluate, ppmi
+from jaxemb import benchmarks, evaluate, ppmi
 
 
 def _tiny_ids():
@@ -132,7 +132,7 @@ def _tiny_bench(words):
     pairs = evaluate.WordPairs("p", np.array(["a", "b", "c", "d", "q"]),
                                np.array(["b", "c", "e", "g", "a"]),
                                np.array([1.0, 3.0, 2.0, 5.0, 4.0]))
-    return qs, evaluate.prepare_benchmarks(words, {
+    return qs, benchmarks.prepare_benchmarks(words, {
         "ws353": pairs, "simlex": pairs,
         "analogies": evaluate.AnalogySet("t", (evaluate.AnalogySection("s", qs),))})
 
@@ -152,23 +152,23 @@ def test_dot_analogies_and_pairs_keep_the_norms(rng):
     X = rng.normal(size=(7, 4)).astype(np.float32) * rng.uniform(0.2, 5, size=(7, 1))
     X = X.astype(np.float32)
     qs, bench = _tiny_bench(words)
-    got = evaluate.evaluate_vectors(X, bench, "dot", ("3cosadd",))
+    got = benchmarks.evaluate_vectors(X, bench, "dot", ("3cosadd",))
     assert (got["3cosadd"], got["3cosadd_answered"], got["3cosadd_oov"]) == (
         _numpy_3cosadd(X, words, qs[:3]), 3, 1)
     dots = [X[0] @ X[1], X[1] @ X[2], X[2] @ X[4], X[3] @ X[6]]
     assert (got["ws353_pairs"], got["ws353_oov"]) == (4, 1)
     assert got["ws353"] == pytest.approx(stats.spearmanr([1, 3, 2, 5], dots).statistic)
     with pytest.raises(evaluate.EvaluationError, match="3CosMul needs cosines"):
-        evaluate.evaluate_vectors(X, bench, "dot", ("3cosmul",))
+        benchmarks.evaluate_vectors(X, bench, "dot", ("3cosmul",))
     with pytest.raises(evaluate.EvaluationError, match="unknown score 'Cosine'"):
-        evaluate.evaluate_vectors(X, bench, "Cosine", (), pairs=True)
+        benchmarks.evaluate_vectors(X, bench, "Cosine", (), pairs=True)
 
 
 def test_cosine_evaluation_equals_numpy_on_unit_vectors(rng):
     words = ("a", "b", "c", "d", "e", "f", "g")
     X = (rng.normal(size=(7, 4)) * rng.uniform(0.2, 5, size=(7, 1))).astype(np.float32)
     qs, bench = _tiny_bench(words)
-    got = evaluate.evaluate_vectors(X, bench, "cosine", ("3cosadd",))
+    got = benchmarks.evaluate_vectors(X, bench, "cosine", ("3cosadd",))
     U = X / np.linalg.norm(X, axis=1, keepdims=True)
     assert got["3cosadd"] == _numpy_3cosadd(U, words, qs[:3])
     cos = [U[0] @ U[1], U[1] @ U[2], U[2] @ U[4], U[3] @ U[6]]
@@ -181,7 +181,7 @@ def test_undefined_figures_are_nan_not_errors(rng):
     words = ("a", "b", "c", "x", "y")
     X = rng.normal(size=(5, 4)).astype(np.float32)
     _, bench = _tiny_bench(words)  # pairs a-b, b-c only; no question has all four words
-    got = evaluate.evaluate_vectors(X, bench, "cosine", ("3cosadd", "3cosmul"))
+    got = benchmarks.evaluate_vectors(X, bench, "cosine", ("3cosadd", "3cosmul"))
     assert np.isnan(got["ws353"]) and (got["ws353_pairs"], got["ws353_oov"]) == (2, 3)
     for m in ("3cosadd", "3cosmul"):
         assert np.isnan(got[m]) and (got[f"{m}_answered"], got[f"{m}_oov"]) == (0, 4)
@@ -189,7 +189,7 @@ def test_undefined_figures_are_nan_not_errors(rng):
     words = ("a", "b", "c", "d", "e", "f", "g")
     _, bench = _tiny_bench(words)
     E = np.eye(7, dtype=np.float32)
-    assert np.isnan(evaluate.evaluate_vectors(E, bench, "dot", ())["ws353"])
+    assert np.isnan(benchmarks.evaluate_vectors(E, bench, "dot", ())["ws353"])
 
 
 def test_benchmark_rows_are_looked_up_case_insensitively_earliest_first():

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from jaxemb import corpus, datasets, evaluate, ppmi, sgns, stats, train
+from jaxemb import benchmarks, corpus, datasets, ppmi, sgns, stats, train
 from jaxemb.datasets import load_corpus
 
 
@@ -217,7 +217,7 @@ class SGNSStudy:
     vocab: corpus.Vocabulary
     ids: list
     variants: dict[str, VariantRun]
-    bench: evaluate.Benchmarks
+    bench: benchmarks.Benchmarks
     seconds: dict
     cache: dict = dataclasses.field(default_factory=dict)
     work_dir: Path | None = None  # checkpoints of each variant under work_dir/sgns-<variant>
@@ -270,7 +270,7 @@ class SGNSStudy:
         todo = tuple(m for m in methods if m not in done)
         if todo or "ws353" not in done:
             v = self.variants[variant].vectors(seed_index, kind)
-            done |= evaluate.evaluate_vectors(v, self.bench, score, todo,
+            done |= benchmarks.evaluate_vectors(v, self.bench, score, todo,
                                               pairs="ws353" not in done)
         return {k: x for k, x in done.items()
                 if not k.startswith("3cos") or k.split("_")[0] in methods}
@@ -288,7 +288,7 @@ class SGNSInputs:
     n_docs: int
     vocab: corpus.Vocabulary
     ids: list
-    bench: evaluate.Benchmarks
+    bench: benchmarks.Benchmarks
     seconds: float
 
 
@@ -304,7 +304,7 @@ def load_inputs(config: SGNSStudyConfig) -> SGNSInputs:
             f"--min-count {config.min_count} (max-docs {config.max_docs}), need at least "
             f"{MIN_VOCAB} (top-10 neighbour lists); use a larger corpus or a lower --min-count")
     ids = vocab.encode(docs)
-    bench = evaluate.prepare_benchmarks(vocab.words)
+    bench = benchmarks.prepare_benchmarks(vocab.words)
     return SGNSInputs(len(docs), vocab, ids, bench, time.perf_counter() - t)
 
 
