@@ -18,7 +18,6 @@ from experiments.report import Run  # noqa: E402
 from experiments.study.results import Results as _Results  # noqa: E402
 from experiments.study.sgns_common import (  # noqa: E402
     SGNSStudyConfig,
-    compare,
     pm,
     protocol_text,
     random_queries,
@@ -28,6 +27,7 @@ from experiments.study.sgns_common import (  # noqa: E402
 )
 from jaxemb import scoring  # noqa: E402
 from jaxemb.neighbours import hubness, neighbours  # noqa: E402
+from jaxemb.stats import compare  # noqa: E402
 
 PART = "sgns"
 TITLE = "## Q1. Why is [0.2,3]·[0.4,3] larger than [0.2,3]·[0.2,3]?"

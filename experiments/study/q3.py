@@ -19,13 +19,13 @@ from experiments.study.sgns_common import (  # noqa: E402
     SGNSStudy,
     SGNSStudyConfig,
     VariantRun,
-    compare,
     pm,
     protocol_text,
     settings_text,
     setup,
     trained,
 )
+from jaxemb import stats  # noqa: E402
 from jaxemb.ppmi import cosine_loss_floor, data_loss_floor  # noqa: E402
 
 PART = "sgns"
@@ -198,7 +198,7 @@ def answer(r: Results) -> str:
         if name in ok and "cosine_t1" in ok:
             word = {"higher": "raises", "lower": "lowers",
                     "indistinguishable": "does not measurably change"}[
-                        compare(ok[name]["ws353"], ok["cosine_t1"]["ws353"])]
+                        stats.compare(ok[name]["ws353"], ok["cosine_t1"]["ws353"])]
             parts.append(f"Going from t = 1 to {name} {word} WS353 "
                          f"({np.mean(ok['cosine_t1']['ws353']):.3f} → "
                          f"{np.mean(ok[name]['ws353']):.3f}).")
@@ -218,6 +218,6 @@ def _quality_words(ok: dict) -> list[str]:
         if name in ok and "dot" in ok:
             word = {"higher": "higher than", "lower": "lower than",
                     "indistinguishable": "indistinguishable from"}[
-                        compare(ok[name]["ws353"], ok["dot"]["ws353"])]
+                        stats.compare(ok[name]["ws353"], ok["dot"]["ws353"])]
             parts.append(f"{name} is {word} dot on WS353 (paired 95% interval over seeds).")
     return parts

@@ -18,7 +18,6 @@ from experiments.study.sgns_common import (  # noqa: E402
     KINDS,
     SGNSStudy,
     SGNSStudyConfig,
-    compare,
     pm,
     protocol_text,
     random_queries,
@@ -29,6 +28,7 @@ from experiments.study.sgns_common import (  # noqa: E402
 )
 from jaxemb import search  # noqa: E402
 from jaxemb.neighbours import neighbours  # noqa: E402
+from jaxemb.stats import compare  # noqa: E402
 from jaxemb.wordvectors import WordVectors  # noqa: E402
 
 PART = "sgns"

@@ -452,15 +452,6 @@ def pm(values, digits: int = 3, scale: float = 1.0) -> str:
     return stats.format_interval(values, digits, scale)
 
 
-def compare(a, b) -> str:
-    """'higher' / 'lower' / 'indistinguishable': ``a`` against ``b``, paired over the shared
-    seeds by the report's one decision rule; a figure undefined on some seed (NaN) is never
-    called different."""
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        return "indistinguishable"
-    return stats.compare(a, b)
-
-
 def unit(X: np.ndarray) -> np.ndarray:
     """Rows of ``X`` [n, d] scaled to length 1 (zero rows stay 0)."""
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
