@@ -13,6 +13,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxemb import timing
+
 
 class RunDirError(OSError):
     """The output directory cannot be created or written."""
@@ -47,7 +49,7 @@ def environment() -> dict:
     return {
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "processor": _cpu_model(),
+        "processor": timing.cpu_name(),
         "cpu_count": os.cpu_count(),
         "jax": jax.__version__,
         "flax": flax.__version__,
@@ -56,16 +58,6 @@ def environment() -> dict:
         "devices": [str(d) for d in jax.devices()],
         "backend": jax.default_backend(),
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 class Run:

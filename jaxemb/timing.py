@@ -90,20 +90,28 @@ def keep_freed_memory() -> str:
             else "default allocator settings (glibc mallopt unavailable)")
 
 
-def cpu_model() -> str:
-    """The CPU's model name and the vector instruction sets a matmul kernel can use."""
+def _cpuinfo() -> str:
     try:
         with open("/proc/cpuinfo") as f:
-            info = f.read()
+            return f.read()
     except OSError:
-        return platform.processor() or platform.machine()
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                 if line.startswith("model name")), platform.machine())
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines()
+        return ""
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; else what ``platform`` knows)."""
+    return next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines()
+                 if line.startswith("model name")),
+                platform.processor() or platform.machine())
+
+
+def cpu_model() -> str:
+    """The CPU's model name and the vector instruction sets a matmul kernel can use."""
+    flags = next((line.split(":", 1)[1].split() for line in _cpuinfo().splitlines()
                   if line.startswith("flags")), [])
     isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
            if f in flags]
-    return f"{name} ({', '.join(isa) or 'no AVX2'})"
+    return f"{cpu_name()} ({', '.join(isa) or 'no AVX2'})"
 
 
 def openblas_threads() -> int | None:
