@@ -156,6 +156,17 @@ def _jsonable(x):
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
+MEASURED = "**Answer (measured in this run).**"
+BACKGROUND = "**Background (not measured here).**"
+
+
+def answer_text(measured: str, background: str = "") -> str:
+    """A question's answer: ``measured``, words produced from this run's results, and apart from
+    it ``background``, theory this run does not test (with its citations)."""
+    text = f"{MEASURED} {measured}"
+    return text + (f"\n\n{BACKGROUND} {background}" if background else "")
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence], caption: str = "") -> str:
     """A Markdown table; floats to 4 significant digits."""
     def fmt(v):

@@ -100,7 +100,7 @@ def test_render_writes_the_tables_figures_and_answer(tmp_path):
     assert report.count("## Q5. Does an element-wise product") == 1
     for heading in ("### Q5.1", "### Q5.2", "### Q5.3 Answer"):
         assert heading in report
-    assert "**Measured:** " + q5.answer(r) in report
+    assert "### Q5.3 Answer\n\n" + q5.answer(r) in report
     tables = {m["section"]: m for m in records if m.get("kind") == "table"}
     assert set(tables) == {"q5_ranking_dot truth", "q5_ranking_non-linear truth",
                            "q5_mlp_learns_dot"}
@@ -135,7 +135,7 @@ def test_render_saved_and_the_render_subcommand(tmp_path, capsys):
     report = (new[0] / "report.md").read_text()
     assert f"Rendered from `{saved}/results.json` (no training)" in report
     assert stats.DECISION_RULE in report
-    assert "**Measured:** " + q5.answer(fixture_results()) in report
+    assert "### Q5.3 Answer\n\n" + q5.answer(fixture_results()) in report
     # the same as rendering the results directly
     direct = tmp_path / "direct"
     direct.mkdir()

@@ -152,6 +152,17 @@ def test_q2_answer_follows_the_numbers():
     assert "slope 0.50 (below the theory's 1)" in text and "0.30 below PMI − log k" in text
     assert "On the planted corpus" in text and "in·out reaches Spearman 0.61" in text
     assert "planted" not in q2.answer(_q2(planted=False))
+    # the opposite outcome turns the words: in·in above in·out on PMI, in·out on shared contexts
+    r = _q2()
+    agg = r.aggregate | {"io_pmi": r.aggregate["ii_pmi"], "ii_pmi": r.aggregate["io_pmi"],
+                         "io_2nd_r": r.aggregate["ii_2nd_r"], "ii_2nd_r": r.aggregate["io_2nd_r"],
+                         "io_simlex": [0.5] * 3, "io_ws353": [0.3] * 3}
+    flipped = q2.answer(dataclasses.replace(r, aggregate=agg,
+                                            fits=[r.fits[0] | {"slope": 1.05}] * 3))
+    assert "it does not follow PMI more closely than cos(in, in) does" in flipped
+    assert "cos(in, in) does not track shared contexts more than in·out does" in flipped
+    assert "in·out does no worse where only similarity counts" in flipped
+    assert "slope 1.05 (close to the theory's 1)" in flipped
 
 
 def test_q2_render_writes_its_tables_figure_and_answer(tmp_path):
@@ -234,6 +245,15 @@ def test_q3_answer_follows_the_numbers():
     assert "The learned temperature ends at t = 2, 2.1, 2.05 (from 1)." in text
     assert "Training diverged (NaN loss) for: bilinear" in text
     assert "Going from t = 1 to cosine_learned raises WS353 (0.313 → 0.520)" in text
+    assert text.startswith("**Answer (measured in this run).**")
+    assert "**Background (not measured here).** A cosine logit" in text
+    # the opposite outcome turns the words
+    r = _q3()
+    v = dict(r.variants)
+    v["cosine_t1"] = v["cosine_t1"] | {"final_loss": [2.0] * 3, "ws353": [0.60, 0.62, 0.61]}
+    flipped = q3.answer(dataclasses.replace(r, variants=v))
+    assert "and below dot's 2.850" in flipped and "cosine_t1 is higher than dot on WS353" in flipped
+    assert "Going from t = 1 to cosine_learned lowers WS353" in flipped
 
 
 def test_q3_render_writes_the_table_figure_and_records(tmp_path):
@@ -257,9 +277,10 @@ def test_q3_render_writes_the_table_figure_and_records(tmp_path):
 
 # --- Q7 --------------------------------------------------------------------------------------
 
-def _q7(queen=True):
+def _q7(queen=True, out_shift=0.0):
     ev = {"in": [_ev(x) for x in (0.40, 0.42, 0.41)],
-          "out": [_ev(x, simlex=0.3 + x / 10) for x in (0.50, 0.53, 0.52)],
+          "out": [_ev(x + out_shift, simlex=0.3 + (x + out_shift - 0.4) / 10)
+                  for x in (0.50, 0.53, 0.52)],
           "in+out": [_ev(x, add=0.3) for x in (0.45, 0.46, 0.47)]}
     geo = {kd: {"rho": [r] * 3, "norm": [1.0] * 3, "iso": [i] * 3, "overlap": [o] * 3}
            for kd, r, i, o in (("in", 0.8, 0.1, 1.0), ("out", 0.3, 0.05, 0.35),
@@ -279,12 +300,18 @@ def test_q7_results_roundtrip():
 
 def test_q7_answer_follows_the_numbers():
     text = q7.answer(_q7())
-    assert "out is better than in on WS353 and better than in on SimLex" in text
+    assert text.startswith("**Answer (measured in this run).** Out is better than in on WS353 "
+                           "and better than in on SimLex")
+    assert "**Background (not measured here).**" in text and "not symmetric" in text
     assert "the best vectors are out on WS353, out on SimLex and in+out on analogies" in text
     assert "Spearman 0.80 (in) vs 0.30 (out), mean pairwise cosine 0.100 vs 0.050" in text
     assert "out shares 35% of in's top-10 neighbours" in text
     assert "queen in the top 5 for SGNS dot, in (seed 0) (3cosadd, rank 2)" in text
     assert "for none of these vectors" in q7.answer(_q7(queen=False))
+    # the opposite outcome turns the words (out below in on every seed, paired)
+    flipped = q7.answer(_q7(out_shift=-0.2))
+    assert "Out is worse than in on WS353 and worse than in on SimLex" in flipped
+    assert "the best vectors are in+out on WS353" in flipped
 
 
 def test_q7_render_writes_its_tables_and_figure(tmp_path):

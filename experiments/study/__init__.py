@@ -95,7 +95,10 @@ def header() -> str:
             f"{env['processor']} ({env['cpu_count']} CPUs, backend {env['backend']}, devices "
             f"{len(env['devices'])}), jax {env['jax']}, flax {env['flax']}, optax "
             f"{env['optax']}, numpy {env['numpy']}. Every number below is also in this run's "
-            "`metrics.jsonl` and `results.json`. Intervals are 95% t-intervals over seeds. "
+            "`metrics.jsonl` and `results.json`. Each answer's first paragraph, \"measured in "
+            "this run\", is generated from this run's results; its \"Background\" paragraph "
+            "gives theory the run does not test, with citations. Intervals are 95% t-intervals "
+            "over seeds. "
             f"Decision rule: {stats.DECISION_RULE}\n")
 
 

@@ -14,7 +14,7 @@ from scipy import stats
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.report import Run  # noqa: E402
+from experiments.report import Run, answer_text  # noqa: E402
 from experiments.study.results import Results as _Results  # noqa: E402
 from experiments.study.sgns_common import (  # noqa: E402
     SGNSStudyConfig,
@@ -159,8 +159,8 @@ def answer(r: Results) -> str:
     cmp = {m: WORDS[compare([e[m] for e in r.benchmarks["dot"]],
                             [e[m] for e in r.benchmarks["cosine"]])]
            for m in ("ws353", "simlex", "3cosadd")}
-    return (
-        f"**Answer.** The dot product grows with length: a·b = {dot_seed['a_b']:.4g} "
+    return answer_text(
+        f"The dot product grows with length: a·b = {dot_seed['a_b']:.4g} "
         f"{'>' if dot_seed['a_b'] > dot_seed['a_c'] else '≤'} a·a = {dot_seed['a_c']:.4g} with "
         f"‖b‖ = {np.hypot(*SEED_B):.4g} > ‖a‖ = {np.hypot(*SEED_A):.4g}, while cosine "
         f"ranks the identical vector {'first' if cos_seed['a_c'] > cos_seed['a_b'] else 'second'}"
@@ -174,4 +174,15 @@ def answer(r: Results) -> str:
         f"neighbour table). On the benchmarks, scoring the same vectors with dot "
         f"gives WS353 ρ {cmp['ws353']}, SimLex ρ {cmp['simlex']} and 3CosAdd "
         f"accuracy {cmp['3cosadd']} cosine's (benchmark table; 'indistinguishable': the 95% "
-        f"interval of the paired per-seed differences includes 0).")
+        f"interval of the paired per-seed differences includes 0). Here dot scores input "
+        f"vectors against input vectors (in·in), like cosine; SGNS itself trained in·out.",
+        BACKGROUND)
+
+
+BACKGROUND = (
+    "a·b = ‖a‖‖b‖ cos θ: a dot product ranks by length as well as by angle, and cosine is the "
+    "dot product of unit vectors (jaxemb.scoring: the same score after the feature map "
+    "v → v/‖v‖). That SGNS vector lengths grow with word frequency was observed by Schnabel et "
+    "al. (2015, 'Evaluation methods for unsupervised word embeddings'); hubs — points among the "
+    "nearest neighbours of many others — are a general property of nearest-neighbour lists in "
+    "high dimension (Radovanović, Nanopoulos & Ivanović 2010, JMLR 11).")

@@ -14,7 +14,7 @@ from scipy import stats
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.report import Run  # noqa: E402
+from experiments.report import Run, answer_text  # noqa: E402
 from experiments.study.results import Results as _Results  # noqa: E402
 from experiments.study.sgns_common import (  # noqa: E402
     PlantedRun,
@@ -309,14 +309,16 @@ def answer(r: Results) -> str:
     n_split = sum(1 for e in r.examples if e["rank_io"] < e["rank_ii"])
     drop = {n: agg[f"ii_{n}"] - agg[f"io_{n}"] for n in ("ws353", "simlex")}
     text = (
-        f"**Answer.** SGNS trains in·out, a first-order score: it {first} cos(in, in) does "
+        f"SGNS trains in·out, a first-order score: it {first} cos(in, in) does "
         f"(Spearman {agg['io_pmi']:.2f} vs {agg['ii_pmi']:.2f}), while cos(in, in) {second} "
         f"in·out does (Spearman with the PPMI-profile cosine on random pairs of frequent words "
         f"{agg['ii_2nd_r']:.2f} vs {agg['io_2nd_r']:.2f}; aggregate table). "
         f"Relevance (the words occur together) and similarity (they occur in the same "
         f"contexts) are different scores of the same model: for {n_split} of {len(r.examples)} "
         f"query words the most associated partner ranks higher by in·out than by cos(in, in) "
-        f"(pairs table). Against human ratings, replacing cos(in, in) by in·out changes "
+        f"(pairs table; the partners are chosen by their PMI, so this table illustrates "
+        f"the aggregate figures rather than testing anything new). Against human ratings, "
+        f"replacing cos(in, in) by in·out changes "
         f"Spearman by {-drop['simlex']:+.3f} on SimLex (similarity only) and by "
         f"{-drop['ws353']:+.3f} on WS353 (relatedness too), so relative to cos(in, in) in·out "
         f"does {'worse' if drop['simlex'] > drop['ws353'] else 'no worse'} where only "
@@ -330,4 +332,14 @@ def answer(r: Results) -> str:
                  f"Spearman {np.mean(pl['io']):.2f} with it and cos(in, in) "
                  f"{np.mean(pl['ii']):.2f}, against {pl['empirical']:.2f} for the PMI "
                  f"counted in the corpus itself (planted table).")
-    return text
+    return answer_text(text, BACKGROUND)
+
+
+BACKGROUND = (
+    "With enough dimensions, SGNS's optimum is in_w·out_c = PMI(w, c) − log k, k the number of "
+    "negatives, with the context marginal taken from the smoothed (^0.75) distribution the "
+    "negatives are drawn from (Levy & Goldberg 2014; Levy, Goldberg & Dagan 2015): in·out is a "
+    "first-order, co-occurrence score. cos(in_a, in_b) compares two words' rows of that matrix, "
+    "i.e. the contexts they share: a second-order score (Schütze 1998). Relatedness benchmarks "
+    "such as WS353 reward both kinds of association, SimLex-999 only similarity (Hill, "
+    "Reichart & Korhonen 2015).")

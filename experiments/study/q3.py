@@ -13,7 +13,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.report import Run  # noqa: E402
+from experiments.report import Run, answer_text  # noqa: E402
 from experiments.study.results import Results as _Results  # noqa: E402
 from experiments.study.sgns_common import (  # noqa: E402
     SGNSStudy,
@@ -131,7 +131,10 @@ def _table(r: Results, run: Run) -> str:
                       "floor (1+k)·log(1+e^−t)", "floor on these data, |logit| ≤ t",
                       "final t per seed", "mean ‖in‖", "WS353 ρ", "SimLex ρ",
                       "analogy 3CosAdd %"),
-        rows, f"Only the score differs; {settings_text(r.setup)}; no bias. Loss per pair as "
+        rows, f"The score varies, and with it two settings: the initialisation (cosine: both "
+        f"tables uniform ±√(3/d), length ≈ 1, since v/‖v‖ is undefined at 0; dot and bilinear: "
+        f"word2vec's in ±0.5/d and out = 0) and the score's own parameters (log t, W), which "
+        f"step at lr / (pairs in the block); {settings_text(r.setup)}; no bias. Loss per pair as "
         f"jaxemb.train reports it (−log σ(positive) − k·mean log σ(−negative)), last epoch. "
         f"'Floor on these data': the least loss any model could reach on the pairs SGNS sees "
         f"(estimated, {r.pmi_draws} subsampling draws) with every logit in [−t, t] (for "
@@ -166,7 +169,7 @@ def _figure(r: Results, run: Run) -> str:
 def answer(r: Results) -> str:
     k = r.setup["negative"]
     sig = 1 / (1 + np.exp(-1.0))
-    parts = [f"**Answer.** With t = 1 a cosine logit lies in [−1, 1], so σ(logit) ∈ "
+    parts = [f"With t = 1 a cosine logit lies in [−1, 1], so σ(logit) ∈ "
              f"[{1 - sig:.2f}, {sig:.2f}] and the loss per pair cannot go below (1+k)·"
              f"log(1+e^−1) = {cosine_loss_floor(1.0, k):.3f} for k = {k}; on these data "
              f"the bound is tighter: {r.t1_data_floor:.3f}"
@@ -186,9 +189,7 @@ def answer(r: Results) -> str:
     cos_ok = [n for n in ok if r.scores[n] == "cosine"]
     if cos_ok and "dot" in ok:
         parts.append(
-            "A cosine logit does not depend on ‖v‖, but its SGD step on v scales as t/‖v‖ "
-            "(the gradient of v/‖v‖ is (I − v̂v̂ᵀ)/‖v‖, and each step lengthens v), so the "
-            "norms the vectors reach set the effective learning rate: mean ‖in‖ is "
+            "Mean ‖in‖ at the end is "
             + ", ".join(f"{np.mean(ok[n]['norm_in']):.2f} ({n})" for n in cos_ok)
             + f" against {np.mean(ok['dot']['norm_in']):.2f} for dot (table).")
     failed = [n for n, rec in out.items() if rec["status"] != "ok"]
@@ -202,7 +203,17 @@ def answer(r: Results) -> str:
             parts.append(f"Going from t = 1 to {name} {word} WS353 "
                          f"({np.mean(ok['cosine_t1']['ws353']):.3f} → "
                          f"{np.mean(ok[name]['ws353']):.3f}).")
-    return " ".join(parts)
+    return answer_text(" ".join(parts), BACKGROUND)
+
+
+BACKGROUND = (
+    "A cosine logit t·v̂_in·v̂_out does not depend on the vectors' lengths, but its gradient with "
+    "respect to v is t·(I − v̂v̂ᵀ)(·)/‖v‖: the SGD step shrinks as v grows, and, being "
+    "orthogonal to v, each step lengthens it. So the norms the vectors reach may set cosine's "
+    "effective learning rate; this run reports the norms but does not test that mechanism "
+    "(cosine with the dot model's initialisation and a temperature sweep would). The loss "
+    "floor above is arithmetic: σ(±t) bounds each pair's loss (Wang et al. 2017, 'NormFace', "
+    "for the same bound in softmax classifiers).")
 
 
 def _quality_words(ok: dict) -> list[str]:

@@ -35,7 +35,7 @@ from typing import Annotated, Any
 import jax
 import tyro
 
-from experiments.report import Run, require_positive
+from experiments.report import Run, answer_text, require_positive
 from experiments.study import q4_measure, q4_render
 from experiments.study.results import Results as _Results
 from jaxemb import tasks
@@ -255,5 +255,5 @@ def render(results: Results, run: Run) -> None:
 
 
 def answer(results: Results) -> str:
-    """The measured answer's words, from ``results`` only."""
-    return q4_render.answer(results, results.cfg())
+    """The answer: words from ``results`` only, then the background theory it does not test."""
+    return answer_text(q4_render.answer(results, results.cfg()), q4_render.BACKGROUND)

@@ -15,7 +15,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.report import Run  # noqa: E402
+from experiments.report import Run, answer_text  # noqa: E402
 from jaxemb import stats  # noqa: E402
 
 _RELATION = {"lower": "below", "higher": "above", "indistinguishable": "indistinguishable from"}
@@ -376,19 +376,20 @@ def answer(results, cfg) -> str:
     return " ".join(lines)
 
 
-WHY = """\
-Why a dot product: after the learned projections, q·k = x_i W_Q W_Kᵀ x_jᵀ is a learned bilinear
-form, so *relevance* is learned and need not be *resemblance*: "don't" can score high against
+BACKGROUND = """\
+After the learned projections, q·k = x_i W_Q W_Kᵀ x_jᵀ is a learned bilinear form (Vaswani et
+al. 2017), so relevance is learned and need not be resemblance: "don't" can score high against
 "like" although their embeddings are unlike. The other scores are the same dot product after
-other feature maps (jaxemb.scoring): cosine drops the lengths and needs a learned temperature to
-express a peaked softmax; −‖q−k‖² = 2q·k − ‖k‖² − ‖q‖², and ‖q‖² cancels in the softmax over keys,
-so it is a dot product with a per-key penalty ‖k‖²; the bilinear forms re-parametrise
-W_Q W_Kᵀ. Raw similarity (q = k = x) cannot separate relevance from resemblance: a token scores
-itself at least as high as any other token of its norm (Cauchy–Schwarz), and its score is
-symmetric, so it cannot express a one-way relation ("don't" → "like" but not back): around a
-cycle of words the sum of successor scores equals the sum of predecessor scores (the successor
-task). MQAR is different: the query is the very token that was stored as a key, so its lookup is
-by resemblance. Which of these matter in practice is what the tables above measure."""
+other feature maps (jaxemb.scoring): cosine drops the lengths and needs a temperature to express
+a peaked softmax; −‖q−k‖² = 2q·k − ‖k‖² − ‖q‖², and ‖q‖² cancels in the softmax over keys, so it
+is a dot product with a per-key penalty ‖k‖²; the bilinear forms re-parametrise W_Q W_Kᵀ. In one
+layer, raw similarity (q = k = x) cannot separate relevance from resemblance: a token scores
+itself at least as high as any other token of its norm (Cauchy–Schwarz), and the score is
+symmetric, so around a cycle of words the sum of successor scores equals the sum of predecessor
+scores (jaxemb.tasks). That argument holds per layer only: in a deeper model later layers compare
+representations that earlier layers and the position embeddings have already mixed, so a network
+of raw-similarity layers is not bound to a symmetric relation. MQAR is different: the query is
+the very token that was stored as a key, so its lookup is by resemblance."""
 
 
 def render(results, cfg, run: Run) -> None:
@@ -402,7 +403,7 @@ def render(results, cfg, run: Run) -> None:
     if results.char is not None:
         parts_md.append("Character LM, learning-rate sensitivity, logit growth\n\n"
                         + _char(results, cfg, run))
-    words = answer(results, cfg)
+    words = answer_text(answer(results, cfg), BACKGROUND)
     run.log("q4_summary", answer=words, seconds=results.seconds, devices=results.devices,
             cpu_seconds=results.cpu_seconds)
     body = "".join(f"### Q4.{i} {md}\n" for i, md in enumerate(parts_md, 1))
@@ -420,5 +421,4 @@ def render(results, cfg, run: Run) -> None:
         f"trained together with jax.vmap; fresh training data at every step, held-out data from "
         f"a separate key. Scores: {', '.join(cfg.scores)} (jaxemb.attention). Parts: "
         f"{', '.join(cfg.parts)}. {results.seconds:.0f} s on this machine.\n\n"
-        + body + f"### Q4.{len(parts_md) + 1} Answer\n\n" + WHY + "\n\n**Measured:** "
-        + words + "\n")
+        + body + f"### Q4.{len(parts_md) + 1} Answer\n\n" + words + "\n")

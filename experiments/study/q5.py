@@ -27,7 +27,7 @@ import dataclasses
 
 import numpy as np
 
-from experiments.report import Run, require_positive
+from experiments.report import Run, answer_text, require_positive
 from experiments.study import results as results_io
 from jaxemb import interaction, stats
 
@@ -202,7 +202,7 @@ def render(results: Results, run: Run) -> None:
             f"function over items. {results.seconds:.0f} s on this machine.\n\n"
             "### Q5.1 Ranking on data with a known truth\n\n" + tables + "\n" + bars
             + "\n### Q5.2 Can an MLP learn a dot product?\n\n" + fit_md
-            + "\n### Q5.3 Answer\n\n" + WHY + "\n\n**Measured:** " + words + "\n")
+            + "\n### Q5.3 Answer\n\n" + words + "\n")
 
 
 _fmt = stats.format_interval
@@ -317,7 +317,7 @@ def answer(results: Results) -> str:
     fit = results.mlp_learns_dot
     if any(m != "dot" for m in fit):
         parts.append(_fit_sentence([str(s) for s in cfg.fit_sizes], fit))
-    return " ".join(parts)
+    return answer_text(" ".join(parts), BACKGROUND)
 
 
 def _ranking_sentence(k: int, name: str, r: dict) -> str:
@@ -362,11 +362,14 @@ def _fit_sentence(sizes: list[str], fit: dict) -> str:
                "The dot model's error is not the lowest at every size."))
 
 
-WHY = """Yes, as long as the product is summed: Σ_j w_j u_j v_j is the diagonal bilinear score,
-a dot product after the feature map u → w ⊙ u (jaxemb.scoring), i.e. NCF's GMF; with w = 1 it is
-exactly the dot product, so GMF can only re-weight dimensions that the embeddings could re-scale
-themselves. The seed thread's ½(u⊙v + u + v) with a linear head h adds ½h·u, which is the same for
-every item of a user and cannot change the ranking, and ½h·v, an item bias tied to the item's
-embedding; it is GMF with item biases. Whether a learned similarity (an MLP on [u, v]) does
-better than the product is an empirical question: it has to approximate multiplication from data
-(Rendle et al. 2020). The tables and the plot above measure it."""
+BACKGROUND = """An element-wise product followed by a weighted sum, Σ_j w_j u_j v_j, is the diagonal
+bilinear score: a dot product after the feature map u → w ⊙ u (jaxemb.scoring), which is NCF's GMF
+(He et al. 2017); with w = 1 it is exactly the dot product, so GMF can only re-weight dimensions
+that the embeddings could re-scale themselves. The element-wise product alone, u⊙v, is a vector,
+not a score: it needs a head to become one, linear (GMF) or an MLP (NeuMF's GMF branch feeds a
+shared output layer; an MLP on u⊙v is not trained in this run). The seed thread's ½(u⊙v + u + v)
+with a linear head h adds ½h·u, which is the same for every item of a user and cannot change the
+ranking, and ½h·v, an item bias tied to the item's embedding: GMF with item biases. Whether a
+learned similarity (an MLP on [u, v]) does better than the product is an empirical question: it
+has to approximate multiplication from data (Rendle et al. 2020, "Neural Collaborative Filtering
+vs. Matrix Factorization Revisited")."""

@@ -12,7 +12,7 @@ from scipy import stats
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.report import Run  # noqa: E402
+from experiments.report import Run, answer_text  # noqa: E402
 from experiments.study.results import Results as _Results  # noqa: E402
 from experiments.study.sgns_common import (  # noqa: E402
     KINDS,
@@ -187,10 +187,8 @@ def answer(r: Results) -> str:
     geo = {kd: {key: np.mean(v) for key, v in g.items()} for kd, g in r.geometry.items()}
     hits = [f"{x['vectors']} ({x['method']}, rank {rank})" for x in r.king_queen
             if (rank := _rank(x["top"], "queen"))]
-    return (
-        f"**Answer.** In theory the two tables play symmetric roles: SGNS fits in·out to the "
-        f"shifted PMI, which is nearly symmetric in (w, c) (Levy & Goldberg 2014), so an output "
-        f"row is as much a description of its word as an input row. Measured: out is "
+    return answer_text(
+        f"Out is "
         f"{vs_in('ws353')} in on WS353 and {vs_in('simlex')} in on SimLex (paired 95% interval "
         f"over seeds); the best vectors are {best['ws353']} on WS353, {best['simlex']} on "
         f"SimLex and {best['3cosadd']} on analogies (3CosAdd) (benchmark table). "
@@ -199,4 +197,18 @@ def answer(r: Results) -> str:
         f"{geo['in']['iso']:.3f} vs {geo['out']['iso']:.3f}, and out shares "
         f"{100 * geo['out']['overlap']:.0f}% of in's top-10 neighbours (geometry "
         f"table, plot). king − man + woman gives queen in the top 5 for "
-        f"{'; '.join(hits) if hits else 'none of these vectors'} (last table).")
+        f"{'; '.join(hits) if hits else 'none of these vectors'} (last table).",
+        BACKGROUND)
+
+
+BACKGROUND = (
+    "SGNS's loss depends on the two tables only through the products in_w·out_c. With enough "
+    "dimensions its optimum is in_w·out_c = log(#(w,c)·|D| / (#(w)·#(c))) − log k (Levy & "
+    "Goldberg 2014), where word2vec draws negatives from the unigram distribution raised to "
+    "0.75, so the column (context) marginal is the smoothed one and the row (word) marginal the "
+    "plain one (Levy, Goldberg & Dagan 2015): the matrix is not symmetric. And a product "
+    "in·outᵀ fixes the tables only up to an invertible matrix A (in·A and out·A⁻ᵀ give the same "
+    "scores), so the objective alone does not make an output row describe its word the way an "
+    "input row does; word2vec also starts the output vectors at zero and the input vectors at "
+    "random. Whether out (or in + out, Levy, Goldberg & Dagan 2015) works as well as in is "
+    "therefore an empirical question — the tables above.")
