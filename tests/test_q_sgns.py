@@ -65,7 +65,7 @@ def _roundtrip(r):
 
 # --- Q1 --------------------------------------------------------------------------------------
 
-def _q1(dot_ws353=(0.30, 0.32, 0.31), rho=(0.80, 0.82, 0.84)):
+def _q1(dot_ws353=(0.30, 0.32, 0.31), rho=(0.80, 0.82, 0.84), in_out_ws353=(0.60, 0.62, 0.61)):
     counts = np.arange(200, 0, -1)
     hub = {"cosine": [{"share_top": 0.02, "k_occurrence_skew": 2.0, "max_k_occurrence": 9}] * 3,
            "dot": [{"share_top": 0.40, "k_occurrence_skew": 12.0, "max_k_occurrence": 60}] * 3}
@@ -75,7 +75,8 @@ def _q1(dot_ws353=(0.30, 0.32, 0.31), rho=(0.80, 0.82, 0.84)):
         neighbours=[["king", ["queen", "prince", "lord", "crown", "throne"],
                      ["the", "of", "and", "in", "a"]]],
         benchmarks={"cosine": [_ev(x) for x in (0.50, 0.53, 0.51)],
-                    "dot": [_ev(x) for x in dot_ws353]},
+                    "dot": [_ev(x) for x in dot_ws353],
+                    "in_out": [{"ws353": x, "simlex": 0.3} for x in in_out_ws353]},
         hubness=hub, frequent=2, n_queries=50)
 
 
@@ -94,6 +95,10 @@ def test_q1_answer_follows_the_numbers():
     assert "WS353 ρ lower than, SimLex ρ indistinguishable from" in text
     text = q1.answer(_q1(dot_ws353=(0.45, 0.58, 0.51), rho=(-0.5, -0.4, -0.45)))
     assert "WS353 ρ indistinguishable from" in text and "falls with word frequency" in text
+    assert ("Scored by in·out, the score SGNS trained, the same model gives WS353 ρ 0.610, "
+            "higher than cosine's and SimLex ρ 0.300, indistinguishable from cosine's") in text
+    flipped = q1.answer(_q1(in_out_ws353=(0.40, 0.42, 0.41)))
+    assert "WS353 ρ 0.410, lower than cosine's" in flipped
 
 
 def test_q1_render_writes_its_tables_figure_and_answer(tmp_path):
@@ -103,12 +108,14 @@ def test_q1_render_writes_its_tables_figure_and_answer(tmp_path):
     tables = {m["section"]: m for m in logged if m.get("kind") == "table"}
     assert list(tables) == ["q1_seed_arithmetic", "q1_norms", "q1_neighbours", "q1_benchmarks",
                             "q1_hubness"]
-    assert tables["q1_benchmarks"]["rows"][1][:2] == ["dot", "0.310 ± 0.025"]
+    assert tables["q1_benchmarks"]["rows"][1][:2] == ["dot (in·in)", "0.310 ± 0.025"]
+    assert tables["q1_benchmarks"]["rows"][2] == ["in·out", "0.610 ± 0.025", "0.300 ± 0.000",
+                                                  "— (undefined)"]
     assert tables["q1_hubness"]["rows"][1][1] == "40.0 ± 0.0"
     assert tables["q1_neighbours"]["rows"] == [["king", "queen, prince, lord, crown, throne",
                                                 "the, of, and, in, a"]]
     assert [m["seed"] for m in logged if m["section"] == "q1_benchmarks" and "seed" in m] \
-        == SEEDS * 2
+        == SEEDS * 3
     assert (tmp_path / "q1_norm_vs_frequency.png").stat().st_size > 1000
     text = run.sections[0]
     assert text.startswith(q1.TITLE) and text.rstrip().endswith(q1.answer(_q1()))
@@ -440,3 +447,15 @@ def test_measured_results_are_json_and_render(tiny_measured, tmp_path):
     text = "".join(run.sections)
     for title in (q1.TITLE, q2.TITLE, q3.TITLE, q7.TITLE):
         assert text.count(title) == 1
+
+
+def test_in_out_pair_scores_average_both_directions(rng):
+    from experiments.study.sgns_common import in_out_pair_scores
+
+    vin, vout = rng.standard_normal((2, 6, 4))
+    ia, ib = np.array([0, 2, 5]), np.array([1, 2, 3])
+    want = [0.5 * (np.dot(vin[a], vout[b]) + np.dot(vin[b], vout[a]))
+            for a, b in zip(ia, ib, strict=True)]
+    np.testing.assert_allclose(in_out_pair_scores(vin, vout, ia, ib), want, rtol=1e-12)
+    # in·out is not symmetric; the average is
+    np.testing.assert_allclose(in_out_pair_scores(vin, vout, ib, ia), want, rtol=1e-12)

@@ -18,6 +18,7 @@ from experiments.report import Run, answer_text  # noqa: E402
 from experiments.study.results import Results as _Results  # noqa: E402
 from experiments.study.sgns_common import (  # noqa: E402
     SGNSStudyConfig,
+    in_out_pair_scores,
     pm,
     protocol_text,
     random_queries,
@@ -34,6 +35,7 @@ TITLE = "## Q1. Why is [0.2,3]·[0.4,3] larger than [0.2,3]·[0.2,3]?"
 SEED_A, SEED_B, SEED_C = (0.2, 3.0), (0.4, 3.0), (0.2, 3.0)
 """The vectors of the question: is a·b > a·c although c = a?"""
 EVAL_SCORES = ("cosine", "dot")
+BENCH_LABELS = {"cosine": "cosine (in, in)", "dot": "dot (in·in)", "in_out": "in·out"}
 WORDS = {"higher": "higher than", "lower": "lower than",
          "indistinguishable": "indistinguishable from"}
 
@@ -46,7 +48,8 @@ class Results(_Results):
     norms: list  # [V] ‖in‖ of the dot model, first seed (the plot)
     counts: list  # [V] corpus counts
     neighbours: list  # [[word, top 5 by cosine, top 5 by dot]] (first seed)
-    benchmarks: dict  # {"cosine" | "dot": [evaluate_vectors per seed]}
+    benchmarks: dict  # {"cosine" | "dot": [evaluate_vectors per seed] (in·in), "in_out":
+    #                   [{"ws353", "simlex": ρ of in·out}] (SGNS's own score; no analogies)}
     hubness: dict  # {"cosine" | "dot": [hubness per seed]}
     frequent: int  # how many most frequent words count as hubs
     n_queries: int  # random query words of the hubness measure
@@ -74,6 +77,7 @@ def measure(config: SGNSStudyConfig, shared: dict, progress) -> Results:
         nb = [[w, [study.vocab.words[j] for j in by["cosine"][i]],
                [study.vocab.words[j] for j in by["dot"][i]]] for i, w in enumerate(words)]
         bench = {s: [study.evaluation("dot", "in", i, s) for i in seeds] for s in EVAL_SCORES}
+        bench["in_out"] = [_in_out_benchmarks(study, i) for i in seeds]
         queries = random_queries(len(counts), config.hub_queries)
         frequent = max(1, len(counts) // 100)
         hub = {s: [hubness(v, queries, frequent, s) for v in V] for s in EVAL_SCORES}
@@ -81,6 +85,18 @@ def measure(config: SGNSStudyConfig, shared: dict, progress) -> Results:
                    norms=np.linalg.norm(V[0], axis=1).astype(np.float64).tolist(),
                    counts=np.asarray(counts).tolist(), neighbours=nb, benchmarks=bench,
                    hubness=hub, frequent=frequent, n_queries=len(queries))
+
+
+def _in_out_benchmarks(study, seed_index: int) -> dict:
+    """WS353 and SimLex Spearman ρ of the dot model under in·out, the score SGNS trained."""
+    vin, vout = (study.dot.vectors(seed_index, kind) for kind in ("in", "out"))
+    out = {}
+    for name in ("ws353", "simlex"):
+        ia, ib, gold, _ = study.bench.pairs[name]
+        s = in_out_pair_scores(vin, vout, ia, ib)
+        ok = ia.size >= 3 and np.ptp(s) > 0 and np.ptp(gold) > 0  # else ρ is undefined
+        out[name] = float(stats.spearmanr(gold, s).statistic) if ok else float("nan")
+    return out
 
 
 # --- render ------------------------------------------------------------------------------------
@@ -119,11 +135,14 @@ def _tables(r: Results, run: Run) -> dict[str, str]:
             run.log("q1_benchmarks", eval_score=s, seed=seed, **e)
     out["benchmarks"] = run.table(
         "q1_benchmarks", ("evaluation score", "WS353 ρ", "SimLex ρ", "analogy 3CosAdd %"),
-        [(s, pm([e["ws353"] for e in evs]), pm([e["simlex"] for e in evs]),
-          pm([e["3cosadd"] for e in evs], 2, 100)) for s, evs in r.benchmarks.items()],
-        f"Same in-vectors of the dot model, scored by cosine or by the raw dot product; mean ± "
-        f"95% over {len(seeds)} seeds. {protocol_text(r.setup, 'the score')} Under dot, 3CosAdd "
-        f"is argmax_x x·(b − a + c) on unnormalised vectors.")
+        [(BENCH_LABELS.get(s, s), pm([e["ws353"] for e in evs]), pm([e["simlex"] for e in evs]),
+          pm([e["3cosadd"] for e in evs], 2, 100) if "3cosadd" in evs[0] else "— (undefined)")
+         for s, evs in r.benchmarks.items()],
+        f"The dot model's vectors; cosine and dot score in-vectors against in-vectors, in·out "
+        f"scores the pair's in-vector against the other word's out-vector (both directions "
+        f"averaged), the score SGNS trained; mean ± 95% over {len(seeds)} seeds. "
+        f"{protocol_text(r.setup, 'the score')} Under dot, 3CosAdd is argmax_x x·(b − a + c) on "
+        f"unnormalised vectors; an analogy under in·out has no standard definition.")
     out["hubness"] = run.table(
         "q1_hubness", ("score", f"top-10 slots taken by the {r.frequent} most frequent words %",
                        "skew of k-occurrence", "max k-occurrence"),
@@ -175,8 +194,19 @@ def answer(r: Results) -> str:
         f"gives WS353 ρ {cmp['ws353']}, SimLex ρ {cmp['simlex']} and 3CosAdd "
         f"accuracy {cmp['3cosadd']} cosine's (benchmark table; 'indistinguishable': the 95% "
         f"interval of the paired per-seed differences includes 0). Here dot scores input "
-        f"vectors against input vectors (in·in), like cosine; SGNS itself trained in·out.",
+        f"vectors against input vectors (in·in), like cosine. {_in_out_sentence(r)}",
         BACKGROUND)
+
+
+def _in_out_sentence(r: Results) -> str:
+    """in·out, the score SGNS trained, against cosine (in, in) on the pair benchmarks."""
+    if "in_out" not in r.benchmarks:
+        return "SGNS itself trained in·out, which this run did not evaluate."
+    io, cos = r.benchmarks["in_out"], r.benchmarks["cosine"]
+    said = [f"{name} ρ {np.mean([e[key] for e in io]):.3f}, "
+            f"{WORDS[compare([e[key] for e in io], [e[key] for e in cos])]} cosine's"
+            for key, name in (("ws353", "WS353"), ("simlex", "SimLex"))]
+    return f"Scored by in·out, the score SGNS trained, the same model gives {' and '.join(said)}."
 
 
 BACKGROUND = (

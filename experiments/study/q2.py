@@ -20,6 +20,7 @@ from experiments.study.sgns_common import (  # noqa: E402
     PlantedRun,
     SGNSStudy,
     SGNSStudyConfig,
+    in_out_pair_scores,
     pm,
     rowwise,
     settings_text,
@@ -123,9 +124,7 @@ def _aggregate(study: SGNSStudy, pmi: sp.csr_matrix, a: np.ndarray, b: np.ndarra
         agg["io_2nd_r"].append(rho(rowwise(vin[ra], vout[rb]), second_r))
         agg["ii_2nd_r"].append(rho(rowwise(uin[ra], uin[rb]), second_r))
         for n, (ia, ib, gold) in bench_rows.items():
-            # in·out of a pair depends on which word is the centre: average both directions
-            io_b = 0.5 * (rowwise(vin[ia], vout[ib]) + rowwise(vin[ib], vout[ia]))
-            agg[f"io_{n}"].append(rho(gold, io_b))
+            agg[f"io_{n}"].append(rho(gold, in_out_pair_scores(vin, vout, ia, ib)))
             agg[f"ii_{n}"].append(rho(gold, rowwise(uin[ia], uin[ib])))
         fit = stats.linregress(p - np.log(k), io)
         fits.append({"slope": float(fit.slope), "intercept": float(fit.intercept),

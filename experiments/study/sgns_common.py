@@ -462,6 +462,13 @@ def rowwise(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return np.einsum("nd,nd->n", A, B)
 
 
+def in_out_pair_scores(vin: np.ndarray, vout: np.ndarray, ia: np.ndarray,
+                       ib: np.ndarray) -> np.ndarray:
+    """[n] SGNS's own score of word pairs, in·out, with both words as the centre averaged (a
+    benchmark pair is unordered; in_a·out_b ≠ in_b·out_a)."""
+    return 0.5 * (rowwise(vin[ia], vout[ib]) + rowwise(vin[ib], vout[ia]))
+
+
 def random_queries(vocab_size: int, n: int) -> np.ndarray:
     """``n`` distinct random rows (numpy seed 0): the queries of hubness (Q1) and overlap (Q7)."""
     rng = np.random.default_rng(0)
