@@ -264,6 +264,18 @@ def test_q3_answer_follows_the_numbers():
     assert "Going from t = 1 to cosine_learned lowers WS353" in flipped
 
 
+@pytest.mark.parametrize("departure, words", [
+    ([0.01, 0.02, 0.015], "within 5% of the identity it started from on every seed"),
+    ([0.01, 0.3, 0.015], "more than 5% away from the identity it started from on some seed")])
+def test_q3_answer_reports_how_far_bilinear_w_moved(departure, words):
+    r = _q3()
+    v = dict(r.variants)
+    v["bilinear"] = _rec([2.8, 2.8, 2.8], (0.5, 0.5, 0.5)) | {"w_departure": departure}
+    text = q3.answer(dataclasses.replace(r, variants=v))
+    assert f"bilinear's W ends at ‖W − I‖_F / ‖I‖_F = {', '.join(f'{x:.3g}' for x in departure)}" \
+        in text and words in text
+
+
 def test_q3_render_writes_the_table_figure_and_records(tmp_path):
     run = _run(tmp_path)
     q3.render(_q3(), run)

@@ -92,6 +92,8 @@ def _variant(study: SGNSStudy, v: VariantRun, floor_on_data) -> tuple[dict, list
            "final_loss": v.epoch_loss[-1].tolist() if v.epoch_loss.size else [],
            "epoch_loss": v.epoch_loss.tolist(),
            "temperature": None if t is None else t.tolist()}
+    if (w := v.bilinear_departure()) is not None:
+        rec["w_departure"] = w.tolist()
     if v.result is None:
         return rec, []
     rec["norm_in"] = [float(np.linalg.norm(v.vectors(i, "in"), axis=1).mean()) for i in seeds]
@@ -192,6 +194,14 @@ def answer(r: Results) -> str:
             "Mean ‖in‖ at the end is "
             + ", ".join(f"{np.mean(ok[n]['norm_in']):.2f} ({n})" for n in cos_ok)
             + f" against {np.mean(ok['dot']['norm_in']):.2f} for dot (table).")
+    for name, rec in ok.items():
+        if rec.get("w_departure") is not None:
+            w = rec["w_departure"]
+            parts.append(f"{name}'s W ends at ‖W − I‖_F / ‖I‖_F = "
+                         f"{', '.join(f'{x:.3g}' for x in w)} per seed: "
+                         + ("within 5% of the identity it started from on every seed, so this "
+                            "variant stayed close to dot." if max(w) < 0.05 else
+                            "more than 5% away from the identity it started from on some seed."))
     failed = [n for n, rec in out.items() if rec["status"] != "ok"]
     if failed:
         parts.append(f"Training diverged (NaN loss) for: {', '.join(failed)}; see the table.")

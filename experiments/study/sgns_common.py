@@ -182,6 +182,15 @@ class VariantRun:
             return None
         return np.exp(np.asarray(self.result.params["score"]["log_t"], np.float64))
 
+    def bilinear_departure(self) -> np.ndarray | None:
+        """[seeds] ‖W − I‖_F / ‖I‖_F of a bilinear variant, W's distance from its initial
+        identity relative to the identity's size (None for other scores)."""
+        if self.result is None or "W" not in self.result.params["score"]:
+            return None
+        W = np.asarray(self.result.params["score"]["W"], np.float64)  # [seeds, d, d]
+        eye = np.eye(W.shape[-1])
+        return np.linalg.norm(W - eye, axis=(-2, -1)) / np.linalg.norm(eye)
+
     def describe(self) -> str:
         """The variant's logit in words (table rows, plot legends)."""
         m = self.model
