@@ -6,23 +6,34 @@ Data on device, sampling inside jit from (key, step), fixed shapes:
   compacted to the front of a fixed-size array (so windows span removed words, as in word2vec).
 - A training call takes ``micro_steps`` consecutive blocks of ``micro_batch`` kept positions;
   each block is one SGD update (``lax.scan``), so frequent words see many small sequential
-  updates, close to word2vec's Hogwild, instead of one huge summed one (which diverges).
+  updates, close to word2vec's Hogwild, instead of one huge summed one.
 - Windows: per centre a reduced window b ~ U{1..window}; pairs never cross documents.
-- Rows repeated within a block (frequent words) have their summed gradient divided by
-  count^dup_alpha (default 0.3): summed at once, word2vec's sequential updates overshoot and the
-  loss diverged on the Wikipedia sample at 15 epochs (measured: WS353 0.32 vs 0.49 for one seed);
-  with 0.3 training is stable and matches gensim's quality (see ``experiments.bench_sgns``).
+- The row update (:mod:`jaxemb.sgns_update`, ``update="implicit"``): a row touched by m terms
+  in a block (a frequent word: many positions, pairs and shared negatives) moves by
+  −lr·φ(lr·H)·G, G its summed gradient, H the curvature of its block loss along G and
+  φ(x) = (1 − e^{−x})/x. word2vec (Mikolov et al. 2013) applies those m terms one after another
+  and they saturate: m sequential steps on terms of curvature h move a row at most
+  ≈ (1 − e^{−m·lr·h})/h, not m·lr·|g|. φ gives word2vec's summed step where lr·H is small (to
+  first order in lr, what sequential SGD does) and at most the Newton step G/H where it is
+  large, so no setting (window, negatives, dimension, corpus) needs its own constant. The rule
+  it replaces (the sum damped by count^0.3 of a row's positions) diverged at dim 200, window 8,
+  negative 10 on the Wikipedia sample and lost WS353 at windows 8–10. ``update="sum"``: the
+  plain summed step, for comparison.
 - Negatives: drawn from unigram^0.75 by inverse CDF and *shared* by a group of ``neg_group``
-  centres (``neg_pool`` per group), so negative scoring is a [group, d] × [d, pool] matmul rather
-  than ~30 gathers per word (Ji et al. 2016, "Parallelizing Word2Vec in Shared and Distributed
-  Memory", share negatives within a window for the same reason). Each centre's negative term is
-  weighted by negative·n_pairs/pool, so its expectation equals word2vec's (negative draws per
-  pair).
+  centres (:func:`pool_size` per group: negative × the mean pairs per centre, window + 1), so
+  negative scoring is a [group, d] × [d, pool] matmul rather than ~30 gathers per word (Ji et
+  al. 2016, "Parallelizing Word2Vec in Shared and Distributed Memory", share negatives within a
+  window for the same reason). Each centre's negative term is weighted by
+  negative·n_pairs/pool (≈ 1 at the default pool), so its expectation equals word2vec's
+  (negative draws per pair). ``neg_group=1`` gives each centre its own pool (Ji et al.'s
+  sharing exactly), for comparison; per-pair negatives (word2vec's own) are not offered: they
+  need [b, 2·window, negative] gathered rows per block, a different kernel, and the
+  per-centre pool already has the same expectation per pair.
 
 Differences from gensim, by design: mini-batch updates of ``micro_batch`` centres instead of
-per-pair Hogwild; negatives shared in groups (above); the centre is the input vector and the
-context the output (gensim's skip-gram does the reverse; the pair set is symmetric in
-expectation); documents are not split at 10,000 tokens.
+per-pair Hogwild, bounded per row as above; negatives shared in groups (above); the centre is
+the input vector and the context the output (gensim's skip-gram does the reverse; the pair set
+is symmetric in expectation); documents are not split at 10,000 tokens.
 """
 
 from __future__ import annotations
