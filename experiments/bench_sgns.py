@@ -67,6 +67,8 @@ class Args:
     """jaxemb: centres per SGD update (jaxemb.sgns.SGNSConfig)."""
     micro_steps: int = dataclasses.field(default=sgns.SGNSConfig.micro_steps)
     """jaxemb: SGD updates per jitted call (jaxemb.sgns.SGNSConfig)."""
+    neg_group: int = dataclasses.field(default=sgns.SGNSConfig.neg_group)
+    """jaxemb: centres sharing one pool of negatives (jaxemb.sgns.SGNSConfig)."""
     neg_pool: int = dataclasses.field(default=sgns.SGNSConfig.neg_pool)
     """jaxemb: negatives per group of centres, shared by the group (jaxemb.sgns.SGNSConfig)."""
     update: str = dataclasses.field(default=sgns.SGNSConfig.update)
@@ -108,7 +110,7 @@ def run_gensim(docs, a: Args, epochs: int, seed: int) -> dict:
 def run_jaxemb(docs, vocab, ids, a: Args, epochs: int, seed: int) -> dict:
     cfg = sgns.SGNSConfig(dim=a.dim, window=a.window, negative=a.negative, sample=a.sample,
                           micro_batch=a.micro_batch, micro_steps=a.micro_steps,
-                          neg_pool=a.neg_pool, update=a.update)
+                          neg_group=a.neg_group, neg_pool=a.neg_pool, update=a.update)
     try:
         res = train.train(ids, vocab.counts, cfg,
                           train.TrainConfig(epochs=epochs, seeds=(seed,)), progress=False)

@@ -10,15 +10,15 @@ Data on device, sampling inside jit from (key, step), fixed shapes:
 - Windows: per centre a reduced window b ~ U{1..window}; pairs never cross documents.
 - The row update (:mod:`jaxemb.sgns_update`, ``update="implicit"``): a row touched by m terms
   in a block (a frequent word: many positions, pairs and shared negatives) moves by
-  −lr·φ(lr·H)·G, G its summed gradient, H the curvature of its block loss along G and
+  −lr·φ(2·lr·H)·G, G its summed gradient, H the curvature of its block loss along G and
   φ(x) = (1 − e^{−x})/x. word2vec (Mikolov et al. 2013) applies those m terms one after another
   and they saturate: m sequential steps on terms of curvature h move a row at most
   ≈ (1 − e^{−m·lr·h})/h, not m·lr·|g|. φ gives word2vec's summed step where lr·H is small (to
-  first order in lr, what sequential SGD does) and at most the Newton step G/H where it is
-  large, so no setting (window, negatives, dimension, corpus) needs its own constant. The rule
-  it replaces (the sum damped by count^0.3 of a row's positions) diverged at dim 200, window 8,
-  negative 10 on the Wikipedia sample and lost WS353 at windows 8–10. ``update="sum"``: the
-  plain summed step, for comparison.
+  first order in lr, what sequential SGD does) and at most half the Newton step G/H where it
+  is large (both rows of a pair move at once), so no setting (window, negatives, dimension,
+  corpus) needs its own constant. The rule it replaces (the sum damped by count^0.3 of a row's
+  positions) diverged at dim 200, window 8, negative 10 on the Wikipedia sample and lost WS353
+  at windows 8–10. ``update="sum"``: the plain summed step, for comparison.
 - Negatives: drawn from unigram^0.75 by inverse CDF and *shared* by a group of ``neg_group``
   centres (:func:`pool_size` per group: negative × the mean pairs per centre, window + 1), so
   negative scoring is a [group, d] × [d, pool] matmul rather than ~30 gathers per word (Ji et

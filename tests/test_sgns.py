@@ -493,9 +493,10 @@ def test_sparse_update_bounds_each_word_by_its_summed_curvature():
     phi = lambda x: (1 - np.exp(-x)) / x  # noqa: E731
     got = sgns.sparse_sgd_update(P, ids, neg_ids, grads, lr, (h_in, h_out, h_neg))
     # word 1: three unit gradients, curvature 1 + 2 + 3 summed over its positions
-    np.testing.assert_allclose(got["in"][1], -lr * 3 * phi(lr * 6.0), rtol=1e-6)
-    np.testing.assert_allclose(got["in"][2], -lr * phi(lr * 0.5), rtol=1e-6)
-    np.testing.assert_allclose(got["out"][2], -lr * 2 * phi(lr * (4.0 + 6.0)), rtol=1e-6)
+    # (each side of a pair takes at most half its Newton step: φ at 2·lr·H)
+    np.testing.assert_allclose(got["in"][1], -lr * 3 * phi(2 * lr * 6.0), rtol=1e-6)
+    np.testing.assert_allclose(got["in"][2], -lr * phi(2 * lr * 0.5), rtol=1e-6)
+    np.testing.assert_allclose(got["out"][2], -lr * 2 * phi(2 * lr * (4.0 + 6.0)), rtol=1e-6)
     np.testing.assert_array_equal(got["out"][4], -lr)  # zero curvature: word2vec's plain step
     np.testing.assert_array_equal(got["in"][0], 0.0)
     plain = sgns.sparse_sgd_update(P, ids, neg_ids, grads, lr)  # update="sum"
