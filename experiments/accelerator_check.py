@@ -9,7 +9,7 @@ Accelerator sizes (GPU/TPU): SGNS on a generated Zipf corpus of text8's size (17
 71k words, 1 epoch, blocks of 4096 centres over every device); exact top-10 search of 1,000
 queries in 10M × 300 random rows; attention forward + backward at T = 1k, 4k and 16k (bf16,
 cuDNN's fused kernel on a GPU, XLA elsewhere; a cuDNN failure falls back to XLA and is noted).
-Small sizes (CPU): 20k tokens, 5k × 32 rows, T = 64 and 128, float32, XLA — seconds, for CI.
+Small sizes (CPU): 10k tokens, 5k × 32 rows, T = 32 and 64, float32, XLA — seconds, for CI.
 Every figure is written with the backend and device name; nothing here is measured on a GPU
 until someone runs it on one.
 """
@@ -31,9 +31,9 @@ SIZES = {
     "accelerator": {"sgns_tokens": 17_000_000, "sgns_vocab": 71_000, "micro_batch": 4096,
                     "search_rows": 10_000_000, "search_dim": 300, "queries": 1000,
                     "attention_T": (1024, 4096, 16384), "dtype": "bfloat16"},
-    "small": {"sgns_tokens": 20_000, "sgns_vocab": 500, "micro_batch": 512,
+    "small": {"sgns_tokens": 10_000, "sgns_vocab": 300, "micro_batch": 512,
               "search_rows": 5_000, "search_dim": 32, "queries": 16,
-              "attention_T": (64, 128), "dtype": "float32"},
+              "attention_T": (32, 64), "dtype": "float32"},
 }
 
 

@@ -37,7 +37,7 @@ def test_accelerator_check_runs_small_on_cpu(tmp_path):
         "attention_T": list(ac.SIZES["small"]["attention_T"])}
     assert saved["sgns"]["effective_words_per_s"] > 0 and np.isfinite(saved["sgns"]["final_loss"])
     assert saved["search"]["top1_matches_matmul"] and saved["search"]["queries_per_s"] > 0
-    assert [r["T"] for r in saved["attention"]["lengths"]] == [64, 128]
+    assert [r["T"] for r in saved["attention"]["lengths"]] == [32, 64]
     assert all(r["implementation"] == "xla" and r["note"] is None
                for r in saved["attention"]["lengths"])
     assert out["sgns"] == saved["sgns"]
