@@ -3,6 +3,7 @@
     python -m experiments.bench_sgns                       # Wikipedia sample, epochs 5 and 15
     python -m experiments.bench_sgns --epochs 5 --seeds 2 --json /tmp/sgns.json
     python -m experiments.bench_sgns --corpus lee --epochs 1 --seeds 1   # a quick check
+    python -m experiments.bench_sgns --grid --json /tmp/grid.json  # settings grid, + grid.png
 
 For each epoch count and seed, gensim (skip-gram, ``--workers`` threads) and jaxemb train in
 turn; both are evaluated by the same code (jaxemb.evaluate: WS353 and SimLex-999 Spearman ρ on
@@ -13,12 +14,22 @@ subsampling; raw words all in-vocabulary tokens. Quality is the mean ± the half
 t-interval (95%) over seeds, from ``jaxemb.stats``. ``--json PATH`` writes all runs and the
 summary to PATH, atomically; an existing file is never overwritten. Needs gensim:
 ``pip install -e '.[peer]'``.
+
+``--grid``: every cell of ``--grid-dims`` × ``--grid-windows`` × ``--grid-negatives`` at
+``--grid-epochs``, both engines per seed within the cell; one table of jaxemb/gensim effective
+words/s (median over seeds) and the jaxemb − gensim differences in WS353, SimLex and analogy
+(points), each a paired 95% t-interval over seeds (``jaxemb.stats.paired_difference``); with
+``--json PATH`` also one plot, PATH with suffix ``.png``. A jaxemb run that stops on a NaN loss
+is recorded (quality NaN) and the grid goes on.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 import time
+from pathlib import Path
 
 import numpy as np
 import tyro
@@ -56,12 +67,22 @@ class Args:
     """jaxemb: centres per SGD update (jaxemb.sgns.SGNSConfig)."""
     micro_steps: int = dataclasses.field(default=sgns.SGNSConfig.micro_steps)
     """jaxemb: SGD updates per jitted call (jaxemb.sgns.SGNSConfig)."""
+    neg_group: int = dataclasses.field(default=sgns.SGNSConfig.neg_group)
+    """jaxemb: centres sharing one pool of negatives (jaxemb.sgns.SGNSConfig)."""
     neg_pool: int = dataclasses.field(default=sgns.SGNSConfig.neg_pool)
     """jaxemb: negatives per group of centres, shared by the group (jaxemb.sgns.SGNSConfig)."""
+    update: str = dataclasses.field(default=sgns.SGNSConfig.update)
+    """jaxemb: row update, 'implicit' (curvature-bounded) or 'sum' (jaxemb.sgns_update)."""
     vectors: str = "in"
     """jaxemb vectors to evaluate: 'in', 'out' or 'in+out' (gensim's are its input vectors)."""
     json: str | None = None
     """Write all results here (refuses to overwrite an existing file)."""
+    grid: bool = False
+    """Run the settings grid instead (see the module docstring)."""
+    grid_dims: tuple[int, ...] = (100, 300)
+    grid_windows: tuple[int, ...] = (2, 5, 10)
+    grid_negatives: tuple[int, ...] = (5, 15)
+    grid_epochs: int = 5
 
 
 def evaluate_vectors(wv: WordVectors) -> dict:
@@ -89,9 +110,15 @@ def run_gensim(docs, a: Args, epochs: int, seed: int) -> dict:
 def run_jaxemb(docs, vocab, ids, a: Args, epochs: int, seed: int) -> dict:
     cfg = sgns.SGNSConfig(dim=a.dim, window=a.window, negative=a.negative, sample=a.sample,
                           micro_batch=a.micro_batch, micro_steps=a.micro_steps,
-                          neg_pool=a.neg_pool)
-    res = train.train(ids, vocab.counts, cfg, train.TrainConfig(epochs=epochs, seeds=(seed,)),
-                      progress=False)
+                          neg_group=a.neg_group, neg_pool=a.neg_pool, update=a.update)
+    try:
+        res = train.train(ids, vocab.counts, cfg,
+                          train.TrainConfig(epochs=epochs, seeds=(seed,)), progress=False)
+    except train.TrainingError as e:  # a diverged run is a result of the benchmark
+        nan = float("nan")
+        return {"seconds": nan, "compile_seconds": nan, "effective_words": 0, "raw_words": 0,
+                "ws353": nan, "simlex": nan, "analogy": nan, "analogy_answered": 0,
+                "error": str(e)}
     wv = WordVectors(vocab.words, sgns.export_vectors(res.seed_params(0), a.vectors))
     return {"seconds": res.seconds, "compile_seconds": res.compile_seconds,
             "effective_words": res.effective_words, "raw_words": res.raw_words,
@@ -112,6 +139,10 @@ def summarise(rows: list[dict]) -> dict:
 def main(a: Args) -> dict:
     if a.seeds < 1 or not a.epochs or min(a.epochs) < 1:
         raise SystemExit("error: --seeds and every --epochs value must be >= 1")
+    if a.grid and (a.grid_epochs < 1 or not (a.grid_dims and a.grid_windows and a.grid_negatives)
+                   or min(a.grid_dims + a.grid_windows + a.grid_negatives) < 1):
+        raise SystemExit("error: --grid-epochs and every --grid-dims, --grid-windows and "
+                         "--grid-negatives value must be >= 1")
     try:
         check_json_path(a.json)
     except ValueError as e:
@@ -136,6 +167,12 @@ def main(a: Args) -> dict:
         raise SystemExit("error: gensim is not installed: pip install -e '.[peer]'") from None
     # warm-up (jaxemb compiles ahead of time anyway; gensim's first run touches memory)
     run_gensim(docs, a, 1, 0)
+    if a.grid:
+        results.update(run_grid(docs, vocab, ids, a))
+        if a.json:
+            write_json_atomically(a.json, results)
+            plot_grid(results["cells"], Path(a.json).with_suffix(".png"))
+        return results
     for epochs in a.epochs:
         for seed in range(a.seeds):
             for name in ("gensim", "jaxemb"):
@@ -176,6 +213,95 @@ def main(a: Args) -> dict:
         write_json_atomically(a.json, results)
     return results
 
+
+
+# --- the settings grid ---------------------------------------------------------------------
+
+GRID_METRICS = (("ws353", "WS353", 1.0), ("simlex", "SimLex", 1.0), ("analogy", "analogy", 100.0))
+
+
+def run_grid(docs, vocab, ids, a: Args) -> dict:
+    """Every cell, both engines per seed in turn; returns {"runs": [...], "cells": [...]}."""
+    runs, cells = [], []
+    print(f"\ngrid: {a.grid_epochs} epochs, {a.seeds} seeds per cell")
+    for dim, window, negative in itertools.product(a.grid_dims, a.grid_windows,
+                                                   a.grid_negatives):
+        ca = dataclasses.replace(a, dim=dim, window=window, negative=negative)
+        cell_runs = []
+        for seed in range(a.seeds):
+            for name in ("gensim", "jaxemb"):
+                out = (run_gensim(docs, ca, a.grid_epochs, seed) if name == "gensim"
+                       else run_jaxemb(docs, vocab, ids, ca, a.grid_epochs, seed))
+                cell_runs.append({"method": name, "dim": dim, "window": window,
+                                  "negative": negative, "epochs": a.grid_epochs, "seed": seed,
+                                  **out})
+        runs += cell_runs
+        cells.append(grid_cell(cell_runs, dim, window, negative))
+        print(grid_row(cells[-1]), flush=True)
+    print(grid_table(cells))
+    return {"runs": runs, "cells": cells}
+
+
+def grid_cell(cell_runs: list[dict], dim: int, window: int, negative: int) -> dict:
+    """One cell's summary: words/s ratios (per seed, median) and paired jaxemb − gensim
+    differences (mean, 95% half-width) per metric, analogy in points."""
+    g = [r for r in cell_runs if r["method"] == "gensim"]
+    j = [r for r in cell_runs if r["method"] == "jaxemb"]
+    wps = lambda r: (r["effective_words"] / r["seconds"]  # noqa: E731
+                     if r["seconds"] and math.isfinite(r["seconds"]) else float("nan"))
+    ratios = [wps(rj) / wps(rg) for rg, rj in zip(g, j, strict=True)]
+    cell = {"dim": dim, "window": window, "negative": negative, "ratios": ratios,
+            "ratio_median": float(np.median(ratios)),
+            "diverged": sum("error" in r for r in j)}
+    for m, _, scale in GRID_METRICS:
+        a_, b_ = [scale * r[m] for r in j], [scale * r[m] for r in g]
+        if np.isfinite(a_).all():
+            iv = stats.paired_difference(a_, b_)
+            cell[m] = [iv.mean, iv.half_width]
+        else:
+            cell[m] = [float("nan"), float("nan")]
+        cell[f"gensim_{m}"] = float(np.mean(b_))
+    return cell
+
+
+def grid_row(c: dict) -> str:
+    diffs = "  ".join(f"{c[m][0]:+7.3f}±{c[m][1]:.3f}" if scale == 1 else
+                      f"{c[m][0]:+6.2f}±{c[m][1]:.2f}" for m, _, scale in GRID_METRICS)
+    flag = f"  diverged {c['diverged']}" if c["diverged"] else ""
+    return (f"{c['dim']:4d} {c['window']:6d} {c['negative']:8d}  ×{c['ratio_median']:5.2f}  "
+            f"{diffs}{flag}")
+
+
+def grid_table(cells: list[dict]) -> str:
+    head = ("\n dim window negative  words/s  ΔWS353 ρ        ΔSimLex ρ       Δanalogy pts\n"
+            "(jaxemb/gensim effective words/s, median over seeds; Δ = jaxemb − gensim, paired "
+            "95% t-interval over seeds)")
+    return "\n".join([head, *map(grid_row, cells)])
+
+
+def plot_grid(cells: list[dict], path: Path) -> None:
+    """One figure: words/s ratio and the three quality differences per cell, with intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"d{c['dim']} w{c['window']} n{c['negative']}" for c in cells]
+    x = np.arange(len(cells))
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.5), sharey=True)
+    axes[0].barh(x, [c["ratio_median"] for c in cells])
+    axes[0].axvline(1.5, color="k", ls="--", lw=1)
+    axes[0].set_xlabel("effective words/s, jaxemb / gensim")
+    for ax, (m, label, scale) in zip(axes[1:], GRID_METRICS, strict=True):
+        ax.errorbar([c[m][0] for c in cells], x, xerr=[c[m][1] for c in cells], fmt="o")
+        tol = 1.0 if scale != 1 else 0.03
+        for v in (-tol, 0, tol):
+            ax.axvline(v, color="k", ls="--" if v else "-", lw=1)
+        ax.set_xlabel(f"Δ {label} (jaxemb − gensim{', points' if scale != 1 else ''})")
+    axes[0].set_yticks(x, labels)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 if __name__ == "__main__":
     main(tyro.cli(Args, prog="python -m experiments.bench_sgns", description=__doc__))

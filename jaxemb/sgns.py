@@ -6,23 +6,34 @@ Data on device, sampling inside jit from (key, step), fixed shapes:
   compacted to the front of a fixed-size array (so windows span removed words, as in word2vec).
 - A training call takes ``micro_steps`` consecutive blocks of ``micro_batch`` kept positions;
   each block is one SGD update (``lax.scan``), so frequent words see many small sequential
-  updates, close to word2vec's Hogwild, instead of one huge summed one (which diverges).
+  updates, close to word2vec's Hogwild, instead of one huge summed one.
 - Windows: per centre a reduced window b ~ U{1..window}; pairs never cross documents.
-- Rows repeated within a block (frequent words) have their summed gradient divided by
-  count^dup_alpha (default 0.3): summed at once, word2vec's sequential updates overshoot and the
-  loss diverged on the Wikipedia sample at 15 epochs (measured: WS353 0.32 vs 0.49 for one seed);
-  with 0.3 training is stable and matches gensim's quality (see ``experiments.bench_sgns``).
+- The row update (:mod:`jaxemb.sgns_update`, ``update="implicit"``): a row touched by m terms
+  in a block (a frequent word: many positions, pairs and shared negatives) moves by
+  −lr·φ(2·lr·H)·G, G its summed gradient, H the curvature of its block loss along G and
+  φ(x) = (1 − e^{−x})/x. word2vec (Mikolov et al. 2013) applies those m terms one after another
+  and they saturate: m sequential steps on terms of curvature h move a row at most
+  ≈ (1 − e^{−m·lr·h})/h, not m·lr·|g|. φ gives word2vec's summed step where lr·H is small (to
+  first order in lr, what sequential SGD does) and at most half the Newton step G/H where it
+  is large (both rows of a pair move at once), so no setting (window, negatives, dimension,
+  corpus) needs its own constant. The rule it replaces (the sum damped by count^0.3 of a row's
+  positions) diverged at dim 200, window 8, negative 10 on the Wikipedia sample and lost WS353
+  at windows 8–10. ``update="sum"``: the plain summed step, for comparison.
 - Negatives: drawn from unigram^0.75 by inverse CDF and *shared* by a group of ``neg_group``
-  centres (``neg_pool`` per group), so negative scoring is a [group, d] × [d, pool] matmul rather
-  than ~30 gathers per word (Ji et al. 2016, "Parallelizing Word2Vec in Shared and Distributed
-  Memory", share negatives within a window for the same reason). Each centre's negative term is
-  weighted by negative·n_pairs/pool, so its expectation equals word2vec's (negative draws per
-  pair).
+  centres (:func:`pool_size` per group: negative × the mean pairs per centre, window + 1), so
+  negative scoring is a [group, d] × [d, pool] matmul rather than ~30 gathers per word (Ji et
+  al. 2016, "Parallelizing Word2Vec in Shared and Distributed Memory", share negatives within a
+  window for the same reason). Each centre's negative term is weighted by
+  negative·n_pairs/pool (≈ 1 at the default pool), so its expectation equals word2vec's
+  (negative draws per pair). ``neg_group=1`` gives each centre its own pool (Ji et al.'s
+  sharing exactly), for comparison; per-pair negatives (word2vec's own) are not offered: they
+  need [b, 2·window, negative] gathered rows per block, a different kernel, and the
+  per-centre pool already has the same expectation per pair.
 
 Differences from gensim, by design: mini-batch updates of ``micro_batch`` centres instead of
-per-pair Hogwild; negatives shared in groups (above); the centre is the input vector and the
-context the output (gensim's skip-gram does the reverse; the pair set is symmetric in
-expectation); documents are not split at 10,000 tokens.
+per-pair Hogwild, bounded per row as above; negatives shared in groups (above); the centre is
+the input vector and the context the output (gensim's skip-gram does the reverse; the pair set
+is symmetric in expectation); documents are not split at 10,000 tokens.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ from jax.sharding import Mesh, PartitionSpec
 
 from jaxemb import learned_score
 from jaxemb.learned_score import LearnedScore
+from jaxemb.sgns_update import block_curvature, sparse_sgd_update, tiles
 
 Array = jax.Array
 
@@ -60,14 +72,18 @@ class SGNSConfig:
     micro_batch: int = 512  # centres per SGD update
     micro_steps: int = 8  # updates per jitted call
     neg_group: int = 64  # centres sharing one pool of negatives
-    neg_pool: int = 32  # negatives per group (≈ negative × mean pairs per centre)
-    dup_alpha: float = 0.3  # damp rows repeated in a block by count^-alpha (see sparse_sgd_update)
+    neg_pool: int = 0  # negatives per group; 0: negative × mean pairs per centre (pool_size)
+    update: str = "implicit"  # "implicit": curvature-bounded row steps; "sum": plain summed SGD
 
     def validate(self) -> None:
-        for name in ("dim", "window", "negative", "micro_batch", "micro_steps", "neg_group",
-                     "neg_pool"):
+        for name in ("dim", "window", "negative", "micro_batch", "micro_steps", "neg_group"):
             if getattr(self, name) < 1:
                 raise SGNSError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.neg_pool < 0:
+            raise SGNSError(f"neg_pool must be >= 1, or 0 for negative × mean pairs per centre, "
+                            f"got {self.neg_pool}")
+        if self.update not in UPDATES:
+            raise SGNSError(f"update must be one of {', '.join(UPDATES)}, got {self.update!r}")
         T = positive_tile(self)
         if self.micro_batch % T:
             raise SGNSError(f"micro_batch ({self.micro_batch}) must be a multiple of {T} (the "
@@ -75,9 +91,7 @@ class SGNSConfig:
         if self.micro_batch % self.neg_group:
             raise SGNSError(f"micro_batch ({self.micro_batch}) must be a multiple of neg_group "
                             f"({self.neg_group})")
-        if not 0 <= self.dup_alpha <= 1:
-            raise SGNSError(f"dup_alpha must be in [0, 1], got {self.dup_alpha}")
-        for name in ("sample", "temperature", "dup_alpha"):
+        for name in ("sample", "temperature"):
             if not np.isfinite(getattr(self, name)):
                 raise SGNSError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.sample < 0:
@@ -94,6 +108,19 @@ class SGNSConfig:
     @property
     def words_per_call(self) -> int:
         return self.micro_batch * self.micro_steps
+
+
+UPDATES = ("implicit", "sum")
+
+
+def pool_size(cfg: SGNSConfig) -> int:
+    """Negatives per group: ``cfg.neg_pool``, or (0) negative × the mean pairs per centre
+    (window + 1 under word2vec's reduced windows U{1..window}) rounded up to a multiple of 8,
+    so each centre meets as many distinct negatives as word2vec draws for it and each shared
+    negative term carries weight ≈ 1 (negative·n_pairs/pool)."""
+    if cfg.neg_pool:
+        return cfg.neg_pool
+    return -(-cfg.negative * (cfg.window + 1) // 8) * 8
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -268,14 +295,19 @@ def positive_logits(q: Array, k: Array, w: int, T: int) -> Array:
     evaluates with slow padded index arithmetic on CPU).
     """
     b, f = q.shape
-    kp = jnp.concatenate([k, jnp.zeros((T - 2 * w, f), k.dtype)]).reshape(b // T + 1, T, f)
-    tiles = jnp.concatenate([kp[:-1], kp[1:, :2 * w]], axis=1)  # [b/T, T+2w, f]
-    return jnp.einsum("tif,tjf->tij", q.reshape(b // T, T, f), tiles)
+    return jnp.einsum("tif,tjf->tij", q.reshape(b // T, T, f), tiles(k, w, T))
 
 
 def block_loss(cfg: SGNSConfig, sp: dict, rows_in: Array, rows_out: Array, rows_neg: Array,
                pair_mask: Array, centre_mask: Array) -> Array:
-    """Summed SGNS loss of one block of centres.
+    """Summed SGNS loss of one block of centres (see :func:`block_loss_terms`)."""
+    return block_loss_terms(cfg, sp, rows_in, rows_out, rows_neg, pair_mask, centre_mask)[0]
+
+
+def block_loss_terms(cfg: SGNSConfig, sp: dict, rows_in: Array, rows_out: Array,
+                     rows_neg: Array, pair_mask: Array, centre_mask: Array):
+    """(summed SGNS loss of one block of centres, its terms (q, k, k_neg, pos, neg, band,
+    weight) for :func:`jaxemb.sgns_update.block_curvature`).
 
     rows_in, rows_out: [b + 2w, d], the block's input/output rows with w positions of margin;
     rows_neg: [b / g, pool, d]; pair_mask: [b, 2w] (1 where slot o is a real pair of centre i);
@@ -286,15 +318,17 @@ def block_loss(cfg: SGNSConfig, sp: dict, rows_in: Array, rows_out: Array, rows_
     score = score_module(cfg).bind({"params": sp})
     phi_in, phi_out, bias = score.phi_q, score.phi_k, score.offset()
     q = phi_in(rows_in[w:w + b])  # [b, f]
-    pos = positive_logits(q, phi_out(rows_out), w, T) + bias  # [b/T, T, T+2w]
+    k = phi_out(rows_out)
+    pos = positive_logits(q, k, w, T) + bias  # [b/T, T, T+2w]
     band = jnp.einsum("tis,isj->tij", pair_mask.reshape(b // T, T, 2 * w),
                       _band_selector(T, w))  # the pair mask laid out like pos
     g = cfg.neg_group
-    neg = jnp.einsum("gif,gsf->gis", q.reshape(b // g, g, -1), phi_out(rows_neg)) + bias
+    k_neg = phi_out(rows_neg)
+    neg = jnp.einsum("gif,gsf->gis", q.reshape(b // g, g, -1), k_neg) + bias
     n_pairs = pair_mask.sum(1) * centre_mask
-    weight = (cfg.negative * n_pairs / cfg.neg_pool).reshape(b // g, g, 1)
-    return -(jnp.sum(band * jax.nn.log_sigmoid(pos))
-             + jnp.sum(weight * jax.nn.log_sigmoid(-neg)))
+    weight = (cfg.negative * n_pairs / pool_size(cfg)).reshape(b // g, g, 1)
+    loss = -(jnp.sum(band * jax.nn.log_sigmoid(pos)) + jnp.sum(weight * jax.nn.log_sigmoid(-neg)))
+    return loss, (q, k, k_neg, pos, neg, band, weight)
 
 
 def block_masks(cfg: SGNSConfig, key: Array, docs: Array, valid: Array):
@@ -315,7 +349,7 @@ def _block(cfg: SGNSConfig, params: dict, kept: Array, kept_docs: Array, n_kept:
            neg_cdf: Array, start: Array, key: Array, mesh: Mesh | None = None):
     """Sample the block of centres at kept position ``start`` and differentiate its loss with
     respect to the *gathered rows* (so the update is a scatter-add of b + 2w + negatives rows,
-    not a dense [V, d] gradient). Returns (loss, n_pairs, ids, neg_ids, grads).
+    not a dense [V, d] gradient). Returns (loss, n_pairs, ids, neg_ids, grads, curvature).
 
     With a ``mesh``, the loss and its gradient are computed by :func:`sharded_block_grads`: the
     block's centres split across the mesh's ``data`` axis. The randomness is drawn for the whole
@@ -328,23 +362,27 @@ def _block(cfg: SGNSConfig, params: dict, kept: Array, kept_docs: Array, n_kept:
     ids, docs = kept[pc], kept_docs[pc]
     k_win, k_neg = jax.random.split(key)
     pair_mask, centre_mask = block_masks(cfg, k_win, docs, valid)
-    neg_ids = sample_negatives(k_neg, neg_cdf, (b // cfg.neg_group, cfg.neg_pool))
+    neg_ids = sample_negatives(k_neg, neg_cdf, (b // cfg.neg_group, pool_size(cfg)))
     rows = (params["in"][ids], params["out"][ids], params["out"][neg_ids])
     if mesh is None or mesh.size == 1:
-        loss, grads = _block_grads(cfg, params["score"], *rows, pair_mask, centre_mask)
+        (loss, curv), grads = _block_grads(cfg, params["score"], *rows, pair_mask, centre_mask)
     else:
-        loss, grads = sharded_block_grads(cfg, mesh, params["score"], *rows, pair_mask,
-                                          centre_mask)
-    return loss, pair_mask.sum(), ids, neg_ids, grads
+        (loss, curv), grads = sharded_block_grads(cfg, mesh, params["score"], *rows, pair_mask,
+                                                  centre_mask)
+    return loss, pair_mask.sum(), ids, neg_ids, grads, curv
 
 
 def _block_grads(cfg: SGNSConfig, sp: dict, rows_in: Array, rows_out: Array, rows_neg: Array,
                  pair_mask: Array, centre_mask: Array):
-    """(loss, (d/d score params, d/d rows_in, d/d rows_out, d/d rows_neg)) of one block."""
-    return jax.value_and_grad(
-        lambda sp, r_in, r_out, r_neg: block_loss(cfg, sp, r_in, r_out, r_neg, pair_mask,
-                                                  centre_mask),
-        argnums=(0, 1, 2, 3))(sp, rows_in, rows_out, rows_neg)
+    """((loss, curvature), (d/d score params, d/d rows_in, d/d rows_out, d/d rows_neg)) of one
+    block; curvature: :func:`jaxemb.sgns_update.block_curvature` (None for ``update="sum"``)."""
+    (loss, terms), grads = jax.value_and_grad(
+        lambda sp, r_in, r_out, r_neg: block_loss_terms(cfg, sp, r_in, r_out, r_neg,
+                                                        pair_mask, centre_mask),
+        argnums=(0, 1, 2, 3), has_aux=True)(sp, rows_in, rows_out, rows_neg)
+    curv = (block_curvature(terms, grads, cfg.window, positive_tile(cfg))
+            if cfg.update == "implicit" else None)
+    return (loss, curv), grads
 
 
 def shard_multiple(cfg: SGNSConfig) -> int:
@@ -369,53 +407,31 @@ def sharded_block_grads(cfg: SGNSConfig, mesh: Mesh, sp: dict, rows_in: Array, r
     def local(sp, rows_in, rows_out, rows_neg, pair_mask, centre_mask):
         i = jax.lax.axis_index("data")
         sl = lambda x, size, scale: jax.lax.dynamic_slice_in_dim(x, i * scale, size)  # noqa: E731
-        loss, (g_sp, g_in, g_out, g_neg) = _block_grads(
-            cfg, sp, sl(rows_in, bl + 2 * w, bl), sl(rows_out, bl + 2 * w, bl),
+        (loss, _), (g_sp, g_in, g_out, g_neg) = _block_grads(
+            plain, sp, sl(rows_in, bl + 2 * w, bl), sl(rows_out, bl + 2 * w, bl),
             sl(rows_neg, bl // g, bl // g), sl(pair_mask, bl, bl), sl(centre_mask, bl, bl))
         # g_sp is already summed over devices: sp enters replicated, and under shard_map's
         # varying-axes typing the transpose of its implicit broadcast is a psum.
         return jax.lax.psum(loss, "data"), g_sp, g_in[None], g_out[None], g_neg
 
+    plain = dataclasses.replace(cfg, update="sum")  # curvature: below, on the whole block
     rep, data = PartitionSpec(), PartitionSpec("data")
     loss, g_sp, g_in, g_out, g_neg = jax.shard_map(
         local, mesh=mesh, in_specs=(rep,) * 6, out_specs=(rep, rep, data, data, data),
     )(sp, rows_in, rows_out, rows_neg, pair_mask, centre_mask)
-    # overlap-add the n windows [n, bl + 2w, d] back into the block's rows [b + 2w, d]
+    # overlap-add the n windows [n, bl + 2w, ...] back into the block's rows [b + 2w, ...]
     where = (np.arange(n)[:, None] * bl + np.arange(bl + 2 * w)[None, :]).reshape(-1)
     d = rows_in.shape[-1]
     g_in = jnp.zeros_like(rows_in).at[where].add(g_in.reshape(-1, d))
     g_out = jnp.zeros_like(rows_out).at[where].add(g_out.reshape(-1, d))
-    return loss, (g_sp, g_in, g_out, g_neg)
-
-
-def _multiplicity_scale(ids: Array, vocab_size: int, alpha: float) -> Array:
-    """[r] count(ids[i] in ids)^−alpha: 1 for rows that occur once."""
-    if alpha == 0:
-        return jnp.ones(ids.shape, jnp.float32)
-    counts = jnp.zeros((vocab_size,), jnp.float32).at[ids].add(1.0)
-    return counts[ids] ** -alpha
-
-
-def sparse_sgd_update(params: dict, ids: Array, neg_ids: Array, grads, lr: Array,
-                      dup_alpha: float = 0.0, score_lr_scale: Array | float = 1.0) -> dict:
-    """word2vec's update: each touched row moves by −lr·(its summed gradient); score
-    parameters by plain SGD at lr·score_lr_scale (``train_call`` passes 1/pairs: see there).
-
-    ``dup_alpha`` > 0 divides the gradient of a row that occurs c times in the block by
-    c^dup_alpha: word2vec applies those c updates one after another, each seeing the last (so
-    they saturate); summed at once they overshoot for frequent words.
-    """
-    g_sp, g_in, g_out, g_neg = grads
-    V, d = params["in"].shape
-    table_in = params["in"].at[ids].add(
-        -lr * g_in * _multiplicity_scale(ids, V, dup_alpha)[:, None])
-    # One scatter for context and negative rows: two in a row made XLA copy the whole table.
-    out_ids = jnp.concatenate([ids, neg_ids.reshape(-1)])
-    table_out = params["out"].at[out_ids].add(
-        -lr * jnp.concatenate([g_out, g_neg.reshape(-1, d)])
-        * _multiplicity_scale(out_ids, V, dup_alpha)[:, None])
-    score = jax.tree.map(lambda p, g: p - lr * score_lr_scale * g, params["score"], g_sp)
-    return {"in": table_in, "out": table_out, "score": score}
+    grads = (g_sp, g_in, g_out, g_neg)
+    curv = None
+    if cfg.update == "implicit":
+        # The curvature along each row's *whole-block* gradient, from the whole block's terms
+        # (a forward pass, replicated): so the sharded update equals the single-device one.
+        _, terms = block_loss_terms(cfg, sp, rows_in, rows_out, rows_neg, pair_mask, centre_mask)
+        curv = block_curvature(terms, grads, w, positive_tile(cfg))
+    return (loss, curv), grads
 
 
 def dense_gradients(params: dict, ids: Array, neg_ids: Array, grads) -> dict:
@@ -443,8 +459,8 @@ def train_call(cfg: SGNSConfig, optimizer, params: dict, opt_state, kept: Array,
     def body(carry, u):
         params, opt_state = carry
         s = start + u * cfg.micro_batch
-        loss, n_pairs, ids, neg_ids, grads = _block(cfg, params, kept, kept_docs, n_kept,
-                                                    neg_cdf, s, jax.random.fold_in(key, u), mesh)
+        loss, n_pairs, ids, neg_ids, grads, curv = _block(
+            cfg, params, kept, kept_docs, n_kept, neg_cdf, s, jax.random.fold_in(key, u), mesh)
         # A block past the end of this seed's kept tokens (seeds keep different numbers) must
         # not move anything: its gradient is zero, but Adam's momentum would still step.
         active = s < n_kept
@@ -454,7 +470,8 @@ def train_call(cfg: SGNSConfig, optimizer, params: dict, opt_state, kept: Array,
             # times further than one word2vec pair update would, and diverged (log t → −2230 in
             # 3 epochs on the Wikipedia sample). They take a step on the mean loss per pair.
             params = sparse_sgd_update(params, ids, neg_ids, grads, jnp.where(active, lr, 0.0),
-                                       cfg.dup_alpha, 1.0 / jnp.maximum(n_pairs, 1.0))
+                                       curv,
+                                       1.0 / jnp.maximum(n_pairs, 1.0))
         else:
             def step(state):
                 p, o = state

@@ -32,7 +32,7 @@ from jaxemb.engine import TrainingError
 from jaxemb.interrupt import TrainingInterrupted
 from jaxemb.sgns import SGNSConfig
 
-__all__ = ["StoppedEarlyError", "TrainConfig", "TrainResult", "TrainingError",
+__all__ = ["DivergenceError", "StoppedEarlyError", "TrainConfig", "TrainResult", "TrainingError",
            "TrainingInterrupted", "init_state", "make_call", "make_mesh", "state_shardings",
            "train"]
 
@@ -212,7 +212,13 @@ def train(encoded_docs: Sequence[np.ndarray], counts: np.ndarray, cfg: SGNSConfi
         eff_words = raw_words = 0
         t0 = time.perf_counter()
         for epoch in range(run.first_epoch, tcfg.epochs):
-            n_kept = _run_epoch(run, epoch, bar, stop)
+            try:
+                n_kept = _run_epoch(run, epoch, bar, stop)
+            except DivergenceError as e:  # say which setting to change, and what was kept
+                if run.ckpt is not None:
+                    run.ckpt.wait()
+                raise DivergenceError(divergence_message(cfg, tcfg, e, run.ckpt), e.epoch,
+                                      e.call, e.seed) from None
             eff_words += int(jnp.sum(n_kept)) // len(tcfg.seeds)
             raw_words += run.corpus.n_tokens
             if on_epoch is not None:
@@ -329,11 +335,23 @@ def _run_epoch(run: _Run, epoch: int, bar, stop: interrupt.StopFlag) -> jax.Arra
             tcfg.checkpoint_every and (c + 1) % tcfg.checkpoint_every == 0))
         if saved:
             _drain(pending, loss_acc, pair_acc, epoch, c)
-            run.save(*((epoch + 1, 0) if last else (epoch, c + 1)))
+            _save_finite(run, epoch, c, *((epoch + 1, 0) if last else (epoch, c + 1)))
         stop_early = run.stop_after_calls is not None and run.calls_done >= run.stop_after_calls
         if stop_early or stop.is_set():
             _stop(run, pending, epoch, c, saved, stop, stop_early)
     return n_kept
+
+
+def _save_finite(run: _Run, epoch: int, c: int, *at: int) -> None:
+    """Save the state as of after call ``c`` (resuming ``at`` (epoch, call)) only if every
+    parameter is finite: a finite loss in a call does not mean its last update was; so every
+    checkpoint kept is a good one."""
+    finite = jax.tree.reduce(jnp.logical_and,
+                             jax.tree.map(lambda x: jnp.isfinite(x).all(), run.params))
+    if not bool(finite):
+        raise DivergenceError(f"the parameters became NaN/inf in epoch {epoch + 1} by call "
+                              f"{c + 1}", epoch, c, -1)
+    run.save(*at)
 
 
 def _stop(run: _Run, pending, epoch: int, c: int, saved: bool, stop: interrupt.StopFlag,
@@ -343,7 +361,7 @@ def _stop(run: _Run, pending, epoch: int, c: int, saved: bool, stop: interrupt.S
     if run.ckpt is not None:
         if not saved:  # this call's state is on disk already if it just saved
             _drain(pending, run.epoch_loss[epoch], run.epoch_pairs[epoch], epoch, c)
-            run.save(epoch, c + 1)
+            _save_finite(run, epoch, c, epoch, c + 1)
         run.ckpt.wait()
     if stop_early:
         raise StoppedEarlyError()
@@ -376,22 +394,60 @@ def _interrupted_message(run: _Run, stop: interrupt.StopFlag, epoch: int,
             f"--resume {run.work_dir}")
 
 
+class DivergenceError(TrainingError):
+    """The loss became NaN/inf: ``epoch`` (0-based) and ``call`` of the first bad call, and the
+    ``seed`` index (of the run's seeds) that diverged first."""
+
+    def __init__(self, message: str, epoch: int, call: int, seed: int):
+        super().__init__(message)
+        self.epoch, self.call, self.seed = epoch, call, seed
+
+
 def _drain(pending, loss_acc, pair_acc, epoch, call) -> None:
-    """Pull pending per-call losses [calls, S] to the host and add them up in float64; stop on
-    NaN (SGNS always fails: a diverged word2vec run has nothing to report)."""
+    """Pull pending per-call losses [calls, S] (calls ending at ``call``) to the host and add
+    them up in float64; stop on NaN with :class:`DivergenceError` naming the first bad call
+    (SGNS always fails: a diverged word2vec run has nothing to report). Nothing is added from
+    a batch with a bad call, and the caller saves no checkpoint after it."""
     if not pending:
         return
     losses = np.asarray(jnp.stack([p[0] for p in pending]), np.float64)
     pairs = np.asarray(jnp.stack([p[1] for p in pending]), np.float64)
     pending.clear()
-    if not np.isfinite(losses).all():
-        raise TrainingError(
-            f"the loss became NaN/inf in epoch {epoch + 1} by call {call} (seed index "
-            f"{int(np.argmax(~np.isfinite(losses).all(axis=0)))}). Hint: lower the learning rate "
-            "(lr), or for cosine use a smaller temperature; a score without normalisation can "
-            "grow without bound at a high lr.")
+    bad = ~np.isfinite(losses)
+    if bad.any():
+        first = int(np.argmax(bad.any(axis=1)))
+        c, seed = call - len(losses) + 1 + first, int(np.argmax(bad[first]))
+        raise DivergenceError(f"the loss became NaN/inf in epoch {epoch + 1} at call {c + 1} "
+                              f"(seed index {seed})", epoch, c, seed)
     loss_acc += losses.sum(axis=0)
     pair_acc += pairs.sum(axis=0)
+
+
+def divergence_message(cfg: SGNSConfig, tcfg: TrainConfig, e: DivergenceError,
+                       ckpt: checkpoint.Checkpoints | None) -> str:
+    """What diverged, the setting most likely responsible with a value that trains, and what
+    was kept."""
+    lr_hint = min(tcfg.lr / 10, TrainConfig.lr)
+    if tcfg.optimizer == "sgd" and tcfg.lr > 10 * TrainConfig.lr:
+        cause = (f"the learning rate lr={tcfg.lr:g} is the likely cause (word2vec uses "
+                 f"{TrainConfig.lr:g}): use lr={lr_hint:g}")
+    elif cfg.update == "sum":
+        cause = ("update='sum' is the likely cause (each row's gradients summed over the "
+                 f"pairs of a block of {cfg.micro_batch} centres, window {cfg.window} × "
+                 f"negative {cfg.negative} terms each, unbounded): use update='implicit' (the "
+                 "default), which bounds each row's step by its curvature")
+    elif cfg.score == "cosine" and cfg.temperature > 10:
+        cause = (f"temperature={cfg.temperature:g} is the likely cause (cosine logits of up to "
+                 f"±t): use temperature=5, or lr={lr_hint:g}")
+    elif tcfg.optimizer == "adam":
+        cause = (f"adam_lr={tcfg.adam_lr:g} is the likely cause: use adam_lr="
+                 f"{tcfg.adam_lr / 10:g}")
+    else:
+        cause = f"the learning rate lr={tcfg.lr:g} is the likely cause: use lr={lr_hint:g}"
+    kept = ("Nothing was saved (no work_dir)" if ckpt is None or ckpt.latest() is None else
+            f"The last good checkpoint is kept in {ckpt.dir} (no state after the first bad "
+            f"call is saved); a run with changed settings needs a new work_dir")
+    return f"{e}. Hint: {cause}. {kept}."
 
 
 def _checkpoint_meta(cfg: SGNSConfig, tcfg: TrainConfig, vocab_size: int,

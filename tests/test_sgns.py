@@ -14,7 +14,7 @@ import pytest
 import scipy.stats
 from jax.test_util import check_grads
 
-from jaxemb import sgns
+from jaxemb import sgns, sgns_update
 from jaxemb.scoring import ScoreError
 from jaxemb.sgns import SGNSConfig, SGNSError
 
@@ -379,9 +379,9 @@ def _loop_loss(cfg, P, first):
 
 @pytest.mark.parametrize("score", ["dot", "bilinear"])
 def test_train_call_equals_sequential_dense_sgd_written_out(rng, score):
-    # word2vec's plain summed update (dup_alpha=0), written out step by step below
+    # word2vec's plain summed update (update="sum"), written out step by step below
     cfg = SGNSConfig(dim=3, window=1, negative=2, score=score, micro_batch=8, micro_steps=3,
-                     dup_alpha=0.0,
+                     update="sum",
                      neg_group=4, neg_pool=3)
     P = {"in": jnp.asarray(rng.standard_normal((6, 3)), jnp.float32),
          "out": jnp.asarray(rng.standard_normal((6, 3)), jnp.float32),
@@ -462,6 +462,8 @@ def test_export_vectors():
     (dict(sample=-1e-3), "sample must be >= 0"),
     (dict(temperature=0.0), "temperature must be > 0"),
     (dict(score="lowrank_bilinear"), "lowrank_bilinear is not an SGNS score"),
+    (dict(update="mean"), "update must be one of implicit, sum, got 'mean'"),
+    (dict(neg_pool=-1), "neg_pool must be >= 1, or 0 for negative × mean pairs"),
 ])
 def test_config_validate_rejects_bad_settings(change, match):
     SGNSConfig().validate()
@@ -480,21 +482,51 @@ def test_device_corpus_rejects_an_empty_corpus():
             sgns.device_corpus(docs, np.array([3, 1]), 1e-3)
 
 
-def test_sparse_update_damps_repeated_rows_by_count_power():
+def test_sparse_update_bounds_each_word_by_its_summed_curvature():
     V, d = 6, 3
     P = {"in": jnp.zeros((V, d)), "out": jnp.zeros((V, d)), "score": {}}
     ids = jnp.array([1, 1, 1, 2], jnp.int32)  # word 1 three times, word 2 once
     neg_ids = jnp.array([[2, 4]], jnp.int32)  # word 2 appears once more among the negatives
-    g_in = jnp.ones((4, d))
-    g_out = jnp.ones((4, d))
-    g_neg = jnp.ones((1, 2, d))
-    for alpha in (0.0, 0.3, 1.0):
-        got = sgns.sparse_sgd_update(P, ids, neg_ids, ({}, g_in, g_out, g_neg), 0.5,
-                                     dup_alpha=alpha)
-        np.testing.assert_allclose(got["in"][1], -0.5 * 3 * 3.0**-alpha, rtol=1e-6)
-        np.testing.assert_allclose(got["in"][2], -0.5, rtol=1e-6)
-        np.testing.assert_allclose(got["out"][2], -0.5 * 2 * 2.0**-alpha, rtol=1e-6)
-        np.testing.assert_allclose(got["out"][4], -0.5, rtol=1e-6)
-        np.testing.assert_array_equal(got["in"][0], 0.0)
-    with pytest.raises(sgns.SGNSError, match="dup_alpha"):
-        sgns.SGNSConfig(dup_alpha=2.0).validate()
+    grads = ({}, jnp.ones((4, d)), jnp.ones((4, d)), jnp.ones((1, 2, d)))
+    h_in, h_out, h_neg = jnp.array([1.0, 2.0, 3.0, 0.5]), jnp.full(4, 4.0), jnp.array([[6.0, 0]])
+    lr = 0.5
+    phi = lambda x: (1 - np.exp(-x)) / x  # noqa: E731
+    got = sgns.sparse_sgd_update(P, ids, neg_ids, grads, lr, (h_in, h_out, h_neg))
+    # word 1: three unit gradients, curvature 1 + 2 + 3 summed over its positions
+    # (each side of a pair takes at most half its Newton step: φ at 2·lr·H)
+    np.testing.assert_allclose(got["in"][1], -lr * 3 * phi(2 * lr * 6.0), rtol=1e-6)
+    np.testing.assert_allclose(got["in"][2], -lr * phi(2 * lr * 0.5), rtol=1e-6)
+    np.testing.assert_allclose(got["out"][2], -lr * 2 * phi(2 * lr * (4.0 + 6.0)), rtol=1e-6)
+    np.testing.assert_array_equal(got["out"][4], -lr)  # zero curvature: word2vec's plain step
+    np.testing.assert_array_equal(got["in"][0], 0.0)
+    plain = sgns.sparse_sgd_update(P, ids, neg_ids, grads, lr)  # update="sum"
+    np.testing.assert_allclose(plain["in"][1], -lr * 3, rtol=1e-6)
+    # the bounded step never passes the Newton step G/H, at any lr
+    for x in (1e-6, 1e-3, 0.5, 3.0, 1e3):
+        f = float(sgns_update.saturation(jnp.float32(x)))
+        assert 0 < f <= 1 and x * f <= 1 + 1e-6
+        np.testing.assert_allclose(f, -np.expm1(-x) / x, rtol=1e-5)
+
+
+@pytest.mark.parametrize("w,b,g,pool", [(1, 8, 4, 3), (2, 16, 8, 5)])
+def test_block_curvature_is_each_rows_hessian_along_its_gradient(rng, w, b, g, pool):
+    # Independent reference: autodiff's gradient G_p and Hessian of the block loss with respect
+    # to the gathered rows; per position p, G_pᵀ H_pp G_p / ‖G_p‖² (dot score: features = rows).
+    cfg = SGNSConfig(dim=3, window=w, negative=2, micro_batch=b, neg_group=g, neg_pool=pool)
+    rows = [jnp.asarray(rng.standard_normal((b + 2 * w, 3)), jnp.float32) for _ in "ab"]
+    rows.append(jnp.asarray(rng.standard_normal((b // g, pool, 3)), jnp.float32))
+    pair = jnp.asarray(rng.random((b, 2 * w)) < 0.7, jnp.float32)
+    centre = jnp.asarray(rng.random(b) < 0.9, jnp.float32)
+    pair = pair * centre[:, None]
+    (_, curv), grads = sgns._block_grads(cfg, {}, *rows, pair, centre)
+    for arg, got in ((1, curv[0]), (2, curv[1]), (3, curv[2].reshape(-1))):
+        f = lambda *r: sgns.block_loss(cfg, {}, *r, pair, centre)  # noqa: E731
+        n = got.shape[0]
+        H = np.asarray(jax.hessian(f, argnums=arg - 1)(*rows), np.float64).reshape(n, 3, n, 3)
+        G = np.asarray(jax.grad(f, argnums=arg - 1)(*rows), np.float64).reshape(n, 3)
+        np.testing.assert_allclose(G, np.asarray(grads[arg]).reshape(n, 3), rtol=1e-5, atol=1e-6)
+        gg = np.sum(G * G, 1)
+        want = np.where(gg > 0, np.einsum("pi,pipj,pj->p", G, H, G) / np.maximum(gg, 1e-30), 0)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+        assert np.all(want >= 0) and want.max() > 0
+    assert np.all(np.asarray(curv[0])[:w] == 0) and np.all(np.asarray(curv[0])[-w:] == 0)

@@ -1,0 +1,137 @@
+"""The row update of SGNS blocks: how far a row repeated inside a block may move.
+
+word2vec (Mikolov et al. 2013) applies the pair terms of a word one after another, each step
+seeing the last; a block of ``micro_batch`` centres sums them. For a row touched by m terms
+(frequent words: many positions, many pairs, and shared negatives weighted negative·n/pool)
+the summed step is m·lr·g, while m sequential steps on one logistic term of curvature h move
+the row at most (1 − (1 − lr·h)^m)/h ≈ (1 − e^{−m·lr·h})/h: they saturate. Summing diverged
+(dim 200, window 8, negative 10 on the Wikipedia sample: NaN in epoch 1).
+
+The rule here: each row r of the block takes the step −lr·φ(2·lr·H_r)·G_r, where G_r is its
+summed gradient, H_r the curvature of its block loss along −G_r (Σ_t w_t σ'(s_t)(φ_t·G)²/‖G‖²
+over the terms t touching r, with weight w_t, logit s_t and partner feature vector φ_t; summed
+over the row's positions in the block) and φ(x) = (1 − e^{−x})/x. So
+
+- when lr·H_r is small (rows seen once, rare words, early training with word2vec's tiny init,
+  the end of the lr decay) φ ≈ 1 and the step is word2vec's summed one, which is what sequential
+  SGD does to first order in lr;
+- when it is large, the step tends to G_r/(2·H_r): half a Newton step on the row's block loss.
+  A Newton step is where m sequential steps on m alike terms end up (the saturation above,
+  H = m·h); it is halved because both rows of a pair, input and output, move at once, each
+  bounded as if the other stood still (:data:`SIDES`). So lr·φ(2·lr·H)·H < 1/2 and the joint
+  step does not overshoot along its direction, for any window, number of negatives, dimension
+  or corpus, with no per-setting constant. It is a closed-form approximation of the implicit
+  (proximal) SGD step x⁺ = x − lr·∇L(x⁺), whose stability does not hinge on the step size
+  (Toulis & Airoldi 2017, "Asymptotic and finite-sample properties of estimators based on
+  stochastic gradients"). An absurd lr can still diverge (the bound holds for the quadratic
+  model of each block); training then stops with an error that says so.
+
+``update="sum"`` keeps the plain summed step (word2vec's gradient, no bound), for comparison.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def saturation(x: Array) -> Array:
+    """φ(x) = (1 − e^{−x})/x for x ≥ 0, φ(0) = 1: the fraction of the summed step that
+    sequential steps with total curvature x (in units of lr) take."""
+    small = x < 1e-4
+    safe = jnp.where(small, 1.0, x)
+    return jnp.where(small, 1.0 - x / 2, -jnp.expm1(-safe) / safe)
+
+
+# Each logit q·k is moved by two rows at once, its input row and its output row, each bounded
+# as if the other stood still: each side takes at most half its Newton step, so that the joint
+# step stays within one (with a full step per side, dim 100, window 10, negative 15 on the
+# Wikipedia sample diverged for one seed of three).
+SIDES = 2.0
+
+
+def row_step_scale(ids: Array, h: Array, lr: Array, vocab_size: int) -> Array:
+    """[r] φ(SIDES·lr·H) per position, H the curvature ``h`` [r] summed over positions of the
+    same id (a word's positions share one row, so one scale)."""
+    H = jnp.zeros((vocab_size,), jnp.float32).at[ids].add(h)
+    return saturation(SIDES * lr * H[ids])
+
+
+def tiles(x: Array, w: int, T: int) -> Array:
+    """[b + 2w, ...] rows with w rows of margin → [b/T, T + 2w, ...]: tile t holds rows
+    tT .. tT+T+2w−1 (all the window positions of its T centres)."""
+    b = x.shape[0] - 2 * w
+    pad = jnp.zeros((T - 2 * w, *x.shape[1:]), x.dtype)
+    xp = jnp.concatenate([x, pad]).reshape(b // T + 1, T, *x.shape[1:])
+    return jnp.concatenate([xp[:-1], xp[1:, :2 * w]], axis=1)
+
+
+def untile_add(t: Array, w: int, T: int) -> Array:
+    """The transpose of :func:`tiles` for [b/T, T + 2w]: overlap-add back to [b + 2w]."""
+    n = t.shape[0]
+    where = (jnp.arange(n)[:, None] * T + jnp.arange(T + 2 * w)[None, :]).reshape(-1)
+    return jnp.zeros((n * T + 2 * w,), t.dtype).at[where].add(t.reshape(-1))
+
+
+def block_curvature(terms, grads, w: int, T: int):
+    """Per position, the curvature of the block loss along that row's own gradient G,
+    GᵀHG/‖G‖² with H = Σ_t w_t σ'(s_t) φ_t φ_tᵀ the Hessian of the row's terms t (feature space;
+    σ' = σ(s)σ(−s)): the curvature that the step along −G meets. (The trace of H bounds it but
+    counts every direction; the terms of one row point in many directions, and the trace
+    halved the steps of rows seen once.) 0 where G = 0.
+
+    terms: (q [b, f] centre features, k [b + 2w, f] context features, k_neg [b/g, pool, f],
+    pos [b/T, T, T + 2w] and neg [b/g, g, pool] logits, band: pos's pair mask, weight
+    [b/g, g, 1] negative weights) of :func:`jaxemb.sgns.block_loss_terms`; grads: the row
+    gradients (score, in [b + 2w, d], out [b + 2w, d], neg [b/g, pool, d]), d = f.
+    Returns (h_in [b + 2w], zero on the margins; h_out [b + 2w]; h_neg [b/g, pool]).
+    """
+    q, k, k_neg, pos, neg, band, weight = map(jax.lax.stop_gradient, terms)
+    _, g_in, g_out, g_neg = map(jax.lax.stop_gradient, grads)
+    b = q.shape[0]
+    sp = band * jax.nn.sigmoid(pos) * jax.nn.sigmoid(-pos)  # [b/T, T, T+2w]
+    sn = weight * jax.nn.sigmoid(neg) * jax.nn.sigmoid(-neg)  # [b/g, g, pool]
+    gc = g_in[w:w + b]  # the centres' gradients [b, f]
+    qt, gct = q.reshape(pos.shape[:2] + (-1,)), gc.reshape(pos.shape[:2] + (-1,))
+    qg, gcg = q.reshape(neg.shape[:2] + (-1,)), gc.reshape(neg.shape[:2] + (-1,))
+    # centres: Σ_j σ'(s_ij)(k_j·G_i)² over their contexts and negatives
+    h_c = (jnp.einsum("tij,tij->ti", sp, jnp.einsum("tif,tjf->tij", gct, tiles(k, w, T)) ** 2)
+           .reshape(b)
+           + jnp.einsum("gis,gis->gi", sn, jnp.einsum("gif,gsf->gis", gcg, k_neg) ** 2)
+           .reshape(b))
+    h_in = jnp.pad(h_c, (w, w))
+    # contexts and negatives: Σ_i σ'(s_ij)(q_i·G_j)² over the centres that meet them
+    h_out = untile_add(jnp.einsum("tij,tij->tj", sp, jnp.einsum(
+        "tif,tjf->tij", qt, tiles(g_out, w, T)) ** 2), w, T)
+    h_neg = jnp.einsum("gis,gis->gs", sn, jnp.einsum("gif,gsf->gis", qg, g_neg) ** 2)
+    norm = lambda h, g: jnp.where(  # noqa: E731
+        jnp.sum(g * g, -1) > 0, h / jnp.maximum(jnp.sum(g * g, -1), 1e-30), 0.0)
+    return norm(h_in, g_in), norm(h_out, g_out), norm(h_neg, g_neg)
+
+
+def sparse_sgd_update(params: dict, ids: Array, neg_ids: Array, grads, lr: Array,
+                      curvature=None, score_lr_scale: Array | float = 1.0) -> dict:
+    """Each touched row moves by −lr·φ(2·lr·H)·(its summed gradient) (module docstring);
+    ``curvature`` None: by −lr·(its summed gradient), word2vec's plain summed update. Score
+    parameters take plain SGD at lr·score_lr_scale (``train_call`` passes 1/pairs).
+
+    ids: [b + 2w] the block's positions; neg_ids: [b/g, pool]; grads: (score, in [b + 2w, d],
+    out [b + 2w, d], neg [b/g, pool, d]); curvature: (h_in, h_out, h_neg) of
+    :func:`block_curvature`.
+    """
+    g_sp, g_in, g_out, g_neg = grads
+    V, d = params["in"].shape
+    out_ids = jnp.concatenate([ids, neg_ids.reshape(-1)])
+    g_outs = jnp.concatenate([g_out, g_neg.reshape(-1, d)])
+    if curvature is not None:
+        h_in, h_out, h_neg = curvature
+        g_in = g_in * row_step_scale(ids, h_in, lr, V)[:, None]
+        g_outs = g_outs * row_step_scale(
+            out_ids, jnp.concatenate([h_out, h_neg.reshape(-1)]), lr, V)[:, None]
+    table_in = params["in"].at[ids].add(-lr * g_in)
+    # One scatter for context and negative rows: two in a row made XLA copy the whole table.
+    table_out = params["out"].at[out_ids].add(-lr * g_outs)
+    score = jax.tree.map(lambda p, g: p - lr * score_lr_scale * g, params["score"], g_sp)
+    return {"in": table_in, "out": table_out, "score": score}
