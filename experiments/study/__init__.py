@@ -97,8 +97,13 @@ def header() -> str:
             f"{env['optax']}, numpy {env['numpy']}. Every number below is also in this run's "
             "`metrics.jsonl` and `results.json`. Each answer's first paragraph, \"measured in "
             "this run\", is generated from this run's results; its \"Background\" paragraph "
-            "gives theory the run does not test, with citations. Intervals are 95% t-intervals "
-            "over seeds. "
+            "gives theory the run does not test, with citations. What chose the settings: "
+            "SGNS's are gensim's defaults, and its row update was chosen for stability over a "
+            "grid of windows and negatives (`python -m experiments.bench_sgns --grid`); the "
+            "cosine tables' initialisation (length 1) and Q4's MQAR learning rate and batch "
+            "were chosen during development by looking at results of the kind reported here, "
+            "so comparisons involving them are not free of that selection. Intervals are 95% "
+            "t-intervals over seeds. "
             f"Decision rule: {stats.DECISION_RULE}\n")
 
 
