@@ -1,28 +1,31 @@
 """Approximate top-k search under any score: an inverted-file (IVF) index in JAX.
 
-The score's feature maps make every score a dot product (:mod:`jaxemb.scoring`), and one more map
-makes every dot product a nearest-neighbour problem: keys ``phi_k(x)`` [m, f] are lifted to
-``[phi_k(x), sqrt(M^2 - |phi_k(x)|^2)] / M`` (:data:`jaxemb.scoring.mips`; Bachrach et al. 2014),
-rows on the unit sphere whose cosine with ``[phi_q(q), 0]`` orders keys as the score does. So one
-index serves cosine (the lift adds a zero), dot (maximum inner product search) and every other
-score of the table.
+The score's feature maps make every score a dot product (:mod:`jaxemb.scoring`), so one index
+over the mapped keys ``phi_k(x)`` [m, f], probed with ``phi_q(q)``, serves cosine, dot (maximum
+inner product search) and every other score of the table. One more map makes every dot product
+a nearest-neighbour problem: ``[phi_k(x), sqrt(M^2 - |phi_k(x)|^2)] / M`` puts every key on the
+unit sphere, where its cosine with ``[phi_q(q), 0]`` orders keys as the score does
+(:data:`jaxemb.scoring.mips`; Bachrach et al. 2014). The quantizer can cluster those lifted keys
+(``quantizer="mips"``) or the keys' directions (the default; :func:`build` says why).
 
-* Coarse quantizer: spherical k-means (Dhillon & Modha 2001) on the lifted keys, ``nlist``
+* Coarse quantizer: spherical k-means (Dhillon & Modha 2001) on the keys' directions (or, with
+  ``quantizer="mips"``, on the lifted keys; see :func:`build` for why not by default), ``nlist``
   centroids, from an explicit PRNG key (initial centroids: distinct random training rows; an
   empty cluster keeps its centroid). Trained on at most ``256 * nlist`` rows, as FAISS does.
 * Inverted lists: the mapped keys sorted by list, with ``offsets`` [nlist + 1] (Jégou et al.
   2011, "Product quantization for nearest neighbor search", section 5: IVF without compression,
   FAISS's ``IndexIVFFlat``).
-* Search: each query probes its ``nprobe`` best centroids (dot with the centroid's first f
-  coordinates, the query's lifted coordinate being 0), and every key in those lists is rescored
-  exactly (fp32, precision HIGHEST).
+* Search: each query probes the ``nprobe`` lists whose centroids have the largest dot with
+  ``phi_q(q)`` (for lifted centroids, with their first f coordinates: the query's lifted
+  coordinate is 0), and every key in those lists is rescored exactly (fp32, precision HIGHEST).
 
 Where the speed comes from: a batch of queries is grouped by list. The (query, probed list)
 pairs are sorted by list on the host, and each work item multiplies up to ``C`` queries that
-probe the same list by that whole list (a [C, f] x [f, W] matmul, W the longest list), then keeps
-its top k. A list is read once per ``C`` queries that probe it instead of once per query, so a
-batch turns FAISS's per-query, memory-bound scan into matmuls. Shapes are fixed (the window W,
-the item count bound, ``C`` a power of two), so a new batch compiles nothing new.
+probe the same list by that list, W keys at a time (a [C, f] x [f, W] matmul, W about half the
+mean list), keeping the running top k. A list is read once per ``C`` queries that probe it
+instead of once per query, so a batch turns a per-query, memory-bound scan into matmuls. Shapes
+are fixed (the window W, the item count bound, ``C`` a power of two), so a new batch compiles
+nothing new.
 
 Results: (scores [n, k], indices [n, k]) best first; where the probed lists hold fewer than k
 keys, the tail is score ``-inf``, index ``-1``. With ``nprobe == nlist`` every key is scored and
@@ -55,8 +58,9 @@ class IVFError(ValueError):
 @dataclasses.dataclass(frozen=True, eq=False)
 class IVF:
     """An inverted-file index: ``keys`` [m + W, f] = phi_k(database) sorted by list (W zero rows
-    of padding at the end), ``ids`` [m] the database row of each sorted key, ``offsets``
-    [nlist + 1] (host) where each list starts, ``centroids`` [nlist, f] the probing directions."""
+    of padding at the end, so a window never reads past the array), ``ids`` [m] (host) the
+    database row of each sorted key, ``offsets`` [nlist + 1] (host) where each list starts,
+    ``centroids`` [nlist, f] the probing directions."""
 
     centroids: Array
     keys: Array
@@ -66,7 +70,7 @@ class IVF:
     params: tuple
     options: dict
     dim: int
-    window: int  # W: rows in the longest list
+    window: int  # W: keys scored per step of a list scan (:func:`_window`)
 
     @property
     def nlist(self) -> int:
@@ -100,13 +104,22 @@ def _positive_int(name: str, v, low: int, high: int | None = None) -> int:
     return int(v)
 
 
+QUANTIZERS = ("direction", "mips")
+
+
 def build(key: Array, database, nlist: int, score: str | Score = "cosine", *params,
-          iters: int = 10, train_rows: int | None = None, **options) -> IVF:
+          iters: int = 10, train_rows: int | None = None, quantizer: str = "direction",
+          **options) -> IVF:
     """An IVF index over ``database`` [m, d] under ``score`` with ``nlist`` lists.
 
     ``key``: the PRNG key of k-means (training sample and initial centroids). ``params`` and
     ``options`` go to the score (as in :func:`jaxemb.search.index`). ``iters`` k-means rounds on
-    ``train_rows`` rows (default ``min(m, 256 * nlist)``).
+    ``train_rows`` rows (default ``min(m, 256 * nlist)``). ``quantizer``: what k-means clusters,
+    ``"direction"`` (the mapped keys scaled to unit length) or ``"mips"`` (the mapped keys lifted
+    by the MIPS map, :func:`_lift`). The two agree where the mapped keys have one norm (cosine);
+    where norms spread, one global M puts most lifted keys near the pole and k-means groups them
+    by norm rather than direction (Yan et al. 2018, "Norm-ranging LSH for maximum inner product
+    search", section 3), which ``experiments.bench_ivf`` measures: hence the default.
     """
     score = get_score(score)
     D = _floats("database", database, 2)
@@ -117,9 +130,11 @@ def build(key: Array, database, nlist: int, score: str | Score = "cosine", *para
     iters = _positive_int("iters", iters, 1)
     t = min(m, TRAIN_ROWS_PER_LIST * nlist) if train_rows is None else train_rows
     t = _positive_int("train_rows", t, nlist, m)
+    if quantizer not in QUANTIZERS:
+        raise IVFError(f"quantizer must be one of {QUANTIZERS}, got {quantizer!r}")
     K = _map_keys(D, tuple(params), score=score, options=tuple(sorted(options.items())))
     del D
-    U = _lift(K)
+    U = _lift(K) if quantizer == "mips" else _unit(K)
     k_sample, k_init = jax.random.split(key)
     train = U[jax.random.choice(k_sample, m, (t,), replace=False)] if t < m else U
     C = _kmeans(k_init, train, nlist=nlist, iters=iters)
@@ -128,10 +143,17 @@ def build(key: Array, database, nlist: int, score: str | Score = "cosine", *para
     order = np.argsort(assign, kind="stable")
     sizes = np.bincount(assign, minlength=nlist)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32)
-    window = int(sizes.max())
+    window = _window(sizes)
     keys = jnp.concatenate([K[jnp.asarray(order)], jnp.zeros((window, K.shape[1]), K.dtype)])
-    return IVF(C[:, :-1], keys, order.astype(np.int32), offsets, score,
+    return IVF(C[:, :K.shape[1]], keys, order.astype(np.int32), offsets, score,
                tuple(params), dict(options), int(np.shape(database)[1]), window)
+
+
+def _window(sizes: np.ndarray) -> int:
+    """Keys scored per step of a list scan: about half the mean list, a multiple of 64 (a list
+    longer than the window takes several steps, so unequal lists waste under one window each)."""
+    mean = sizes.sum() / max(1, int((sizes > 0).sum()))
+    return int(min(sizes.max(), max(64, 64 * round(mean / 128))))
 
 
 @functools.partial(jax.jit, static_argnames=("score", "options"))
@@ -146,6 +168,13 @@ def _lift(K: Array) -> Array:
     M2 = jnp.maximum(jnp.max(sq), jnp.finfo(K.dtype).tiny)
     extra = jnp.sqrt(jnp.maximum(M2 - sq, 0.0))
     return jnp.concatenate([K, extra[:, None]], axis=1) / jnp.sqrt(M2)
+
+
+@jax.jit
+def _unit(K: Array) -> Array:
+    """K [m, f] with each row scaled to unit length (a zero row stays zero)."""
+    norm = jnp.linalg.norm(K, axis=1, keepdims=True)
+    return K / jnp.where(norm > 0, norm, 1.0)
 
 
 @functools.partial(jax.jit, static_argnames=("block",))
@@ -258,8 +287,9 @@ def _plan(probe: np.ndarray, nlist: int):
 @functools.partial(jax.jit, static_argnames=("k", "c", "window"))
 def _scan_lists(Qf, keys, offsets, pair_query, unsort, item_list, item_start, n_items, *, k, c,
                 window):
-    """Run the work items (fp32 scores of c queries against one list), then merge each query's
-    nprobe candidate lists: (scores [b, k], sorted key positions [b, k], -1 where none)."""
+    """Run the work items (fp32 scores of c queries against one list, ``window`` keys at a
+    time), then merge each query's nprobe candidate lists: (scores [b, k], sorted key positions
+    [b, k], -1 where none)."""
     P = unsort.shape[0]
     b = Qf.shape[0]
     kk = min(k, window)
@@ -269,14 +299,26 @@ def _scan_lists(Qf, keys, offsets, pair_query, unsort, item_list, item_start, n_
         cs, ci = carry
         j, s0 = item_list[i], item_start[i]
         Qc = Qf[jax.lax.dynamic_slice_in_dim(pair_query, s0, c)]
-        o = offsets[j]
-        X = jax.lax.dynamic_slice_in_dim(keys, o, window)
-        S = jnp.where(cols < offsets[j + 1] - o, dot_t(Qc, X), -jnp.inf)
-        ts, ti = jax.lax.top_k(S, kk)
+        o, end = offsets[j], offsets[j + 1]
+
+        def part(w, best):
+            # One window of the list; a list longer than the window takes several (the last
+            # masked past the list's end), so the cost follows the list's size, not the longest.
+            start = o + w * window
+            X = jax.lax.dynamic_slice_in_dim(keys, start, window)
+            S = jnp.where(cols < end - start, dot_t(Qc, X), -jnp.inf)
+            ts, ti = jax.lax.top_k(S, kk)
+            all_s = jnp.concatenate([best[0], ts], axis=1)
+            all_i = jnp.concatenate([best[1], jnp.where(ts > -jnp.inf, ti + start, -1)], axis=1)
+            s2, p = jax.lax.top_k(all_s, kk)
+            return s2, jnp.take_along_axis(all_i, p, axis=1)
+
+        none = (jnp.full((c, kk), -jnp.inf, jnp.float32), jnp.full((c, kk), -1, jnp.int32))
+        ts, ti = jax.lax.fori_loop(0, (end - o + window - 1) // window, part, none)
         # Items run in order of their first pair, so rows written past an item's own pairs
         # (a list probed by fewer than c queries) are overwritten by the next item.
         cs = jax.lax.dynamic_update_slice(cs, ts, (s0, 0))
-        ci = jax.lax.dynamic_update_slice(ci, jnp.where(ts > -jnp.inf, ti + o, -1), (s0, 0))
+        ci = jax.lax.dynamic_update_slice(ci, ti, (s0, 0))
         return cs, ci
 
     init = (jnp.full((P + c, kk), -jnp.inf, jnp.float32), jnp.full((P + c, kk), -1, jnp.int32))

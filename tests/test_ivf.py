@@ -97,6 +97,14 @@ def test_ivf_any_score_and_single_query(planted):
     np.testing.assert_array_equal(np.asarray(i1), np.asarray(idx)[3])
 
 
+def test_mips_quantizer_is_exact_when_all_lists_are_probed(planted):
+    X, Q = planted
+    ref = _exact("dot", Q, X)
+    index = ivf.build(jax.random.key(2), X, NLIST, "dot", quantizer="mips")
+    assert _recall(ivf.search(index, Q, K, NLIST)[1], ref) == 1.0
+    assert _recall(ivf.search(index, Q, K, 4)[1], ref) > 0.5
+
+
 def test_ivf_is_a_function_of_its_key(planted):
     X, _ = planted
     a = ivf.build(jax.random.key(3), X, NLIST, "cosine", iters=3)
@@ -114,6 +122,8 @@ def test_ivf_errors_name_the_problem(planted):
     bad[7, 2] = np.inf
     with pytest.raises(ivf.IVFError, match="database contain NaN or inf"):
         ivf.build(key, bad, 4)
+    with pytest.raises(ivf.IVFError, match="quantizer must be one of"):
+        ivf.build(key, X[:50], 4, quantizer="lift")
     index = ivf.build(key, X[:200], 4, "dot", iters=2)
     with pytest.raises(ivf.IVFError, match="nprobe must be an integer in \\[1, 4\\]"):
         ivf.search(index, Q, K, 5)
