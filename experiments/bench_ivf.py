@@ -9,8 +9,9 @@ Data (float32, ``--dim`` columns, queries drawn apart from the database):
 * ``gaussian``: i.i.d. standard normal rows and queries: no structure for a quantizer to find,
   the hard case for every IVF.
 * ``clustered``: planted clusters: ``rows / 100`` centres drawn standard normal; each row is a
-  random centre plus standard normal noise (noise as large as the centre), scaled by a
-  log-normal factor (sigma 0.25) so that dot and cosine rank differently; queries the same way.
+  random centre plus ``--noise`` times standard normal noise (1: noise as large as the centre),
+  scaled by a log-normal factor (sigma 0.25) so that dot and cosine rank differently; queries
+  the same way.
 
 Each library runs in its own process (FAISS with ``OPENBLAS_CORETYPE`` set to the widest
 kernel the CPU has; the kernel each ran on is recorded through threadpoolctl), the jaxemb
@@ -77,6 +78,8 @@ class Args:
     """Which data to run."""
     repeats: int = 3
     """Timed calls per setting (after one warm-up)."""
+    noise: float = 1.0
+    """Clustered data: the noise's scale relative to the centres' (smaller: tighter clusters)."""
     seed: int = 0
     """Seed of the data and of jaxemb's k-means key (FAISS's k-means seed too)."""
     faiss: bool = True
@@ -93,6 +96,8 @@ class Args:
     def validate(self) -> None:
         if min(self.rows, self.dim, self.queries, self.repeats, self.iters) < 1:
             raise ValueError("--rows, --dim, --queries, --repeats and --iters must be >= 1")
+        if not self.noise > 0:
+            raise ValueError(f"--noise must be > 0, got {self.noise}")
         if not 1 <= self.k <= self.rows:
             raise ValueError(f"--k must be in [1, --rows={self.rows}], got {self.k}")
         if not 1 <= self.nlist <= self.rows:
@@ -104,7 +109,7 @@ class Args:
         check_json_path(self.plot)
 
 
-def make_data(kind: str, rows: int, queries: int, dim: int, seed: int):
+def make_data(kind: str, rows: int, queries: int, dim: int, seed: int, noise: float = 1.0):
     """(database [rows, dim], queries [queries, dim]) float32, as the module docstring says."""
     rng = np.random.default_rng([seed, DATASETS.index(kind)])
     if kind == "gaussian":
@@ -114,7 +119,7 @@ def make_data(kind: str, rows: int, queries: int, dim: int, seed: int):
 
     def draw(n):
         X = centres[rng.integers(0, len(centres), n)]
-        X += rng.standard_normal((n, dim), dtype=np.float32)
+        X += np.float32(noise) * rng.standard_normal((n, dim), dtype=np.float32)
         X *= rng.lognormal(0.0, 0.25, (n, 1)).astype(np.float32)
         return X
 
@@ -216,7 +221,7 @@ def child(a: Args) -> dict:
     measure = _jaxemb if a.child == "jaxemb" else _faiss
     res = {"library": a.child, "blas": blas_info(), "results": {}}
     for kind in a.datasets:
-        X, Q = make_data(kind, a.rows, a.queries, a.dim, a.seed)
+        X, Q = make_data(kind, a.rows, a.queries, a.dim, a.seed, a.noise)
         res["results"][kind] = {score: measure(a, kind, X, Q, score) for score in SCORES}
         del X, Q
     return res
@@ -226,6 +231,7 @@ def _argv(a: Args, library: str, truth: str) -> list[str]:
     argv = ["--child", library, "--truth", truth, "--rows", str(a.rows), "--dim", str(a.dim),
             "--queries", str(a.queries), "--k", str(a.k), "--nlist", str(a.nlist),
             "--iters", str(a.iters), "--repeats", str(a.repeats), "--seed", str(a.seed),
+            "--noise", str(a.noise),
             "--nprobes", *map(str, a.nprobes), "--datasets", *a.datasets]
     return argv
 
@@ -337,7 +343,8 @@ def main(a: Args) -> dict:
             results["faiss"] = run_child("experiments.bench_ivf", _argv(a, "faiss", truth),
                                          child_env(kernel))
     lines = [f"IVF recall@{a.k} against speed: {a.rows:,} x {a.dim}, {a.queries:,} queries, "
-             f"nlist {a.nlist}, k-means {a.iters} iterations; {results['environment']['cpu']}"]
+             f"nlist {a.nlist}, k-means {a.iters} iterations, clustered noise {a.noise}; "
+             f"{results['environment']['cpu']}"]
     for lib in ("jaxemb", "faiss"):
         if results.get(lib):
             kernels = ", ".join(f"{b.get('prefix')} {b.get('version')} {b.get('architecture')}"

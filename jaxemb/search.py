@@ -89,8 +89,12 @@ class Index:
         return Q, single
 
     def search(self, queries, k: int, *, approx: bool = False, recall_target: float = 0.95,
-               chunk_size: int | None = None, query_block: int = DEFAULT_QUERY_BLOCK):
+               chunk_size: int | None = None, query_block: int = DEFAULT_QUERY_BLOCK,
+               two_stage: bool = True):
         """Top-``k`` keys for each query: (scores [n, k], indices [n, k]), best first.
+
+        ``two_stage=False`` runs the plain fp32 scan only (the same results; for measuring what
+        the bfloat16 first pass of :func:`jaxemb.search_two_stage.two_stage_top_k` gains).
 
         ``queries`` [n, d] (or [d], giving [k] results). Ties go to the lower index.
         ``approx`` uses ``jax.lax.approx_max_k`` per chunk (fast on TPU; exact elsewhere).
@@ -134,7 +138,7 @@ class Index:
         indices = np.empty((n, int(k)), np.int32)
         ok = np.empty(n, bool)
         flags = np.empty(n, np.int8)
-        method = "two_stage"
+        method = "two_stage" if two_stage else "scan"
         for i in range(0, n, int(query_block)):
             rows = np.arange(i, min(i + int(query_block), n))
             s, ix, good, bad = run(padded(rows), method)
