@@ -160,7 +160,7 @@ def main(a: Args) -> dict:
              f"({s['file_gib']:.1f} GiB, memory-mapped), {a.queries:,} queries, chunks of "
              f"{a.chunk_rows:,} rows",
              f"  {s['seconds']:.1f} s: {s['queries_per_s']:.1f} queries/s, "
-             f"{s['rows_per_s'] / 1e6:.2f}M rows/s",
+             f"{s['rows_per_s'] / 1e6:.2f}M database rows/s against all the queries",
              f"  peak RSS {s['peak_rss_mib']:.0f} MiB (after importing JAX "
              f"{s['baseline_rss_mib']:.0f} MiB)",
              f"  check of {out['check']['queries']} queries against numpy: "
