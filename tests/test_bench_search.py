@@ -88,9 +88,11 @@ def test_bench_search_smoke(tmp_path):
     assert data["config"]["isolation"] == "process" and data["config"]["sizes"] == [3000]
     assert data["roofline"]["numpy_gflop_s"] > 0 and data["roofline"]["jax_gflop_s"] > 0
     have_faiss = search_timing.load_faiss() is not None
-    assert set(data["kernels"]) == {"numpy"} | {"faiss"} * have_faiss
-    for lib in data["kernels"].values():  # the chosen core type is the fastest probe
-        best = min(lib["probes"], key=lambda c: lib["probes"][c]["seconds"])
+    assert set(data["kernels"]) == ({"numpy", "faiss"} if have_faiss else {"numpy"})
+    for lib in data["kernels"].values():  # the first candidate within 5% of the fastest probe
+        fastest = min(v["seconds"] for v in lib["probes"].values())
+        best = next(c for c, v in lib["probes"].items()
+                    if v["seconds"] <= fastest * (1 + bench_search.PROBE_TIE))
         assert str(lib["coretype"]) == best
     (res,) = data["results"]
     methods = ["jaxemb"] + ["faiss"] * have_faiss + ["sgemm bound", "numpy"]
