@@ -1,52 +1,82 @@
-"""Benchmark exact top-k cosine search: jaxemb vs numpy vs FAISS ``IndexFlatIP``.
+"""Benchmark exact top-k cosine search fairly: jaxemb vs FAISS ``IndexFlatIP`` vs numpy, each
+method in its own process, each library on its fastest BLAS kernel.
 
-    python -m experiments.bench_search                        # 100k and 1M rows, dim 300
-    python -m experiments.bench_search --sizes 100000 --repeats 3 --json /tmp/search.json
+    python -m experiments.bench_search --sizes 1000000 --json /tmp/search.json
+    python -m experiments.bench_search --sizes 100000 --repeats 3
+    python -m experiments.bench_search --isolation passive   # all in one process, for comparison
 
-The data are random: database rows and queries are i.i.d. standard normal float32 (so cosine
-scores concentrate near 0 and the top-k are only a few standard deviations out; real embeddings
-are easier for pruning schemes, this is the hard case for them and the usual case for a flat
-index). For each database size every method is warmed up once, then the methods run
-interleaved (one after another, round after round) in this one process for ``--repeats`` rounds,
-so that a slow period of a noisy machine hits them all alike. Reported: min / median / max
-seconds and queries/s (on the median) per method, and speed ratios on the medians. The methods
-and the agreement check are those of :mod:`jaxemb.search_timing`: jaxemb (index built once,
-search timed), numpy (blocked matmul + argpartition), FAISS ``IndexFlatIP`` (skipped when faiss
-is not installed) and the "sgemm bound" (numpy's blocked fp32 matmul alone).
+The data are random: database rows and queries i.i.d. standard normal float32 (cosine scores
+concentrate near 0 and the top-k are only a few standard deviations out: the hard case for
+pruning schemes, the usual case for a flat index).
 
-``--json PATH`` writes everything printed (and the raw timings) to PATH, atomically; an existing
-file is never overwritten.
+Protocol (``--isolation process``, the default):
+
+1. Kernels. faiss-cpu's wheel bundles its own OpenBLAS (0.3.15), which takes some AVX-512 CPUs
+   for "Barcelona" (no AVX) unless ``OPENBLAS_CORETYPE`` says otherwise, and numpy has another.
+   For each library a short fixed workload (best of 5) runs once per candidate core type
+   (SkylakeX where the CPU has AVX-512, Haswell where it has AVX2, OpenBLAS's own detection),
+   each in its own process; the fastest is used for that library's methods (within 5% of the
+   fastest, the widest kernel: on a shared machine such a gap is noise). The core type each process
+   actually ran (threadpoolctl's ``architecture``) and the library versions are recorded.
+   jaxemb's matmuls are XLA's own (not OpenBLAS), so its process keeps the machine's setting.
+   The variable is set only in the child processes, never in this one.
+2. Roofline: the best of three 4096^3 fp32 sgemms by numpy (best kernel) and by JAX, GFLOP/s.
+3. Each method in its own process: data generated from the seed, index built (not timed), one
+   warm-up batch, ``--repeats`` timed batches of all the queries (min / median / max seconds,
+   queries/s on the median), then single-query latency (50 queries, one at a time).
+4. Agreement: every method's indices against numpy's, ties allowed (float64 cosine at each
+   rank equal within 1e-5), checked here after the children exit.
+
+Why processes, not ``OMP_WAIT_POLICY=PASSIVE``: OpenMP (FAISS) and OpenBLAS worker threads
+spin for a while after each call, taking the cores from whatever runs next in the same process,
+so in one process the order of methods changes the winner. PASSIVE makes idle OpenMP threads
+sleep, but it does not reach OpenBLAS's pthreads (numpy's build), and it changes how FAISS
+itself runs (threads wake from a futex at each parallel region), so it measures a FAISS no user
+runs by default. Separate processes leave each library as its users run it. ``--isolation
+passive`` and ``--isolation shared`` run the old one-process, interleaved protocol (with and
+without PASSIVE) in one child, so the three can be compared on the same machine.
+
+``--json PATH`` writes everything printed and every timing, atomically; an existing file is
+never overwritten.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import sys
+from typing import Literal
 
+import numpy as np
 import tyro
 
 from experiments.benchkit import (
     Printer,
+    blas_info,
     check_json_path,
+    child_env,
+    openblas_coretype_candidates,
+    run_child,
     search_environment,
     write_json_atomically,
 )
 from jaxemb import search_timing, timing
 
+PROBE_TIE = 0.05  # kernels within 5% of the fastest probe count as equally fast
+LIBRARY = {"jaxemb": "jaxemb", "jaxemb fp32 scan": "jaxemb", "faiss": "faiss", "numpy": "numpy",
+           "sgemm bound": "numpy"}
+
 
 @dataclasses.dataclass(frozen=True)
 class Args:
-    """Exact top-k cosine search for random normal float32 data: jaxemb (index built once,
-    search timed) vs numpy (normalise, blocked matmul + argpartition + sort of the k) vs FAISS
-    IndexFlatIP on normalised vectors (skipped if faiss is not installed), plus an 'sgemm bound'
-    (numpy's blocked fp32 matmul alone). Each method is warmed up, then all run interleaved for
-    --repeats rounds in one process; min/median/max seconds, queries/s and the ratios
-    jaxemb/FAISS and jaxemb/numpy (medians) are printed, and the methods' results are checked to
-    agree (ties allowed: scores at every rank within 1e-05)."""
+    """Exact top-k cosine search on random normal float32 data: jaxemb (bf16 first pass with a
+    proven bound, then fp32), jaxemb's plain fp32 scan, FAISS IndexFlatIP, numpy and the sgemm
+    bound, each in its own process on its library's fastest BLAS kernel; min/median/max seconds,
+    queries/s, single-query latency, the machine's fp32 roofline, and agreement (ties allowed)."""
 
     sizes: tuple[int, ...] = (100_000, 1_000_000)
-    """Database sizes (rows) to benchmark, one after another; a 1M x 300 float32 copy is 1.2 GB
-    and about four copies are live at once."""
+    """Database sizes (rows), one after another (a 1M x 300 float32 copy is 1.2 GB)."""
     queries: int = 1000
     """Number of queries."""
     dim: int = 300
@@ -54,21 +84,139 @@ class Args:
     k: int = 10
     """Neighbours per query."""
     repeats: int = 5
-    """Timed interleaved rounds per size (after one warm-up run per method)."""
+    """Timed batches per method (after one warm-up batch)."""
     seed: int = 0
     """Seed of the random data."""
+    methods: tuple[str, ...] = search_timing.ISOLATED_METHODS
+    """Methods to run (numpy is always run: it is the agreement reference)."""
+    isolation: Literal["process", "passive", "shared"] = "process"
+    """process: each method in its own process (fair); passive / shared: all methods interleaved
+    in one process, with / without OMP_WAIT_POLICY=PASSIVE (for comparison)."""
     json: str | None = None
-    """Also write all results and printed lines to this JSON file (written atomically; refuses
-    to overwrite an existing file)."""
+    """Also write all results and printed lines to this JSON file (refuses to overwrite)."""
+    probe_rows: int = 100_000
+    """Database rows of the kernel probe (a fixed workload run once per candidate kernel)."""
+    roofline_n: int = search_timing.ROOFLINE_N
+    """The roofline's sgemm is [n, n] x [n, n]."""
+    child: str | None = None
+    """(internal) what a child process runs: a method, 'probe:LIB', 'roofline' or 'all'."""
 
     def validate(self) -> None:
-        if not self.sizes or min(self.sizes) < 1 or min(self.queries, self.dim,
-                                                        self.repeats) < 1:
-            raise ValueError("--sizes, --queries, --dim and --repeats must be positive")
+        if not self.sizes or min(self.sizes) < 1 or min(self.queries, self.dim, self.repeats,
+                                                        self.probe_rows, self.roofline_n) < 1:
+            raise ValueError("--sizes, --queries, --dim, --repeats, --probe-rows and "
+                             "--roofline-n must be positive")
         if not 1 <= self.k <= min(self.sizes):
             raise ValueError(f"--k must be in [1, smallest size = {min(self.sizes)}], got "
                              f"{self.k}")
+        unknown = set(self.methods) - set(search_timing.ISOLATED_METHODS)
+        if unknown:
+            raise ValueError(f"unknown --methods {sorted(unknown)}; known: "
+                             f"{', '.join(search_timing.ISOLATED_METHODS)}")
         check_json_path(self.json)
+
+
+def child(a: Args) -> dict:
+    """What one child process measures (its result is printed as the last stdout line)."""
+    timing.keep_freed_memory()
+    faiss = search_timing.load_faiss()
+    if a.child.startswith("probe:"):
+        seconds = search_timing.probe_kernel(a.child.split(":", 1)[1], a.probe_rows)
+        return {"seconds": seconds, "blas": blas_info()}
+    if a.child == "roofline":
+        return {**search_timing.roofline(n=a.roofline_n), "blas": blas_info()}
+    if a.child == "all":
+        res = search_timing.measure(a.sizes, queries=a.queries, dim=a.dim, k=a.k,
+                                    repeats=a.repeats, seed=a.seed, faiss=faiss)
+        return {"results": res, "blas": blas_info()}
+    (size,) = a.sizes
+    res = search_timing.measure_alone(a.child, size, queries=a.queries, dim=a.dim, k=a.k,
+                                      repeats=a.repeats, seed=a.seed, faiss=faiss)
+    return {**res, "blas": blas_info()}
+
+
+def _argv(a: Args, what: str, sizes=None) -> list[str]:
+    return ["--child", what, "--sizes", *map(str, sizes or a.sizes), "--queries", str(a.queries),
+            "--dim", str(a.dim), "--k", str(a.k), "--repeats", str(a.repeats), "--seed",
+            str(a.seed), "--probe-rows", str(a.probe_rows), "--roofline-n", str(a.roofline_n)]
+
+
+def _kernel_of(blas: list[dict], library: str) -> str:
+    """The OpenBLAS of ``library`` among threadpoolctl's records: faiss-cpu's is loaded as
+    ``libopenblas``, numpy's as ``libscipy_openblas``."""
+    want = "libopenblas" if library == "faiss" else "libscipy_openblas"
+    hits = [b for b in blas if b.get("user_api") == "blas" and b.get("prefix") == want]
+    return ", ".join(f"OpenBLAS {b.get('version')} {b.get('architecture')}" for b in hits) or "?"
+
+
+def pick_kernels(a: Args, log) -> dict:
+    """{library: {"coretype", "probe_s" per candidate}}: the fastest OPENBLAS_CORETYPE."""
+    out = {}
+    libs = ["numpy"] + (["faiss"] if search_timing.load_faiss() is not None else [])
+    for lib in libs:
+        probes = {}
+        for cand in openblas_coretype_candidates():
+            r = run_child("experiments.bench_search", _argv(a, f"probe:{lib}"), child_env(cand))
+            probes[str(cand)] = {"seconds": r["seconds"], "ran": _kernel_of(r["blas"], lib)}
+        # Fastest wins; within PROBE_TIE of it, the candidate listed first (widest vectors):
+        # on a shared machine a 5% gap between two kernels is noise.
+        fastest = min(v["seconds"] for v in probes.values())
+        best = next(c for c, v in probes.items() if v["seconds"] <= fastest * (1 + PROBE_TIE))
+        out[lib] = {"coretype": None if best == "None" else best, "probes": probes}
+        log(f"  {lib} kernel probe: " + ", ".join(
+            f"OPENBLAS_CORETYPE={c} -> {v['ran']} {v['seconds'] * 1e3:.0f} ms"
+            for c, v in probes.items()) + f"; using {best}")
+    return out
+
+
+def _env_for(method: str, kernels: dict) -> dict:
+    lib = LIBRARY[method]
+    if lib == "jaxemb":
+        return child_env(os.environ.get("OPENBLAS_CORETYPE"))
+    return child_env(kernels[lib]["coretype"])
+
+
+def measure_size(a: Args, size: int, kernels: dict, log) -> dict:
+    methods = list(dict.fromkeys([*a.methods, "numpy"]))
+    per = {}
+    for m in methods:
+        print(f"  {size:,} rows: {m} (own process) ...", file=sys.stderr, flush=True)
+        per[m] = run_child("experiments.bench_search", _argv(a, m, [size]), _env_for(m, kernels))
+    db, q = search_timing.data(size, a.queries, a.dim, a.seed)
+    dbn = search_timing.normalise(db)
+    del db
+    qn64 = search_timing.normalise(q).astype(np.float64)
+    ref = np.asarray(per["numpy"]["indices"], np.int64)
+    checks = [search_timing.check_agreement(m, np.asarray(per[m]["indices"]), ref, qn64, dbn)
+              for m in methods if per[m]["indices"] is not None and m != "numpy"]
+    del dbn
+    log(f"\n== {size:,} x {a.dim}, {a.queries:,} queries, k={a.k}, cosine; each method in its "
+        f"own process, {a.repeats} batches after a warm-up ==")
+    log(f"  {'method':17s} {'kernel':28s} {'min s':>7s} {'median s':>9s} {'max s':>7s} "
+        f"{'queries/s':>10s} {'1-query ms (median)':>20s}")
+    for m, r in per.items():
+        b, lat = r["batch"], r["latency"]
+        kern = "XLA (own kernels)" if LIBRARY[m] == "jaxemb" else _kernel_of(r["blas"],
+                                                                               LIBRARY[m])
+        one = "" if lat is None else f"{lat['median_s'] * 1e3:.2f}"
+        log(f"  {m:17s} {kern:28s} {b['min_s']:7.3f} {b['median_s']:9.3f} {b['max_s']:7.3f} "
+            f"{b['queries_per_s']:10.1f} {one:>20s}")
+    ratios = {}
+    if "faiss" in per:
+        for m in per:
+            if m != "faiss":
+                ratios[f"{m}/faiss"] = (per["faiss"]["batch"]["median_s"]
+                                        / per[m]["batch"]["median_s"])
+        for key, v in ratios.items():
+            log(f"  queries/s ratio {key:24s} {v:6.3f}  (medians; > 1: faster than FAISS)")
+    for c in checks:
+        log(f"  agreement {c['method']:17s} vs numpy: {'OK' if c['ok'] else 'MISMATCH'}"
+            + (f" (max |score diff| {c['max_score_diff']:.1e})" if "max_score_diff" in c
+               else f" ({c.get('why')})"))
+    for r in per.values():
+        r.pop("indices", None)
+    return {"size": size, "methods": per, "ratios": ratios, "agreement": checks,
+            "agree": all(c["ok"] for c in checks)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,33 +225,44 @@ def main(argv: list[str] | None = None) -> int:
         a.validate()
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    from tqdm import tqdm
-
+    if a.child:
+        print(json.dumps(child(a), default=float))
+        return 0
     faiss = search_timing.load_faiss()
-    memory = timing.keep_freed_memory()  # before the big arrays exist
     log = Printer()
-    env = search_environment(faiss, memory)
-    log("Exact top-k cosine search: jaxemb vs numpy vs FAISS IndexFlatIP")
-    log(f"data: random i.i.d. standard normal float32, seed {a.seed}; {a.queries:,} "
-        f"queries, dim {a.dim}, k {a.k}, sizes {', '.join(f'{m:,}' for m in a.sizes)}")
+    env = search_environment(faiss, timing.keep_freed_memory())
+    log(f"Exact top-k cosine search ({a.isolation}): random i.i.d. standard normal float32, "
+        f"seed {a.seed}; {a.queries:,} queries, dim {a.dim}, k {a.k}")
     for key, v in env.items():
         log(f"  {key}: {v}")
-    log("note: the sgemm bound is the fp32 matmul alone; jaxemb's exact search first scores the "
-        "database in bfloat16 (with a proven error bound) and rescores its candidates in fp32, "
-        "so it can run below that bound")
-    if faiss is None:
-        log("  faiss not installed: the FAISS column is skipped (pip install faiss-cpu)")
-
-    with tqdm(total=search_timing.timed_calls(a.sizes, a.repeats, faiss), desc="bench_search",
-              file=sys.stderr, dynamic_ncols=True) as bar:
-        per_size = search_timing.measure(a.sizes, queries=a.queries, dim=a.dim, k=a.k,
-                                         repeats=a.repeats, seed=a.seed, faiss=faiss, log=log,
-                                         bar=bar)
-    ok = all(r["agree"] for r in per_size)
+    kernels = pick_kernels(a, log)
+    payload: dict = {"config": dataclasses.asdict(a), "environment": env, "kernels": kernels}
+    roof = run_child("experiments.bench_search", _argv(a, "roofline"), child_env(
+        kernels["numpy"]["coretype"]))
+    payload["roofline"] = roof
+    per_row = 2.0 * a.queries * a.dim
+    log(f"  fp32 roofline (best {a.roofline_n}^3 sgemm): numpy {roof['numpy_gflop_s']:.0f} GFLOP/s "
+        f"({_kernel_of(roof['blas'], 'numpy')}), JAX {roof['jax_gflop_s']:.0f} GFLOP/s; "
+        f"at that rate scoring {max(a.sizes):,} rows costs "
+        f"{per_row * max(a.sizes) / roof['numpy_gflop_s'] / 1e9:.2f} s per {a.queries:,} queries")
+    if a.isolation == "process":
+        results = [measure_size(a, m, kernels, log) for m in a.sizes]
+        ok = all(r["agree"] for r in results)
+    else:
+        env_all = child_env(kernels.get("faiss", kernels["numpy"])["coretype"])
+        if a.isolation == "passive":
+            env_all["OMP_WAIT_POLICY"] = "PASSIVE"
+        r = run_child("experiments.bench_search", _argv(a, "all"), env_all)
+        results = r["results"]
+        for res in results:
+            log(f"\n== {res['size']:,} rows, one process, interleaved ({a.isolation}) ==")
+            for m, st in res["methods"].items():
+                log(f"  {m:12s} {st['min_s']:7.3f} {st['median_s']:9.3f} {st['max_s']:7.3f} "
+                    f"{st['queries_per_s']:10.1f}")
+        ok = all(res["agree"] for res in results)
     log(f"\nall methods agree (ties allowed): {'yes' if ok else 'NO'}")
     if a.json is not None:
-        payload = {"config": dataclasses.asdict(a), "environment": env, "results": per_size,
-                   "all_agree": ok, "output": log.lines}
+        payload.update(results=results, all_agree=ok, output=log.lines)
         write_json_atomically(a.json, payload)
         print(f"wrote {a.json}", file=sys.stderr)
     return 0 if ok else 1

@@ -103,3 +103,65 @@ def device_environment() -> dict:
                 "usable cores (affinity)": len(os.sched_getaffinity(0)),
                 "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")})
     return env
+
+
+# --- BLAS kernels and one process per method --------------------------------------------------
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``; empty where unreadable)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f
+                         if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def openblas_coretype_candidates() -> list[str | None]:
+    """OpenBLAS core types worth trying on this CPU, widest vectors first; None: OpenBLAS's own
+    detection (faiss-cpu's bundled OpenBLAS 0.3.15 takes some AVX-512 CPUs for "Barcelona", no
+    AVX, so detection alone is not trusted)."""
+    flags = cpu_flags()
+    out: list[str | None] = []
+    if "avx512f" in flags:
+        out.append("SkylakeX")
+    if "avx2" in flags:
+        out.append("Haswell")
+    return out + [None]
+
+
+def child_env(coretype: str | None) -> dict[str, str]:
+    """This process's environment with ``OPENBLAS_CORETYPE`` set to ``coretype`` (or removed
+    for None): for a child process only; the parent's own setting is left alone."""
+    env = dict(os.environ)
+    env.pop("OPENBLAS_CORETYPE", None)
+    if coretype is not None:
+        env["OPENBLAS_CORETYPE"] = coretype
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    return env
+
+
+def blas_info() -> list[dict]:
+    """The BLAS and OpenMP libraries loaded in this process, with the kernel (``architecture``,
+    OpenBLAS's core type) each runs, from ``threadpoolctl`` (empty if it is not installed)."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return []
+    keep = ("user_api", "internal_api", "prefix", "version", "num_threads", "architecture",
+            "threading_layer")
+    return [{k: d.get(k) for k in keep if k in d} for d in threadpoolctl.threadpool_info()]
+
+
+def run_child(module: str, argv: list[str], env: dict[str, str]) -> dict:
+    """Run ``python -m module *argv`` in its own process; its last stdout line is JSON."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True,
+                          env=env)
+    if proc.returncode:
+        raise RuntimeError(f"{module} {' '.join(argv)} failed (exit {proc.returncode}):\n"
+                           f"{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -12,7 +12,17 @@ bilinear            q W                          k
 diag_bilinear       q * w                        k
 lowrank_bilinear    q A                          k B
 neg_sq_euclidean    [2q, -|q|^2, -1]             [k, 1, |k|^2]
+mips                [q, 0]                       [k, sqrt(M^2 - |k|^2)]
 ==================  ===========================  ========================
+
+``mips`` (maximum inner product search) has dot's value, ``q . k``, but every mapped key has
+norm ``M`` (``M >= max |k|`` over the database, :func:`mips_norm`), so the key with the largest
+dot product is the nearest neighbour and the best cosine of the mapped query (Bachrach et al.
+2014, "Speeding up the Xbox recommender system using a Euclidean transformation for
+inner-product spaces"; the same reduction as Shrivastava & Li 2014's ALSH with one coordinate).
+An index built for nearest-neighbour or cosine search (:mod:`jaxemb.ivf`'s k-means lists) then
+serves the dot score. It is not in :data:`SCORES` (the learnable scores): ``M`` is a property of
+one database, not a parameter to learn.
 
 So one definition serves a single pair (here), batches and all-pairs matrices (derived with
 ``jax.vmap`` in :func:`batched`, :func:`one_to_many`, :func:`pairwise`), fused attention (map q
@@ -276,6 +286,34 @@ def _neg_sq_k(k: Array) -> Array:
     return jnp.concatenate([k, one, jnp.sum(k * k, keepdims=True)])
 
 
+@_feature_map
+def _mips_q(q: Array, M: Array | float = 1.0) -> Array:
+    del M
+    return jnp.concatenate([q, jnp.zeros((1,), q.dtype)])
+
+
+@_feature_map
+def _mips_k(k: Array, M: Array | float = 1.0) -> Array:
+    # Bachrach et al. 2014, section 4: x -> [x, sqrt(M^2 - |x|^2)] puts every key on the sphere
+    # of radius M, where |q' - x'|^2 = |q|^2 + M^2 - 2 q.x is ordered as -q.x. The max(., 0)
+    # only absorbs rounding for the keys of norm M itself.
+    extra = jnp.sqrt(jnp.maximum(jnp.square(jnp.asarray(M, k.dtype)) - jnp.sum(k * k), 0.0))
+    return jnp.concatenate([k, extra[None]])
+
+
+def mips_norm(database) -> float:
+    """``M`` for :data:`mips`: the largest row norm of ``database`` [m, d] (float64 on the host,
+    rounded up by one float32 ulp so that no key's ``M^2 - |k|^2`` is negative)."""
+    X = np.asarray(database, np.float64)
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise ScoreError(f"mips_norm: database must have shape [m, d] with m >= 1, got "
+                         f"{X.shape}")
+    if not np.isfinite(X).all():
+        raise ScoreError("mips_norm: database contains NaN or inf")
+    big = float(np.sqrt(np.max(np.einsum("md,md->m", X, X))))
+    return float(np.nextafter(np.float32(big), np.float32(np.inf)))
+
+
 dot = Score("dot", _identity, _identity, "q . k")
 scaled_dot = Score("scaled_dot", _scaled, _identity, "q . k / sqrt(d)")
 cosine = Score("cosine", _cosine_q, _cosine_k,
@@ -286,6 +324,8 @@ diag_bilinear = Score("diag_bilinear", _diag_q, _diag_k,
 lowrank_bilinear = Score("lowrank_bilinear", _lowrank_q, _lowrank_k,
                          "(q A) . (k B), A [d_q, r], B [d_k, r] (one attention head's W_Q W_K^T)")
 neg_sq_euclidean = Score("neg_sq_euclidean", _neg_sq_q, _neg_sq_k, "-|q - k|^2")
+mips = Score("mips", _mips_q, _mips_k,
+             "q . k with every key mapped onto the sphere of radius M (see mips_norm)")
 
 SCORES: dict[str, Score] = {s.name: s for s in (dot, scaled_dot, cosine, bilinear, diag_bilinear,
                                                 lowrank_bilinear, neg_sq_euclidean)}

@@ -200,3 +200,104 @@ def _log_checks(log, checks: list[dict]) -> None:
                 f"at any rank {c['max_score_diff']:.2e}, tolerance {TIE_TOL:g})")
         else:
             log(f"  agreement {c['method']:6s} vs numpy: MISMATCH ({c['why']})")
+
+
+# --- one method per process (the fair protocol of experiments.bench_search) -------------------
+
+ISOLATED_METHODS = ("jaxemb", "jaxemb fp32 scan", "faiss", "numpy", "sgemm bound")
+LATENCY_QUERIES = 50  # single-query calls timed per method (each a different query)
+ROOFLINE_N = 4096  # the roofline's sgemm is [N, N] x [N, N]
+
+
+def data(size: int, queries: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(database [size, dim], queries [queries, dim]): the random data of :func:`measure_size`,
+    the same in every process for the same arguments."""
+    rng = np.random.default_rng([seed, size])
+    db = rng.standard_normal((size, dim), dtype=np.float32)
+    return db, rng.standard_normal((queries, dim), dtype=np.float32)
+
+
+def _method(name: str, db: np.ndarray, k: int, faiss: ModuleType | None):
+    """(build seconds, batch search f(q [n, d]) -> indices [n, k] or None)."""
+    if name.startswith("jaxemb"):
+        import jax
+
+        from jaxemb import search
+
+        build, ix = timing.timed(lambda: jax.block_until_ready(search.index(db, "cosine")))
+        two_stage = name == "jaxemb"
+        return build, lambda q: np.asarray(ix.search(q, k, two_stage=two_stage)[1])
+    build, dbn = timing.timed(lambda: normalise(db))
+    if name == "faiss":
+        if faiss is None:
+            raise RuntimeError("faiss is not installed (pip install faiss-cpu)")
+        fidx = faiss.IndexFlatIP(db.shape[1])
+        t, _ = timing.timed(lambda: fidx.add(dbn))
+        return build + t, lambda q: fidx.search(normalise(q), k)[1]
+    if name == "numpy":
+        return build, lambda q: numpy_topk(normalise(q), dbn, k)[1]
+    if name == "sgemm bound":
+        return build, lambda q: sgemm_bound(normalise(q), dbn)
+    raise ValueError(f"unknown method {name!r}; known: {', '.join(ISOLATED_METHODS)}")
+
+
+def measure_alone(name: str, size: int, *, queries: int, dim: int, k: int, repeats: int,
+                  seed: int, faiss: ModuleType | None = None) -> dict:
+    """Time one method in this process: build, one warm-up batch, ``repeats`` batches of all the
+    queries, then single-query latency over :data:`LATENCY_QUERIES` queries (one warm-up).
+    Returns {"method", "build_s", "warmup_s", "batch" (min/median/max, queries_per_s),
+    "latency" (min/median/max seconds of one query; None for the sgemm bound), "indices"}."""
+    db, q = data(size, queries, dim, seed)
+    build, run = _method(name, db, k, faiss)
+    db = None
+    gc.collect()
+    warm, idx = timing.timed(lambda: run(q))
+    times = [timing.timed(lambda: run(q))[0] for _ in range(repeats)]
+    out = {"method": name, "build_s": build, "warmup_s": warm,
+           "batch": timing.summary(times, queries_per_s=queries), "latency": None,
+           "indices": None if idx is None else np.asarray(idx).tolist()}
+    if name != "sgemm bound":
+        one = [q[i % queries][None] for i in range(LATENCY_QUERIES + 1)]
+        lat = [timing.timed(lambda x=x: run(x))[0] for x in one]
+        out["latency"] = timing.summary(lat[1:])
+    return out
+
+
+def roofline(repeats: int = 3, n: int = ROOFLINE_N) -> dict:
+    """The machine's measured fp32 matmul rate: the best of ``repeats`` [n, n] x [n, n] sgemms,
+    by numpy (its OpenBLAS) and by JAX (XLA, precision HIGHEST), in GFLOP/s."""
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    flops = 2.0 * n ** 3
+    np.matmul(a, b)
+    best_np = min(timing.timed(lambda: np.matmul(a, b))[0] for _ in range(repeats))
+    mm = jax.jit(lambda x, y: jnp.matmul(x, y, precision=jax.lax.Precision.HIGHEST))
+    ja, jb = jnp.asarray(a), jnp.asarray(b)
+    mm(ja, jb).block_until_ready()
+    best_jax = min(timing.timed(lambda: mm(ja, jb).block_until_ready())[0]
+                   for _ in range(repeats))
+    return {"n": n, "numpy_gflop_s": flops / best_np / 1e9, "jax_gflop_s": flops / best_jax / 1e9}
+
+
+def probe_kernel(library: str, rows: int = 100_000) -> float:
+    """Seconds of a short fixed workload on ``library``'s BLAS ("faiss": IndexFlatIP search of
+    1000 queries in ``rows`` x 300; "numpy": [1000, 300] x [300, rows] sgemm), best of 5: to
+    pick the fastest OpenBLAS core type, run once per candidate in its own process."""
+    rng = np.random.default_rng(1)
+    db = normalise(rng.standard_normal((rows, 300), dtype=np.float32))
+    q = normalise(rng.standard_normal((1000, 300), dtype=np.float32))
+    if library == "faiss":
+        faiss = load_faiss()
+        if faiss is None:
+            raise RuntimeError("faiss is not installed")
+        fidx = faiss.IndexFlatIP(300)
+        fidx.add(db)
+        f = lambda: fidx.search(q, 10)  # noqa: E731
+    else:
+        f = lambda: q @ db.T  # noqa: E731
+    f()
+    return min(timing.timed(f)[0] for _ in range(5))

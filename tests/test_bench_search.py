@@ -61,27 +61,48 @@ def test_bad_arguments(argv, match):
         bench_search.main(argv)
 
 
+@pytest.mark.parametrize("name", ["jaxemb", "jaxemb fp32 scan", "numpy"])
+def test_measure_alone_finds_the_top_k(name):
+    r = search_timing.measure_alone(name, 500, queries=6, dim=8, k=4, repeats=2, seed=3)
+    db, q = search_timing.data(500, 6, 8, 3)
+    full = search_timing.normalise(q) @ search_timing.normalise(db).T
+    want = np.argsort(-full, axis=1, kind="stable")[:, :4]
+    np.testing.assert_array_equal(np.asarray(r["indices"]), want)
+    assert len(r["batch"]["times_s"]) == 2
+    assert len(r["latency"]["times_s"]) == search_timing.LATENCY_QUERIES
+
+
+@pytest.mark.slow  # about a dozen processes, each importing JAX
 def test_bench_search_smoke(tmp_path):
+    """Each method in its own process: timings, latency, kernels and agreement recorded."""
     path = tmp_path / "s.json"
     cmd = [sys.executable, "-m", "experiments.bench_search", "--sizes", "3000", "--queries", "40",
-           "--dim", "16", "--repeats", "2", "--json", str(path)]
+           "--dim", "16", "--repeats", "2", "--methods", "jaxemb", "faiss", "sgemm bound",
+           "--probe-rows", "2000", "--roofline-n", "256", "--json", str(path)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "all methods agree (ties allowed): yes" in done.stdout
     data = json.loads(path.read_text())
-    assert set(data) == {"config", "environment", "results", "all_agree", "output"}
-    assert data["config"] == {"sizes": [3000], "queries": 40, "dim": 16, "k": 10, "repeats": 2,
-                              "seed": 0, "json": str(path)}
-    assert data["all_agree"] is True and data["output"][-1].endswith("yes")
-    (res,) = data["results"]
+    assert set(data) == {"config", "environment", "kernels", "roofline", "results", "all_agree",
+                         "output"}
+    assert data["config"]["isolation"] == "process" and data["config"]["sizes"] == [3000]
+    assert data["roofline"]["numpy_gflop_s"] > 0 and data["roofline"]["jax_gflop_s"] > 0
     have_faiss = search_timing.load_faiss() is not None
-    methods = ["jaxemb", "numpy"] + ["faiss"] * have_faiss + ["sgemm bound"]
-    assert list(res["methods"]) == methods == list(res["warmup_s"])
-    for st in res["methods"].values():
-        assert len(st["times_s"]) == 2 and st["min_s"] <= st["median_s"] <= st["max_s"]
-        assert st["queries_per_s"] == pytest.approx(40 / st["median_s"])
-    assert res["ratios"]["jaxemb/numpy"] == pytest.approx(
-        res["methods"]["numpy"]["median_s"] / res["methods"]["jaxemb"]["median_s"])
+    assert set(data["kernels"]) == ({"numpy", "faiss"} if have_faiss else {"numpy"})
+    for lib in data["kernels"].values():  # the first candidate within 5% of the fastest probe
+        fastest = min(v["seconds"] for v in lib["probes"].values())
+        best = next(c for c, v in lib["probes"].items()
+                    if v["seconds"] <= fastest * (1 + bench_search.PROBE_TIE))
+        assert str(lib["coretype"]) == best
+    (res,) = data["results"]
+    methods = ["jaxemb"] + ["faiss"] * have_faiss + ["sgemm bound", "numpy"]
+    assert list(res["methods"]) == methods
+    for name, r in res["methods"].items():
+        b = r["batch"]
+        assert len(b["times_s"]) == 2 and b["min_s"] <= b["median_s"] <= b["max_s"]
+        assert b["queries_per_s"] == pytest.approx(40 / b["median_s"])
+        assert (r["latency"] is None) == (name == "sgemm bound")
+        assert "indices" not in r and isinstance(r["blas"], list)
     assert [c["method"] for c in res["agreement"]] == ["jaxemb"] + ["faiss"] * have_faiss
     assert all(c["ok"] and c["rows"] == 40 for c in res["agreement"])
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
