@@ -271,7 +271,10 @@ def _read_binary(path: str, f: BinaryIO, n: int, rows: int, out: np.ndarray,
                                   f"vector, after {len(buf) - space - 1} of {nbytes} bytes")
             offset += pos
             buf, space, pos = buf[pos:] + more, space - pos, 0
-        out[i] = np.frombuffer(buf, dtype="<f4", count=out.shape[1], offset=space + 1)
+        # A signalling NaN in the file raises numpy's "invalid" flag when widened to float64;
+        # non-finite rows are reported by the caller's finiteness check, so quiet it here.
+        with np.errstate(invalid="ignore"):
+            out[i] = np.frombuffer(buf, dtype="<f4", count=out.shape[1], offset=space + 1)
         if word in first_row:
             raise _fail(path, f"{place}: word {word!r} appears again (first in row "
                               f"{first_row[word]}); duplicates are refused")

@@ -329,3 +329,12 @@ def test_failed_save_leaves_nothing(tmp_path):
     with pytest.raises(ValueError, match="'a b'"):
         save_word2vec(tmp_path / "v", wv)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_signalling_nan_in_a_binary_file_is_a_clear_error(tmp_path):
+    """Found by hypothesis: float32 bytes 00 00 81 7f (a signalling NaN) widened to float64 set
+    numpy's "invalid" flag, a RuntimeWarning instead of the loader's own error."""
+    path = tmp_path / "snan.bin"
+    path.write_bytes(b"1 2\n\x00 \x00\x00\x00\x00\x00\x00\x81\x7f")
+    with pytest.raises(VectorFileError, match="row 1"):
+        load_word2vec(path, dtype=np.float64)
