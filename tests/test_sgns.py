@@ -462,7 +462,7 @@ def test_export_vectors():
     (dict(sample=-1e-3), "sample must be >= 0"),
     (dict(temperature=0.0), "temperature must be > 0"),
     (dict(score="lowrank_bilinear"), "lowrank_bilinear is not an SGNS score"),
-    (dict(update="mean"), "update must be one of implicit, sum, got 'mean'"),
+    (dict(update="mean"), "update must be one of implicit, sum, damped, got 'mean'"),
     (dict(neg_pool=-1), "neg_pool must be >= 1, or 0 for negative × mean pairs"),
 ])
 def test_config_validate_rejects_bad_settings(change, match):

@@ -53,3 +53,22 @@ def test_the_plain_summed_update_diverges_on_the_same_corpus(heavy):
     with pytest.raises(train.DivergenceError, match="update='sum' is the likely cause"):
         train.train(docs, counts, dataclasses.replace(_cfg(5, 15), update="sum"),
                     TrainConfig(epochs=3, seeds=(0,)), progress=False)
+
+
+def test_damped_update_divides_each_rows_gradient_by_its_count_to_the_0_3(rng):
+    """update="damped" (the SGNS study's rule): a numpy reference of c^-0.3 per table."""
+    from jaxemb.sgns_update import DAMP_ALPHA, damped_gradients
+
+    ids = np.array([3, 1, 3, 3, 0], np.int32)
+    neg_ids = np.array([[1, 2], [3, 1]], np.int32)
+    g_in, g_out = rng.standard_normal((2, 5, 4)).astype(np.float32)
+    g_neg = rng.standard_normal((2, 2, 4)).astype(np.float32)
+    _, d_in, d_out, d_neg = damped_gradients((None, g_in, g_out, g_neg), ids, neg_ids, 6)
+    c_in = np.array([np.sum(ids == i) for i in ids], np.float64)
+    out_ids = np.concatenate([ids, neg_ids.ravel()])
+    c_out = np.array([np.sum(out_ids == i) for i in out_ids], np.float64)
+    np.testing.assert_allclose(d_in, g_in * c_in[:, None] ** -DAMP_ALPHA, rtol=1e-6)
+    np.testing.assert_allclose(d_out, g_out * c_out[:5, None] ** -DAMP_ALPHA, rtol=1e-6)
+    np.testing.assert_allclose(d_neg, g_neg * c_out[5:].reshape(2, 2, 1) ** -DAMP_ALPHA,
+                               rtol=1e-6)
+    assert DAMP_ALPHA == 0.3

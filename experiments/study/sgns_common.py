@@ -116,8 +116,10 @@ class SGNSStudyConfig:
                                         temperature=self.learned_temperature_init,
                                         learn_temperature=True),
                  "bilinear": dict(score="bilinear")}[variant]
+        # Every variant trains with the same row update, "damped" (see SGNSConfig.update): the
+        # default "implicit" bounds steps in feature space, which is not cosine's own curvature.
         return sgns.SGNSConfig(dim=self.dim, window=self.window, negative=self.negative,
-                               sample=self.sample, **score)
+                               sample=self.sample, update=STUDY_UPDATE, **score)
 
     def train_config(self) -> train.TrainConfig:
         return train.TrainConfig(epochs=self.epochs, lr=self.lr, min_lr=min(1e-4, self.lr),
@@ -285,6 +287,9 @@ class SGNSStudy:
                 if not k.startswith("3cos") or k.split("_")[0] in methods}
 
 
+STUDY_UPDATE = "damped"  # the SGNS row update of every variant (jaxemb.sgns.SGNSConfig.update)
+
+
 # The evaluation's top-10 neighbour lists (Q1 hubness, Q7 overlap) need 10 other words.
 MIN_VOCAB = 11
 
@@ -430,7 +435,7 @@ def setup(study: SGNSStudy) -> dict:
     return {"corpus": c.corpus, "n_docs": study.n_docs, "n_tokens": study.n_tokens,
             "vocab_size": len(study.vocab), "min_count": c.min_count, "dim": c.dim,
             "window": c.window, "negative": c.negative, "sample": c.sample,
-            "epochs": c.epochs, "lr": c.lr, "seeds": list(c.seeds),
+            "epochs": c.epochs, "lr": c.lr, "seeds": list(c.seeds), "update": STUDY_UPDATE,
             "protocol": {key: int(e[key]) for key in (
                 "ws353_pairs", "simlex_pairs", "ws353_oov", "simlex_oov", "3cosadd_answered",
                 "3cosadd_oov")}}
@@ -441,8 +446,9 @@ def settings_text(s: dict) -> str:
     return (f"{s['corpus']} ({s['n_docs']} documents, {s['n_tokens']:,} in-vocabulary tokens, "
             f"vocabulary {s['vocab_size']:,} at min_count {s['min_count']}); dim {s['dim']}, "
             f"window {s['window']} (dynamic), negative {s['negative']}, sample {s['sample']}, "
-            f"{s['epochs']} epochs, sparse SGD lr {s['lr']} → 1e-4, seeds {list(s['seeds'])} "
-            f"trained together (vmapped)")
+            f"{s['epochs']} epochs, sparse SGD lr {s['lr']} → 1e-4 with the "
+            f"{s.get('update', STUDY_UPDATE)!r} row update, seeds {list(s['seeds'])} trained "
+            f"together (vmapped)")
 
 
 def protocol_text(s: dict, score_text: str) -> str:
