@@ -16,9 +16,12 @@ Data on device, sampling inside jit from (key, step), fixed shapes:
   ≈ (1 − e^{−m·lr·h})/h, not m·lr·|g|. φ gives word2vec's summed step where lr·H is small (to
   first order in lr, what sequential SGD does) and at most half the Newton step G/H where it
   is large (both rows of a pair move at once), so no setting (window, negatives, dimension,
-  corpus) needs its own constant. The rule it replaces (the sum damped by count^0.3 of a row's
-  positions) diverged at dim 200, window 8, negative 10 on the Wikipedia sample and lost WS353
-  at windows 8–10. ``update="sum"``: the plain summed step, for comparison.
+  corpus) needs its own constant. H is computed in feature space, which is the rows' own
+  curvature for dot and bilinear but not for cosine (features t·v/‖v‖): cosine trains much
+  worse under it (WS353 0.14 vs 0.45 for the learned temperature). ``update="damped"``, the
+  earlier rule (the sum damped by count^0.3 of a row's positions), is what the SGNS study uses
+  for every score; it diverged at dim 200, window 8, negative 10 on the Wikipedia sample and
+  lost WS353 at windows 8–10. ``update="sum"``: the plain summed step, for comparison.
 - Negatives: drawn from unigram^0.75 by inverse CDF and *shared* by a group of ``neg_group``
   centres (:func:`pool_size` per group: negative × the mean pairs per centre, window + 1), so
   negative scoring is a [group, d] × [d, pool] matmul rather than ~30 gathers per word (Ji et
