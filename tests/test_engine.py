@@ -210,7 +210,16 @@ def test_run_steps_in_a_worker_thread_stops_on_the_main_threads_flag(data):
     assert errors[0].exit_code == 143
 
 
-def test_an_unconsumed_signal_is_delivered_again_when_the_block_ends():
+@pytest.fixture
+def python_sigint_handler():
+    """SIGINT handled by Python's own handler (KeyboardInterrupt), as in a foreground process:
+    a background job of a non-interactive shell starts with SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_an_unconsumed_signal_is_delivered_again_when_the_block_ends(python_sigint_handler):
     # nothing checked the flag (the signal came after the last step): the previous handler
     # (Python's, raising KeyboardInterrupt) gets it when the block ends; a consumed one is not
     with pytest.raises(KeyboardInterrupt), interrupt.stop_on_signals() as stop:
@@ -277,3 +286,10 @@ def test_ctrl_c_stops_a_thread_pool_promptly_and_cancels_its_queue(tmp_path):
     assert seconds < 3, seconds
     # the two running jobs stopped, the queued four never started
     assert sorted(ready.read_text().splitlines()) == ["0", "1"]
+
+
+def test_q4_trains_one_job_at_a_time_on_a_mesh_of_several_devices():
+    # concurrent launches of collectives from two threads deadlocked on 8 fake devices
+    from experiments.study.q4_measure import concurrent_workers
+    assert concurrent_workers(2, 1) == 2 and concurrent_workers(3, 1) == 3
+    assert concurrent_workers(2, 8) == 1 and concurrent_workers(2, 2) == 1

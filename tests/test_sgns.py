@@ -522,8 +522,10 @@ def test_block_curvature_is_each_rows_hessian_along_its_gradient(rng, w, b, g, p
     for arg, got in ((1, curv[0]), (2, curv[1]), (3, curv[2].reshape(-1))):
         f = lambda *r: sgns.block_loss(cfg, {}, *r, pair, centre)  # noqa: E731
         n = got.shape[0]
-        H = np.asarray(jax.hessian(f, argnums=arg - 1)(*rows), np.float64).reshape(n, 3, n, 3)
-        G = np.asarray(jax.grad(f, argnums=arg - 1)(*rows), np.float64).reshape(n, 3)
+        # jitted: op by op, the forward-over-reverse Hessian took 16 s per case
+        H = jax.jit(jax.hessian(f, argnums=arg - 1))(*rows)
+        H = np.asarray(H, np.float64).reshape(n, 3, n, 3)
+        G = np.asarray(jax.jit(jax.grad(f, argnums=arg - 1))(*rows), np.float64).reshape(n, 3)
         np.testing.assert_allclose(G, np.asarray(grads[arg]).reshape(n, 3), rtol=1e-5, atol=1e-6)
         gg = np.sum(G * G, 1)
         want = np.where(gg > 0, np.einsum("pi,pipj,pj->p", G, H, G) / np.maximum(gg, 1e-30), 0)

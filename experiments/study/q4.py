@@ -114,7 +114,8 @@ class AttentionStudyConfig:
     log_every: int = 50
     """Steps between host syncs (loss, NaN check, attention-logit probe)."""
     workers: int = 2
-    """Scores trained concurrently in threads (XLA compiles and runs without the GIL)."""
+    """Scores trained concurrently in threads (XLA compiles and runs without the GIL); one on a
+    mesh of several devices, where concurrent launches of collectives can deadlock."""
     seed: int = 0
     """First seed; seeds are seed, seed+1, ..."""
     quick: bool = False

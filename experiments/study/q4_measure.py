@@ -172,6 +172,17 @@ def run_jobs(jobs: dict[Hashable, Callable[[], Any]], workers: int,
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+def concurrent_workers(workers: int, devices: int) -> int:
+    """Threads that may train at once: ``workers`` on one device, 1 on a mesh of several.
+
+    Two threads launching programs with collectives on the same devices can enqueue them in
+    different orders on different devices, and each then waits for the other: on 8 fake CPU
+    devices this deadlocked until XLA's collective timeout aborted the process (NCCL has the
+    same hazard on GPUs). One thread keeps every device's queue in the same order.
+    """
+    return workers if devices == 1 else 1
+
+
 def _unless_stopped(stop: interrupt.StopFlag, fn: Callable[[], Any]) -> Any:
     if stop.is_set():
         raise stop.interrupted(f"stopped by {stop.name} before this job started")
@@ -317,9 +328,10 @@ def measure(cfg, progress) -> dict:
     # own compiled steps.
     jobs = {(s, None): (lambda s=s: _main_runs(st, s)) for s in cfg.scores if main}
     jobs |= {(s, w): (lambda s=s, w=w: _mqar_run(st, s, w)) for w in grid for s in cfg.scores}
+    workers = concurrent_workers(cfg.workers, st.mesh.size)
     with progress(f"Q4 training: {len(cfg.scores)} scores × ({'; '.join(what)}), "
-                  f"{cfg.workers} worker thread(s)"):
-        done = run_jobs(jobs, cfg.workers, "Q4 runs")
+                  f"{workers} worker thread(s)"):
+        done = run_jobs(jobs, workers, "Q4 runs")
     res = {s: {**done.get((s, None), {}), "mqar": {w: done[(s, w)] for w in grid}}
            for s in cfg.scores}
     char = None
