@@ -77,7 +77,10 @@ class AttentionStudyConfig:
     symmetric) beside the asymmetric scaled dot and raw similarity, at each --control-depths."""
     control_depths: tuple[int, ...] = (1, 2)
     """Depths of the control (one layer: a symmetric score cannot express a one-way relation;
-    deeper, it may). Runs that part relevance already makes (--depth) are reused."""
+    deeper, it may). Runs that part relevance already makes (--depth) are reused. Measured
+    (2026-12-07, 3 seeds): at 250 steps tied_qk reaches 0.207 at 1 layer and 0.174 at 2 (chance
+    0.127; scaled dot 1.000 at both); with ``--parts control --control-depths 2 --steps 1000``
+    it reaches 0.446 ± 0.081 at 2 layers (scaled dot 1.000): rising, not solved."""
     seeds: int = 3
     """Seeds per score and task (init and data keys), trained together with vmap."""
     protocol: Annotated[Protocol, tyro.conf.arg(name="")] = Protocol(steps=250)
