@@ -14,6 +14,8 @@ head_bilinear       q W_h · k / sqrt(d_head), one W_h [d_head, d_head] per head
 neg_sq_euclidean    −‖q − k‖² / sqrt(d_head)
 qk_layernorm        LN(q)·LN(k) / sqrt(d_head)       (Dehghani et al. 2023, flax normalize_qk)
 raw                 x_i·x_j / sqrt(d_head) on the inputs split into heads: no W_Q, W_K
+tied_qk             (x_i W)·(x_j W) / sqrt(d_head), one projection W = W_Q = W_K: learned but
+                    symmetric in the two tokens (the control for asymmetry)
 ==================  =================================================================
 
 Both bilinear forms start at W = I, i.e. as the scaled dot. In exact arithmetic they add no
@@ -46,7 +48,7 @@ from jaxemb.learned_score import LearnedScore
 Array = jax.Array
 
 # The attention scores, in the registry's order: scaled_dot, cosine, bilinear, head_bilinear,
-# neg_sq_euclidean, qk_layernorm, raw.
+# neg_sq_euclidean, qk_layernorm, raw, tied_qk.
 ATTENTION_SCORES = learned_score.names(attention=True)
 IMPLEMENTATIONS = (None, "xla", "cudnn")
 
@@ -189,6 +191,10 @@ class MultiHeadAttention(nn.Module):
             # The control without W_Q, W_K: relevance = similarity of the inputs themselves.
             q = inputs_q.reshape(*inputs_q.shape[:2], H, d).astype(v.dtype)
             k = inputs_kv.reshape(*inputs_kv.shape[:2], H, d).astype(v.dtype)
+        elif spec.tie_qk:
+            # One module called twice: W_Q = W_K (and the biases) are the same parameters.
+            query = dense(name="query")
+            q, k = query(inputs_q), query(inputs_kv)
         else:
             q, k = dense(name="query")(inputs_q), dense(name="key")(inputs_kv)
         # The score's parameters (log_t [H], W, LayerNorm gains) live in the submodule "score";
@@ -253,6 +259,10 @@ class MultiHeadAttention(nn.Module):
             raise AttentionError(f"{name}: num_heads={H} does not divide the qkv width {width} "
                                  f"({'qkv_features' if self.qkv_features else 'input width'}); "
                                  f"use a divisor of {width}")
+        if self.score == "tied_qk" and Dk != D:
+            raise AttentionError(
+                f"{name}: the tied_qk score projects queries and keys with one W_Q = W_K, so "
+                f"the key/value input width must equal the query input width {D}; got {Dk}")
         if self.score == "raw" and (width != D or Dk != D):
             raise AttentionError(
                 f"{name}: the raw score has no query/key projections, so qkv_features and the "

@@ -222,7 +222,7 @@ def train(model: Transformer, protocol: Protocol, mesh: Mesh, step_fn, seeds: Se
 
 # --- tasks as [steps, M, B, T] arrays ----------------------------------------------------------
 
-TASK_IDS = {"negation": 0, "mqar": 1, "char": 2, "lookup": 3}
+TASK_IDS = {"negation": 0, "mqar": 1, "char": 2, "lookup": 3, "negation_far": 4}
 
 
 def member_stream(make: Callable[[jax.Array, int], dict], seed: int, task: str, steps: int,

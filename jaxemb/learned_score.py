@@ -22,6 +22,7 @@ lowrank_bilinear    ``A``, ``B`` [d, r] or [H, d, r]            LeCun normal (as
 neg_sq_euclidean    —
 qk_layernorm        ``query_ln``/``key_ln`` LayerNorm gains [d]   ones (flax's normalize_qk)
 raw                 — (attention without W_Q, W_K)
+tied_qk             — (attention with one projection W_Q = W_K)
 ==================  ==========================================  ================================
 
 ``bias=True`` adds a scalar ``b`` (zeros) to every logit (:meth:`LearnedScore.offset`).
@@ -77,6 +78,7 @@ class ScoreSpec:
     mix_heads: bool = False
     layernorm: bool = False
     project: bool = True
+    tie_qk: bool = False
     attention_scale: bool = False
 
 
@@ -131,6 +133,9 @@ REGISTRY: dict[str, ScoreSpec] = {s.name: s for s in (
     ScoreSpec("qk_layernorm", scoring.scaled_dot, pair=False, attention=True, layernorm=True),
     # The control without W_Q, W_K: relevance = similarity of the inputs themselves.
     ScoreSpec("raw", scoring.scaled_dot, pair=False, attention=True, project=False),
+    # The learned but symmetric control: W_Q = W_K, so score(x_i, x_j) = (x_i W)·(x_j W) / √d
+    # = score(x_j, x_i). A learned relevance that cannot be one-way within one layer.
+    ScoreSpec("tied_qk", scoring.scaled_dot, pair=False, attention=True, tie_qk=True),
 )}
 
 

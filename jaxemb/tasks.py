@@ -14,6 +14,9 @@ model reads ``inputs[:, :t+1]`` (causal) and is scored on ``targets[:, t]`` wher
   from disjoint vocabularies, and the position of the negator each word must attend to is
   returned, so a study can measure how much attention reaches it. Position embeddings can solve
   it (the negator is near), so it does not separate scores by itself.
+- :func:`negation_distance` — negation that position cannot solve: one scored sentiment word at
+  the end, a negator (or none) at a uniformly random earlier position among distractors
+  (fillers and unscored sentiment words).
 - :func:`successor_lookup` — the directed relevance task: words linked by a fixed one-way relation
   (a random cycle), shuffled; each word must point at its successor. No position shortcut, and a
   symmetric score of the words that is largest at the token itself (raw similarity
@@ -209,6 +212,49 @@ def negation_scope(seed_or_key, n: int, seq_len: int, vocab_size: int = 64, *,
     attend = np.where(negated, attend, -1)
     targets = np.where(is_sent, positive ^ negated, 0)
     return NegationBatch(tokens.astype(np.int32), targets.astype(np.int32), is_sent,
+                         attend.astype(np.int32), negated)
+
+
+def negation_distance(seed_or_key, n: int, seq_len: int, vocab_size: int = 64, *,
+                      num_negators: int = 4, num_sentiment: int = 16, p_negated: float = 0.5,
+                      p_distractor: float = 0.3) -> NegationBatch:
+    """The negation task that position cannot solve: one scored sentiment word, at the last
+    position, is negated when a negator stands *anywhere* before it.
+
+    With probability ``p_negated`` one negator is placed at a uniformly random earlier position
+    (so its distance says nothing); every other earlier position holds, with probability
+    ``p_distractor``, an unscored sentiment word — a distractor that resembles the scored word
+    more than the negator does — and otherwise a filler. The label is the word's polarity,
+    flipped if negated. A context-blind model scores ``1 - p_negated`` (0 on negated words);
+    ``attend`` names the negator at the scored position when there is one (-1 elsewhere).
+    """
+    _positive(n=n, seq_len=seq_len)
+    if seq_len < 2:
+        raise TaskError(f"seq_len must be >= 2 (a negator before the scored word), got {seq_len}")
+    voc = negation_vocabulary(vocab_size, num_negators, num_sentiment)
+    for name, p in (("p_negated", p_negated), ("p_distractor", p_distractor)):
+        if not 0 < p < 1:
+            raise TaskError(f"{name} must be in (0, 1), got {p}")
+    rng = _rng(seed_or_key)
+    T, rows = seq_len, np.arange(n)
+    sentiment = np.concatenate([np.asarray(voc.positive), np.asarray(voc.negative)])
+    is_distractor = rng.random((n, T)) < p_distractor
+    tokens = np.where(is_distractor, rng.choice(sentiment, (n, T)),
+                      rng.integers(voc.fillers.start, voc.fillers.stop, (n, T)))
+    word = rng.choice(sentiment, n)
+    tokens[:, -1] = word
+    negated_row = rng.random(n) < p_negated
+    where = rng.integers(0, T - 1, n)
+    tokens[rows[negated_row], where[negated_row]] = rng.integers(
+        voc.negators.start, voc.negators.stop, int(negated_row.sum()))
+    loss_mask = np.zeros((n, T), bool)
+    loss_mask[:, -1] = True
+    negated = loss_mask & negated_row[:, None]
+    attend = np.full((n, T), -1, np.int64)
+    attend[negated_row, -1] = where[negated_row]
+    targets = np.zeros((n, T), np.int64)
+    targets[:, -1] = (word < voc.negative.start) ^ negated_row  # positive words sit below
+    return NegationBatch(tokens.astype(np.int32), targets.astype(np.int32), loss_mask,
                          attend.astype(np.int32), negated)
 
 

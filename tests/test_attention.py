@@ -93,8 +93,8 @@ def _reference(score, params, xq, xk, mask=None, causal=False):
     v = proj(xk, "value")
     if score == "raw":
         q, k = xq.reshape(b, tq, H, DH), xk.reshape(b, tk, H, DH)
-    else:
-        q, k = proj(xq, "query"), proj(xk, "key")
+    else:  # tied_qk: one projection, the "query" kernel and bias, for keys as well
+        q, k = proj(xq, "query"), proj(xk, "query" if score == "tied_qk" else "key")
     if score == "qk_layernorm":
         ln = p["score"]
         q, k = _np_layernorm(q, ln["query_ln"]["scale"]), _np_layernorm(k, ln["key_ln"]["scale"])
@@ -103,7 +103,7 @@ def _reference(score, params, xq, xk, mask=None, causal=False):
     for i in range(b):
         for h in range(H):
             qh, kh = q[i, :, h], k[i, :, h]
-            if score in ("scaled_dot", "qk_layernorm", "raw"):
+            if score in ("scaled_dot", "qk_layernorm", "raw", "tied_qk"):
                 s = scoring.pairwise("scaled_dot")(f32(qh), f32(kh))
             elif score == "cosine":
                 t = math.exp(min(p["score"]["log_t"][h], COSINE_LOG_T_MAX))
@@ -197,7 +197,8 @@ def test_every_score_equals_reference(rng, score):
     np.testing.assert_allclose(got_w, w, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("score", ATTENTION_SCORES)
+@pytest.mark.parametrize("score", [s if s != "tied_qk" else pytest.param(
+    s, marks=pytest.mark.slow) for s in ATTENTION_SCORES])  # tied_qk: its own test checks it
 def test_every_score_causal_self_attention_equals_reference(rng, score):
     x, _ = _inputs(rng, score, tq=TK)
     params = _perturbed_params(rng, score, x, x)
@@ -221,6 +222,28 @@ def test_neg_sq_euclidean_softmax_equals_direct_formula_far_from_origin(rng):
     _, got_w = m.apply(params, xq, xk, method="weights")
     np.testing.assert_allclose(got_w, w, rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(m.apply(params, xq, xk), out, rtol=1e-3, atol=1e-4)
+
+
+def test_tied_qk_is_a_learned_symmetric_score(rng):
+    # The control for asymmetry: one projection for queries and keys. Its params have no "key";
+    # in self-attention its logits are (x W + b)(x W + b)ᵀ / √d per head, computed here in numpy
+    # from the "query" kernel alone, and symmetric; the scaled dot's (W_Q ≠ W_K) are not.
+    x, _ = _inputs(rng, "tied_qk", tq=TK)
+    params = _perturbed_params(rng, "tied_qk", x, x)
+    assert set(params["params"]) == {"query", "value", "out"}
+    logits, _ = _module("tied_qk").apply(params, x, method="weights")
+    p = params["params"]["query"]
+    f = np.einsum("btd,dhe->bhte", x.astype(np.float64), p["kernel"]) + p["bias"][:, None]
+    want = np.einsum("bhte,bhse->bhts", f, f) / math.sqrt(DH)
+    np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-4)
+    assert logits.shape == (B, H, TK, TK)
+    np.testing.assert_allclose(logits, np.swapaxes(logits, -1, -2), rtol=1e-5, atol=1e-5)
+    dot = _perturbed_params(rng, "scaled_dot", x, x)
+    asym, _ = _module("scaled_dot").apply(dot, x, method="weights")
+    assert np.abs(asym - np.swapaxes(asym, -1, -2)).max() > 0.1
+    # Cross-attention needs keys of the queries' width (one W for both)
+    with pytest.raises(AttentionError, match="tied_qk score projects queries and keys"):
+        _module("tied_qk").init(jax.random.key(0), x, x[..., :4])
 
 
 # --- masks: exact zeros ----------------------------------------------------------------------

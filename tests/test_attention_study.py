@@ -37,7 +37,8 @@ def _rows(acc, mass, negation):
         return {"negated_accuracy": a, "plain_accuracy": 0.97} if negation else {}
 
     return [{"seed": s, "accuracy": 0.9 if negation else a, **extra(a), "attention_mass": m,
-             "best_layer": 1, "best_head": s % 2, "train_loss": 0.1, "seconds": 1.0}
+             "best_layer": 1, "best_head": s % 2, "layer_mass": [m / 2, m], "train_loss": 0.1,
+             "seconds": 1.0}
             for s, a, m in zip(SEEDS, acc, mass, strict=True)]
 
 
@@ -60,8 +61,10 @@ def _results(raw_wins: bool, parts=("relevance", "mqar", "char")) -> q4.Results:
     relevance = {
         "negation": {s: _rows(x["negated"], x["mass"], True) for s, x in v.items()},
         "lookup": {s: _rows(x["lookup"], x["mass"], False) for s, x in v.items()},
+        "negation_far": {s: _rows(x["negated"], x["mass"], True) for s, x in v.items()},
         "baselines": {"context_blind_accuracy": 0.55, "uniform_attention": 0.3,
-                      "lookup_chance": 0.124, "lookup_uniform_attention": 0.2},
+                      "lookup_chance": 0.124, "lookup_uniform_attention": 0.2,
+                      "far_context_blind_accuracy": 0.5, "far_uniform_attention": 0.06},
         "examples": {"negation": {"ticks": ["N", "+", "·", "−"], "attend": [-1, 0, -1, 0],
                                   "scored": [1, 3]},
                      "lookup": {"ticks": ["3", "7", "4", "8"], "attend": [-1, -1, 0, 1],
@@ -82,10 +85,29 @@ def _fmt(values, digits=3):
     return stats.format_interval(values, digits)
 
 
+def _control(tied_solves_one_layer: bool) -> dict:
+    """The symmetric control on both tasks: scaled dot solves at 1 and 2 layers, raw at
+    neither; tied_qk fails at 1 layer and solves at 2, or (``tied_solves_one_layer``) the
+    opposite. Per-layer mass: m at depth 1, [m/2, m] at depth 2."""
+    def rows(v, layers, task):
+        neg = task == "negation_far"
+        base = _rows(v["negated" if neg else "lookup"], v["mass"], neg)
+        return [{**row, "layer_mass": [m / 2, m][-layers:]}
+                for row, m in zip(base, v["mass"], strict=True)]
+
+    tied = (STRONG, WEAK) if tied_solves_one_layer else (WEAK, STRONG)
+    return {task: {str(d): {"scaled_dot": rows(STRONG, d, task), "raw": rows(WEAK, d, task),
+                            "tied_qk": rows(t, d, task)} for d, t in ((1, tied[0]), (2, tied[1]))}
+            for task in ("lookup", "negation_far")} | {"lookup_chance": 0.124}
+
+
 def test_words_when_projections_succeed_and_raw_similarity_fails():
     text = q4.answer(_results(raw_wins=False))
     assert "accuracy on negated words scaled_dot reached ≥ 95%; raw did not." in text
     assert "chance 0.124) scaled_dot reached ≥ 95%; raw did not." in text
+    assert ("before it among distractors), accuracy on negated words scaled_dot reached ≥ 95%; "
+            "raw did not.") in text
+    assert "On the negator at a random distance, raw similarity (no W_Q, W_K) failed" in text
     assert (f"On negation scope, raw similarity (no W_Q, W_K) failed where learned projections "
             f"succeeded: {_fmt(WEAK['negated'])}, below scaled_dot ({_fmt(STRONG['negated'])}); "
             f"its attention mass on the negator, {_fmt(WEAK['mass'], 2)}, was below "
@@ -131,11 +153,56 @@ def test_words_when_the_scores_cannot_be_told_apart():
     assert "is indistinguishable from it (paired over seeds)" in text
 
 
+def _masses(v, layers):
+    return _fmt([m * (0.75 if layers == 2 else 1.0) for m in v["mass"]], 2)
+
+
+def test_the_control_words_flip_with_the_results():
+    text = q4.answer(dataclasses.replace(_results(False), control=_control(False)))
+    assert (f"Symmetric control on successor lookup (a learned tied W_Q = W_K, so score(x_i, "
+            f"x_j) = score(x_j, x_i); accuracy, 250 steps): with 1 layer tied_qk did not solve "
+            f"it ({_fmt(WEAK['lookup'])}), below scaled_dot ({_fmt(STRONG['lookup'])}, solved); "
+            f"mass on the successor, mean over layers and heads: tied_qk {_masses(WEAK, 1)}, "
+            f"scaled_dot {_masses(STRONG, 1)}, raw {_masses(WEAK, 1)} (tied_qk below "
+            f"scaled_dot); with 2 layers tied_qk solved it ({_fmt(STRONG['lookup'])}), "
+            f"indistinguishable from scaled_dot ({_fmt(STRONG['lookup'])}, solved); mass on the "
+            f"successor, mean over layers and heads: tied_qk {_masses(STRONG, 2)}, scaled_dot "
+            f"{_masses(STRONG, 2)}, raw {_masses(WEAK, 2)} (tied_qk indistinguishable from "
+            f"scaled_dot).") in text
+    assert ("So on successor lookup at 1 layer the asymmetric score was needed; at 2 layers a "
+            "symmetric score sufficed.") in text
+    assert (f"Symmetric control on the negator at a random distance (a learned tied W_Q = W_K, "
+            f"so score(x_i, x_j) = score(x_j, x_i); accuracy on negated words, 250 steps): with "
+            f"1 layer tied_qk did not solve it ({_fmt(WEAK['negated'])}), below scaled_dot "
+            f"({_fmt(STRONG['negated'])}, solved); mass on the negator") in text
+    assert ("So on the negator at a random distance at 1 layer the asymmetric score was needed; "
+            "at 2 layers a symmetric score sufficed.") in text
+    flipped = q4.answer(dataclasses.replace(_results(False), control=_control(True)))
+    assert "with 1 layer tied_qk solved it" in flipped and "did not solve" in flipped
+    assert ("So on successor lookup at 1 layer a symmetric score sufficed; at 2 layers the "
+            "asymmetric score was needed.") in flipped
+    assert "Symmetric control" not in q4.answer(_results(False))  # no control, no words
+    # one verdict for both depths is said once
+    both = _control(False)
+    both["lookup"]["2"]["tied_qk"] = both["lookup"]["1"]["tied_qk"]
+    text = q4.answer(dataclasses.replace(_results(False), control=both))
+    assert "So on successor lookup at 1 and 2 layers the asymmetric score was needed." in text
+
+
 def test_results_survive_json():
-    for r in (_results(False), _results(True), _results(False, parts=("mqar",))):
+    for r in (_results(False), _results(True), _results(False, parts=("mqar",)),
+              dataclasses.replace(_results(False), control=_control(True),
+                                  part_seconds={"relevance": 10.0, "control": 2.5})):
         back = q4.Results.from_json(json.loads(json.dumps(r.to_json())))
         assert back == r and q4.answer(back) == q4.answer(r)
     assert q4.AttentionStudyConfig.from_json(CFG.to_json()) == CFG
+    # results saved before the control part existed still load (and render without it)
+    old = {k: v for k, v in _results(False).to_json().items()
+           if k not in ("control", "part_seconds")}
+    old["config"] = {k: v for k, v in old["config"].items()
+                     if k not in ("control_scores", "control_depths", "mqar_scores", "large")}
+    back = q4.Results.from_json(old)
+    assert back.control is None and "control" not in back.cfg().parts
 
 
 def _logs(path):
@@ -161,10 +228,13 @@ def test_render_writes_the_tables_from_the_logged_rows(tmp_path):
         {"section": "q4_relevance", "score": s, **row}
         for s, rows in r.relevance["negation"].items() for row in rows]
     rel = {row[0]: row for row in tables["q4_relevance_table"]["rows"]}
-    assert rel["scaled_dot"][2] == _fmt(STRONG["negated"]) and rel["scaled_dot"][5] == "yes"
-    assert rel["raw"][4] == _fmt(WEAK["mass"]) and rel["raw"][5] == "no"
+    assert rel["scaled_dot"][2] == _fmt(STRONG["negated"]) and rel["scaled_dot"][6] == "yes"
+    assert rel["raw"][4] == _fmt(WEAK["mass"]) and rel["raw"][6] == "no"
+    halves = _fmt([m / 2 for m in WEAK["mass"]], 2)
+    assert rel["raw"][5] == f"{halves} / {_fmt(WEAK['mass'], 2)}"  # per layer, mean over heads
     look = {row[0]: row for row in tables["q4_lookup_table"]["rows"]}
-    assert look["raw"][1:] == [_fmt(WEAK["lookup"]), _fmt(WEAK["mass"]), "no"]
+    assert look["raw"][1:] == [_fmt(WEAK["lookup"]), _fmt(WEAK["mass"]),
+                               f"{halves} / {_fmt(WEAK['mass'], 2)}", "no"]
     mq = {row[0]: row for row in tables["q4_mqar_table"]["rows"]}
     assert mq["scaled_dot"][1:] == [f"{_fmt(STRONG['mqar'])} (3/3)", "16"]
     assert mq["raw"][1:] == [f"{_fmt(WEAK['mqar'])} (0/3)", "none ≤ 16"]
@@ -179,6 +249,36 @@ def test_render_writes_the_tables_from_the_logged_rows(tmp_path):
     assert [(x["bits_per_char"], x["diverged_at"]) for x in chars][-1] == (None, 7)
     (summary,) = [x for x in logs if x["section"] == "q4_summary"]
     assert summary["answer"] == q4.answer(r) and summary["seconds"] == 12.0
+
+
+def test_render_writes_the_control_tables_from_the_logged_rows(tmp_path):
+    r = dataclasses.replace(_results(raw_wins=False), control=_control(False))
+    run = Run(tmp_path, CFG)
+    q4.render(r, run)
+    run.close()
+    (section,) = run.sections
+    assert "### Q4.2 The symmetric control" in section and q4.answer(r) in section
+    logs = _logs(tmp_path)
+    assert [x for x in logs if x["section"] == "q4_control"] == [
+        {"section": "q4_control", "task": t, "depth": int(d), "score": s, **row}
+        for t in ("lookup", "negation_far") for d, by in r.control[t].items()
+        for s, rows in by.items() for row in rows]
+    assert [x for x in logs if x["section"] == "q4_negation_far"] == [
+        {"section": "q4_negation_far", "score": s, **row}
+        for s, rows in r.relevance["negation_far"].items() for row in rows]
+    tables = {x["section"]: x for x in logs if x.get("kind") == "table"}
+    rows = {(row[0], row[1].split()[0]): row for row in tables["q4_control_lookup_table"]["rows"]}
+    assert rows["1", "tied_qk"][2:] == [_fmt(WEAK["lookup"]), _fmt(WEAK["mass"], 2),
+                                        _fmt(WEAK["mass"]), "no"]
+    assert rows["2", "tied_qk"][3] == (f"{_fmt([m / 2 for m in STRONG['mass']], 2)} / "
+                                       f"{_fmt(STRONG['mass'], 2)}")
+    assert rows["2", "tied_qk"][5] == "yes" and rows["1", "scaled_dot"][5] == "yes"
+    far = {(row[0], row[1].split()[0]): row
+           for row in tables["q4_control_negation_far_table"]["rows"]}
+    assert far["1", "tied_qk"][3] == _fmt(WEAK["negated"]) and far["1", "tied_qk"][6] == "no"
+    assert far["2", "tied_qk"][6] == "yes"
+    main_far = {row[0]: row for row in tables["q4_negation_far_table"]["rows"]}
+    assert main_far["raw"][2] == _fmt(WEAK["negated"]) and main_far["raw"][6] == "no"
 
 
 def test_render_shows_only_the_parts_that_ran(tmp_path):
@@ -211,7 +311,9 @@ def test_tiny_measurement_end_to_end(tmp_path, monkeypatch):
     cfg = q4.AttentionStudyConfig(
         scores=("raw",), seeds=2, protocol=Protocol(steps=6), width=8, depth=1, batch=8,
         lrs=(1e-2, 1.0), widths=(8,), mqar_steps=6, mqar_batch=8, seq_len=12, vocab=32,
-        lookup_words=16, char_max_chars=20_000, eval_size=8, log_every=3, workers=1)
+        lookup_words=16, char_max_chars=20_000, eval_size=8, log_every=3, workers=1,
+        control_scores=("raw", "tied_qk"), control_depths=(1,),
+        parts=("relevance", "control", "mqar", "char", "far"))
     r = q4.measure(cfg, {}, _progress)
     assert q4.Results.from_json(json.loads(json.dumps(r.to_json()))) == r
     assert r.seeds == [0, 1] and r.devices == jax.device_count()
@@ -228,6 +330,13 @@ def test_tiny_measurement_end_to_end(tmp_path, monkeypatch):
     (row,) = tables["q4_relevance_table"]["rows"]
     assert row[2] == _fmt([x["negated_accuracy"] for x in r.relevance["negation"]["raw"]])
     assert q4.answer(r) in run.sections[0]
+    # the control grid: raw at depth 1 is the main run, tied_qk its own
+    for task in ("lookup", "negation_far"):
+        assert set(r.control[task]["1"]) == {"raw", "tied_qk"}
+        assert r.control[task]["1"]["raw"] == r.relevance[task]["raw"]
+        assert all(len(row["layer_mass"]) == 1 for row in r.control[task]["1"]["tied_qk"])
+    assert set(r.part_seconds) == {"relevance", "control", "mqar", "char"}  # far: in relevance
+    assert [row["seed"] for row in r.relevance["negation_far"]["raw"]] == [0, 1]
 
 
 # --- jobs, flags, errors -------------------------------------------------------------------
@@ -266,7 +375,15 @@ def test_todays_flags_parse_into_the_nested_protocol():
         vocab_size=64, width=64, depth=2, num_heads=4, score="cosine", causal=True, max_len=16,
         dropout_rate=0.1)
     quick = tyro.cli(q4.AttentionStudyConfig, args=["--quick"]).resolved()
-    assert quick.protocol.steps == 40 and quick.scores == ("scaled_dot", "raw")
+    assert quick.protocol.steps == 40 and quick.scores == ("scaled_dot", "tied_qk")
+    # the quick control reuses the main runs: no compiled step beyond the scores'
+    assert q4_measure.control_jobs(quick) == []
+    large = tyro.cli(q4.AttentionStudyConfig, args=["--large"]).resolved()
+    assert large.widths == (32, 64, 128) and large.mqar_steps == 600
+    default = q4.AttentionStudyConfig()
+    assert "tied_qk" not in default.scores and "far" not in default.parts  # opt-in sizes
+    assert default.control_scores == ("scaled_dot", "raw", "tied_qk")
+    assert cfg.model("raw", 32, depth=1).depth == 1
 
 
 def test_config_errors():
@@ -283,7 +400,11 @@ def test_config_errors():
                           ({"batch": 12}, "--batch 12 must be divisible by the 8 devices"),
                           ({"scores": ("raw", "raw")}, "--scores must be distinct"),
                           ({"parts": ("mqar", "lm")}, "--parts must name some of relevance"),
-                          ({"parts": ()}, "--parts must name some of")]:
+                          ({"parts": ()}, "--parts must name some of"),
+                          ({"parts": ("far", "mqar")}, "--parts far needs relevance"),
+                          ({"control_scores": ("tied",)}, "--control-scores: unknown score"),
+                          ({"control_depths": (0,)}, "--control-depths must be positive"),
+                          ({"mqar_scores": ("raw", "raw")}, "--mqar-scores must be distinct")]:
         with pytest.raises(ValueError, match=match):
             q4.AttentionStudyConfig(**kwargs).validate()
     q4.AttentionStudyConfig().validate()

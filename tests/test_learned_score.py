@@ -167,7 +167,8 @@ def test_the_registry_lists_every_score_once():
         assert s.maps is scoring.get_score(s.maps.name)
     # the attention scores are read from the registry, in the study's order
     assert attention.ATTENTION_SCORES == ("scaled_dot", "cosine", "bilinear", "head_bilinear",
-                                          "neg_sq_euclidean", "qk_layernorm", "raw")
+                                          "neg_sq_euclidean", "qk_layernorm", "raw",
+                                          "tied_qk")
     # SGNS accepts the pair scores but the low-rank one, and rejects attention variants
     for name in REGISTRY:
         cfg = dataclasses.replace(sgns.SGNSConfig(), score=name)

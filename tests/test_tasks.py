@@ -118,6 +118,29 @@ def test_negation_labels_match_a_plain_python_reference(scope):
         assert 0.2 < b.negated.sum() / b.loss_mask.sum() < 0.8  # both cases are common
 
 
+def test_negation_distance_matches_a_plain_python_reference():
+    V, n, T = 37, 400, 11
+    b = tasks.negation_distance(5, n, T, V, num_negators=3, num_sentiment=10)
+    voc = tasks.negation_vocabulary(V, 3, 10)
+    where = []
+    for i in range(n):
+        toks = b.inputs[i].tolist()
+        negs = [t for t, tok in enumerate(toks) if tok in voc.negators]
+        assert len(negs) <= 1 and toks[-1] in [*voc.positive, *voc.negative]
+        neg = bool(negs)
+        assert b.loss_mask[i].tolist() == [False] * (T - 1) + [True]
+        assert b.negated[i].tolist() == [False] * (T - 1) + [neg]
+        assert b.targets[i].tolist() == [0] * (T - 1) + [int((toks[-1] in voc.positive) != neg)]
+        assert b.attend[i].tolist() == [-1] * (T - 1) + [negs[0] if neg else -1]
+        where += negs
+    # the negator's distance carries no information: every earlier position, about equally often
+    counts = np.bincount(where, minlength=T - 1)
+    assert len(counts) == T - 1 and counts.min() > 0.4 * counts.mean()
+    assert 0.4 < b.negated.sum() / n < 0.6
+    # distractors: unscored sentiment words before the scored one
+    assert np.isin(b.inputs[:, :-1], [*voc.positive, *voc.negative]).mean() > 0.2
+
+
 def test_negation_vocabularies_are_disjoint_and_cover_the_ids():
     voc = tasks.negation_vocabulary(50, 4, 12)
     ids = [i for r in voc for i in r]

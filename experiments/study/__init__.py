@@ -4,6 +4,7 @@
     python -m experiments.run study --quick        # smoke-test size
     python -m experiments.run study --only q6      # some questions only
     python -m experiments.run study --sgns.corpus text8 --interaction.data ml-1m  # large sizes
+    python -m experiments.run study --attention.large   # Q4's large size (an accelerator)
     python -m experiments.run render RUN_DIR       # the report again from RUN_DIR/results.json
 
 Each question is a module ``experiments.study.qN`` with the same four parts:

@@ -4,22 +4,28 @@ The same small causal transformer (jaxemb.transformer) with each query–key sco
 jaxemb.attention, trained under one fixed protocol on four tasks (jaxemb.tasks): negation scope
 (a sentiment word must attend to a dissimilar negator), successor lookup (a word must point at
 its successor in a fixed one-way relation — the direct test of "why does 'don't' attend to
-'like'?"), multi-query associative recall (Arora et al. 2023) over a width grid, and a character
-LM on the Wikipedia sample; plus a learning-rate sweep, the growth of attention logits (Wortsman
-et al. 2023) and the attention maps themselves.
+'like'?") with its control, a learned but symmetric score (tied W_Q = W_K) at 1 and 2 layers,
+multi-query associative recall (Arora et al. 2023), and a character LM on the Wikipedia sample;
+plus a learning-rate sweep, the growth of attention logits (Wortsman et al. 2023) and the
+attention maps themselves.
 
-    python -m experiments.run attention                 # ~11 min on a 2-core CPU
-    python -m experiments.run attention --quick         # smoke-test size, ~40 s
-    python -m experiments.run attention --parts mqar --widths 32 64 128   # one part, wider
+    python -m experiments.run attention                 # ~4 min on a 2-core CPU
+    python -m experiments.run attention --quick         # smoke-test size, ~25 s
+    python -m experiments.run attention --large         # MQAR widths 32 64 128, 600 steps:
+                                                        # meant for an accelerator (~40 min here)
 
-Measured on the 2-vCPU dev box (jax 0.10.2, default config, 653 s): every score solves the
-negation task, raw similarity included (it uses the position embeddings: its attention mass on
-the negator is 0.66 against 0.95 for scaled dot); on successor lookup every score with query/key
-projections reaches 1.000 and raw similarity 0.147 (chance 0.127); on MQAR raw similarity is the
-one score that solves it at width 64 in 3 of 3 seeds — its lookup is by identity — while the
-others leave the 1/2 plateau in at most 1 of 3 seeds within 600 steps. With ``--parts mqar
---widths 32 64 128`` (2479 s, shared CPUs) scaled dot, cosine, both bilinears and QK-LayerNorm
-solve it at width 128 (3/3 seeds), −‖q−k‖² does not (1/3).
+Measured on the 2-vCPU dev box (jax 0.10.2, default config, 2026-12-07: 404 CPU-s, 406 s of
+wall time while another job held one of the two cores, 253 s in an earlier run of the same
+sizes; the previous default, MQAR at widths 32 and 64 over 600 steps, took 666 CPU-s):
+every score solves the negation task, raw similarity included (its attention mass on the
+negator is 0.66 against 0.95 for scaled dot); on successor lookup
+every score with separate query/key projections reaches 1.000 and raw similarity 0.147 (chance
+0.127); the tied W_Q = W_K control does not solve it at 1 layer (0.207) nor at 2 (0.174), while
+scaled dot does at both (1.000); on MQAR at width 64 raw similarity leaves the 1/2 plateau
+within 300 steps in 3 of 3 seeds — its lookup is by identity — and every projected score in 0
+of 3. With ``--parts mqar --widths 32 64 128 --mqar-steps 600`` (2479 s, shared CPUs) scaled
+dot, cosine, both bilinears and QK-LayerNorm solve it at width 128 (3/3 seeds), −‖q−k‖² does
+not (1/3).
 
 Split in three: this module (the config, the results, the question's entry points),
 :mod:`experiments.study.q4_measure` (training; several seeds and learning rates are members of
@@ -46,18 +52,35 @@ from jaxemb.transformer import TransformerConfig
 PART = "attention"
 TITLE = ("## Q4. Attention: why a dot product as relevance, and not cosine, subtraction or "
          "raw similarity?")
-PARTS = ("relevance", "mqar", "char")
+PARTS = ("relevance", "control", "mqar", "char", "far")
+# The compared scores: every attention score but the tied (symmetric) control, which runs on
+# successor lookup in part control (its grid: --control-scores × --control-depths).
+STUDY_SCORES = tuple(s for s in ATTENTION_SCORES if s != "tied_qk")
 
 
 @dataclasses.dataclass(frozen=True)
 class AttentionStudyConfig:
     """Attention scores on negation scope, MQAR and a character LM; LR sweep; attention maps."""
 
-    scores: tuple[str, ...] = ATTENTION_SCORES
+    scores: tuple[str, ...] = STUDY_SCORES
     """Query–key scores to compare (jaxemb.attention.ATTENTION_SCORES)."""
-    parts: tuple[str, ...] = PARTS
-    """Which measurements to run: relevance (negation scope, successor lookup), mqar (the width
-    grid), char (character LM, learning-rate sweep, logit growth)."""
+    parts: tuple[str, ...] = ("relevance", "control", "mqar", "char")
+    """Which measurements to run: relevance (negation scope, successor lookup), control (the
+    symmetric control on successor lookup), mqar (the width grid), char (character LM,
+    learning-rate sweep, logit growth); and, not by default, far (the negator at a random
+    distance among distractors, jaxemb.tasks.negation_distance: every score, and the control
+    when it runs; needs relevance). Measured at the default 250 steps (2026-12-07) far is
+    seed-bimodal — per score 0 to 3 of 3 seeds learn it, some learn nothing (accuracy 0.5) —
+    so it separates no score at this size; give it more --steps on an accelerator."""
+    control_scores: tuple[str, ...] = ("scaled_dot", "raw", "tied_qk")
+    """Scores of the symmetric control on successor lookup: tied_qk (W_Q = W_K, learned but
+    symmetric) beside the asymmetric scaled dot and raw similarity, at each --control-depths."""
+    control_depths: tuple[int, ...] = (1, 2)
+    """Depths of the control (one layer: a symmetric score cannot express a one-way relation;
+    deeper, it may). Runs that part relevance already makes (--depth) are reused. Measured
+    (2026-12-07, 3 seeds): at 250 steps tied_qk reaches 0.207 at 1 layer and 0.174 at 2 (chance
+    0.127; scaled dot 1.000 at both); with ``--parts control --control-depths 2 --steps 1000``
+    it reaches 0.446 ± 0.081 at 2 layers (scaled dot 1.000): rising, not solved."""
     seeds: int = 3
     """Seeds per score and task (init and data keys), trained together with vmap."""
     protocol: Annotated[Protocol, tyro.conf.arg(name="")] = Protocol(steps=250)
@@ -78,12 +101,17 @@ class AttentionStudyConfig:
     """Peak learning rate of the main runs."""
     lrs: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0)
     """Learning-rate sweep (character LM, first seed), run in groups of --seeds members."""
-    widths: tuple[int, ...] = (32, 64)
+    widths: tuple[int, ...] = (64,)
     """MQAR width grid, for the smallest width at which each score solves it (measured: raw
-    similarity 64, most scores 128, which --widths 32 64 128 adds at ~3x the time)."""
-    mqar_steps: int = 600
-    """Optimiser steps of each MQAR run (the recall circuit forms after a plateau: 250 steps
-    was too few at every width tried)."""
+    similarity 64, most scores 128; width 32, where no score's mean reached 0.99 in 3 seeds,
+    and 128 are in --large, meant for an accelerator)."""
+    mqar_scores: tuple[str, ...] | None = None
+    """Scores of the MQAR grid (None: --scores)."""
+    mqar_steps: int = 300
+    """Optimiser steps of each MQAR run (the recall circuit forms after a plateau). Measured at
+    width 64 (3 seeds, 2026-12-07): within 300 steps raw similarity leaves the plateau in 3/3
+    seeds and every projected score in 0/3; within 600 (--large) scaled dot, bilinear and
+    per-head bilinear leave it in 1/3."""
     mqar_batch: int = 64
     """Sequences per MQAR step (at batch 32 one seed in two stayed on the plateau at width 64)."""
     mqar_lr: float = 1e-3
@@ -119,31 +147,46 @@ class AttentionStudyConfig:
     seed: int = 0
     """First seed; seeds are seed, seed+1, ..."""
     quick: bool = False
-    """Smoke-test size: 2 scores, 2 seeds, 40 steps, width 16, depth 1, one MQAR width, 3 lrs."""
+    """Smoke-test size: 2 scores (scaled dot and the tied control, so the control adds no
+    compiled step), 2 seeds, 40 steps, width 16, depth 1, one MQAR width, 3 lrs."""
+    large: bool = False
+    """Accelerator size (~40 min on a 2-core CPU): MQAR over widths 32, 64, 128 with 600 steps
+    (the width at which the projected scores solve it: 128, measured in 2479 s on 2 shared
+    cores)."""
+
+    @property
+    def mqar_scores_resolved(self) -> tuple[str, ...]:
+        return self.scores if self.mqar_scores is None else self.mqar_scores
 
     @property
     def mqar_protocol(self) -> Protocol:
         """The MQAR runs' protocol: the main one with its own step count."""
         return dataclasses.replace(self.protocol, steps=self.mqar_steps)
 
-    def model(self, score: str, width: int) -> TransformerConfig:
-        """The causal transformer every task shares, with ``score`` at ``width``."""
-        return TransformerConfig(vocab_size=self.vocab, width=width, depth=self.depth,
+    def model(self, score: str, width: int, depth: int | None = None) -> TransformerConfig:
+        """The causal transformer every task shares, with ``score`` at ``width`` (and
+        ``depth``, default --depth)."""
+        return TransformerConfig(vocab_size=self.vocab, width=width, depth=depth or self.depth,
                                  num_heads=self.heads, score=score, causal=True,
                                  max_len=self.seq_len, dropout_rate=self.protocol.dropout)
 
     def resolved(self) -> AttentionStudyConfig:
         if self.quick:
             return dataclasses.replace(
-                self, scores=("scaled_dot", "raw"), seeds=2, width=16, depth=1, batch=16,
+                self, scores=("scaled_dot", "tied_qk"), seeds=2, width=16, depth=1, batch=16,
                 protocol=dataclasses.replace(self.protocol, steps=40),
                 lrs=(1e-3, 1e-2, 1.0), widths=(16,), mqar_steps=40, mqar_batch=16,
-                char_max_chars=200_000, eval_size=64, log_every=20)
+                char_max_chars=200_000, eval_size=64, log_every=20, control_depths=(1,),
+                control_scores=("scaled_dot", "tied_qk"), large=False)
+        if self.large:
+            return dataclasses.replace(self, widths=(32, 64, 128), mqar_steps=600, large=False)
         return self
 
     def validate(self) -> None:
         p = self.protocol
         require_positive(p, "steps")
+        if not self.control_depths or min(self.control_depths) < 1:
+            raise ValueError(f"--control-depths must be positive, got {self.control_depths}")
         require_positive(self, "seeds", "width", "depth", "heads", "batch", "seq_len",
                          "vocab", "kv_pairs", "scope", "lookup_words", "eval_size", "log_every",
                          "workers", "mqar_steps", "mqar_batch")
@@ -174,14 +217,21 @@ class AttentionStudyConfig:
     def _validate_choices(self) -> None:
         if not self.scores:
             raise ValueError("--scores must name at least one score")
-        for s in self.scores:
-            if s not in ATTENTION_SCORES:
-                raise ValueError(f"--scores: unknown score {s!r}; known: "
-                                 f"{', '.join(ATTENTION_SCORES)}")
-        if len(set(self.scores)) != len(self.scores):
-            raise ValueError(f"--scores must be distinct, got {self.scores}")
+        for flag, scores in (("scores", self.scores), ("control-scores", self.control_scores),
+                             ("mqar-scores", self.mqar_scores_resolved)):
+            for s in scores:
+                if s not in ATTENTION_SCORES:
+                    raise ValueError(f"--{flag}: unknown score {s!r}; known: "
+                                     f"{', '.join(ATTENTION_SCORES)}")
+            if len(set(scores)) != len(scores):
+                raise ValueError(f"--{flag} must be distinct, got {scores}")
+        if "control" in self.parts and not self.control_scores:
+            raise ValueError("--control-scores must name at least one score")
         if not self.parts or any(p not in PARTS for p in self.parts):
             raise ValueError(f"--parts must name some of {', '.join(PARTS)}, got {self.parts}")
+        if "far" in self.parts and "relevance" not in self.parts:
+            raise ValueError("--parts far needs relevance (its results sit beside negation "
+                             "scope's)")
 
     def _validate_data(self) -> None:
         if self.char_max_chars is not None and self.char_max_chars < 10 * self.seq_len:
@@ -207,6 +257,8 @@ class AttentionStudyConfig:
     def from_json(cls, data: dict[str, Any]) -> AttentionStudyConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields}
+        if "control_depths" not in data:  # written before the control part existed
+            kw |= {"parts": tuple(p for p in kw.get("parts", PARTS) if p != "control")}
         return cls(**kw | {"protocol": Protocol(**data["protocol"])})
 
 
@@ -237,6 +289,17 @@ class Results(_Results):
     """``vocab``, ``chars`` (symbols and characters used); ``members``: {score: [one per (seed,
     lr): seed, lr, sweep, bits_per_char (None: diverged), diverged_at (-1: never), seconds,
     steps, max_abs_logit, max_logit_range (per log point)]}, main runs first."""
+    control: dict | None = None
+    """The symmetric control on successor lookup: ``depths``: {depth (str): {score: [row per
+    seed, as ``relevance['lookup']``'s]}}; ``maps``: {depth: {score: [T, T]}};
+    ``lookup_chance``."""
+    part_seconds: dict = dataclasses.field(default_factory=dict)
+    """{part: thread-seconds of its jobs, compilation included} (the jobs overlap in threads)."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Results:
+        # Results saved before the control part existed render without it.
+        return super().from_json({"control": None, "part_seconds": {}} | data)
 
     def cfg(self) -> AttentionStudyConfig:
         return AttentionStudyConfig.from_json(self.config)

@@ -37,6 +37,18 @@ from jaxemb.transformer import Transformer
 T_SHOW = 24  # positions shown in the attention-map figure
 
 
+def relevance_tasks(cfg) -> tuple[str, ...]:
+    """The main width's relevance tasks: negation scope and successor lookup (part relevance),
+    and the negator at a random distance (part far, which needs relevance)."""
+    return ("negation", "lookup") + (("negation_far",) if "far" in cfg.parts else ())
+
+
+def control_tasks(cfg) -> tuple[str, ...]:
+    """The tasks of the symmetric control: successor lookup, and with part far the negator at
+    a random distance."""
+    return ("lookup",) + (("negation_far",) if "far" in cfg.parts else ())
+
+
 @dataclasses.dataclass
 class _Setup:
     """Everything the runs share: data streams, held-out sets, and the compiled functions (one
@@ -57,8 +69,9 @@ class _Setup:
         per = [self.streams[task][s] for s in seeds]
         return {k: np.stack([p[k] for p in per], axis=1) for k in per[0]}
 
-    def functions(self, score: str, width: int, protocol: Protocol) -> tuple[Transformer, dict]:
-        tc = self.cfg.model(score, width)
+    def functions(self, score: str, width: int, protocol: Protocol, depth: int | None = None
+                  ) -> tuple[Transformer, dict]:
+        tc = self.cfg.model(score, width, depth)
         model = Transformer(tc)
         key = (tc, protocol)  # per score: each worker thread writes its own keys
         if key not in self.fns:
@@ -82,6 +95,8 @@ def _batch_dict(b) -> dict:
 
 
 def _relevance_data(cfg, makers: dict, evals: dict, heldout: dict, examples: dict) -> None:
+    """Negation scope (part relevance), successor lookup (parts relevance and control) and the
+    negator at a random distance (part far)."""
     T, E, V = cfg.seq_len, cfg.eval_size, cfg.vocab
     steps, batch = cfg.protocol.steps, cfg.batch
 
@@ -91,14 +106,26 @@ def _relevance_data(cfg, makers: dict, evals: dict, heldout: dict, examples: dic
     def lookup(key, n):
         return _batch_dict(tasks.successor_lookup(key, n, T, cfg.lookup_words))
 
-    makers |= {"negation": (negation, steps, batch), "lookup": (lookup, steps, batch)}
-    ev = tasks.negation_scope(_eval_key(cfg, "negation"), E, T, V, scope=cfg.scope)
+    def negation_far(key, n):
+        return _batch_dict(tasks.negation_distance(key, n, T, V))
+
+    if "far" in cfg.parts:
+        makers["negation_far"] = (negation_far, steps, batch)
+        far = tasks.negation_distance(_eval_key(cfg, "negation_far"), E, T, V)
+        evals["negation_far"] = (far.inputs, far.targets, far.attend)
+        heldout["negation_far"] = far
+    makers["lookup"] = (lookup, steps, batch)
     lk = tasks.successor_lookup(_eval_key(cfg, "lookup"), E, T, cfg.lookup_words)
-    evals |= {"negation": (ev.inputs, ev.targets, ev.attend),
-              "lookup": (lk.inputs, lk.targets, lk.attend)}
-    heldout |= {"negation": ev, "lookup": lk}
-    examples |= {"negation": int(np.argmax(ev.negated[:, :T_SHOW].sum(1))),
-                 "lookup": int(np.argmax(lk.loss_mask[:, :T_SHOW].sum(1)))}
+    evals["lookup"] = (lk.inputs, lk.targets, lk.attend)
+    heldout["lookup"] = lk
+    examples["lookup"] = int(np.argmax(lk.loss_mask[:, :T_SHOW].sum(1)))
+    if "relevance" not in cfg.parts:
+        return
+    makers["negation"] = (negation, steps, batch)
+    ev = tasks.negation_scope(_eval_key(cfg, "negation"), E, T, V, scope=cfg.scope)
+    evals["negation"] = (ev.inputs, ev.targets, ev.attend)
+    heldout["negation"] = ev
+    examples["negation"] = int(np.argmax(ev.negated[:, :T_SHOW].sum(1)))
 
 
 def _mqar_data(cfg, makers: dict, evals: dict, none: np.ndarray) -> None:
@@ -133,7 +160,7 @@ def prepare(cfg, progress) -> _Setup:
     makers, evals, heldout, examples = {}, {}, {}, {}  # task -> (make, steps, batch), ...
     cd = None
     with progress(f"Q4 data for {', '.join(cfg.parts)}"):
-        if "relevance" in cfg.parts:
+        if {"relevance", "control"} & set(cfg.parts):
             _relevance_data(cfg, makers, evals, heldout, examples)
         if "mqar" in cfg.parts:
             _mqar_data(cfg, makers, evals, none)
@@ -190,29 +217,57 @@ def _unless_stopped(stop: interrupt.StopFlag, fn: Callable[[], Any]) -> Any:
 
 
 def _mqar_run(st: _Setup, score: str, width: int) -> dict:
-    cfg, seeds = st.cfg, st.seeds
+    cfg, seeds, t0 = st.cfg, st.seeds, time.perf_counter()
     model, fns = st.functions(score, width, cfg.mqar_protocol)
     tr = train(model, cfg.mqar_protocol, st.mesh, fns["step"], seeds,
                [cfg.mqar_lr] * len(seeds), st.data("mqar", seeds), log_every=cfg.log_every,
                label=f"mqar/w{width}/{score}")
     e = st.evaluate(fns, "mqar", tr.params, ("correct",))
+    return {**e, "loss": tr.history[-1]["loss"], "seconds": tr.seconds,
+            "job_seconds": time.perf_counter() - t0}
+
+
+def _relevance_run(st: _Setup, task: str, score: str, model, fns: dict, label: str) -> dict:
+    cfg, seeds = st.cfg, st.seeds
+    tr = train(model, cfg.protocol, st.mesh, fns["step"], seeds, [cfg.lr] * len(seeds),
+               st.data(task, seeds), log_every=cfg.log_every, label=label)
+    e = st.evaluate(fns, task, tr.params, ("correct", "mass", "maps"))
     return {**e, "loss": tr.history[-1]["loss"], "seconds": tr.seconds}
 
 
 def _main_runs(st: _Setup, score: str) -> dict:
     """The runs of one score at the main width (one compiled step): negation, successor
-    lookup, the character LM and its learning-rate sweep."""
-    cfg, seeds = st.cfg, st.seeds
+    lookup, the character LM and its learning-rate sweep; ``job_seconds`` per part (the
+    first part's includes the step's compilation)."""
+    cfg, t0 = st.cfg, time.perf_counter()
     model, fns = st.functions(score, cfg.width, cfg.protocol)
-    out: dict = {}
-    for task in ("negation", "lookup") if "relevance" in cfg.parts else ():
-        tr = train(model, cfg.protocol, st.mesh, fns["step"], seeds, [cfg.lr] * len(seeds),
-                   st.data(task, seeds), log_every=cfg.log_every, label=f"{task}/{score}")
-        e = st.evaluate(fns, task, tr.params, ("correct", "mass", "maps"))
-        out[task] = {**e, "loss": tr.history[-1]["loss"], "seconds": tr.seconds}
+    out: dict = {"job_seconds": {}}
+    if "relevance" in cfg.parts:
+        for task in relevance_tasks(cfg):
+            out[task] = _relevance_run(st, task, score, model, fns, f"{task}/{score}")
+        out["job_seconds"]["relevance"] = time.perf_counter() - t0
     if "char" in cfg.parts:
+        t1 = time.perf_counter()
         out["char"] = _char_runs(st, score, model, fns)
+        out["job_seconds"]["char"] = time.perf_counter() - t1
     return out
+
+
+def _control_run(st: _Setup, score: str, depth: int) -> dict:
+    """The control's tasks with ``score`` at ``depth`` blocks (one compiled step)."""
+    t0 = time.perf_counter()
+    model, fns = st.functions(score, st.cfg.width, st.cfg.protocol, depth)
+    out = {task: _relevance_run(st, task, score, model, fns, f"{task}/depth{depth}/{score}")
+           for task in control_tasks(st.cfg)}
+    return {**out, "job_seconds": time.perf_counter() - t0}
+
+
+def control_jobs(cfg) -> list[tuple[str, int]]:
+    """The (score, depth) runs of the control grid that the main runs do not already make
+    (with part relevance, every --scores score at --depth runs successor lookup there)."""
+    shared = set(cfg.scores) if "relevance" in cfg.parts else set()
+    return [(s, d) for d in cfg.control_depths for s in cfg.control_scores
+            if not (d == cfg.depth and s in shared)]
 
 
 def _char_runs(st: _Setup, score: str, model: Transformer, fns: dict) -> list[dict]:
@@ -249,7 +304,8 @@ def _char_runs(st: _Setup, score: str, model: Transformer, fns: dict) -> list[di
 def _seed_rows(st: _Setup, r: dict, scored: np.ndarray, **extra_masks: np.ndarray
                ) -> list[dict]:
     """One row per seed: accuracy on ``scored`` (and on each extra mask), the largest mean
-    attention mass on the position that must be attended to, and where it is."""
+    attention mass on the position that must be attended to and where it is (layer, head), and
+    the mass per layer averaged over heads (``layer_mass`` [L]: no choice of head inflates it)."""
     rows = []
     for i, s in enumerate(st.seeds):
         best = np.unravel_index(int(np.argmax(r["mass"][i])), r["mass"][i].shape)
@@ -257,7 +313,9 @@ def _seed_rows(st: _Setup, r: dict, scored: np.ndarray, **extra_masks: np.ndarra
             "seed": s, "accuracy": float(r["correct"][i][scored].mean()),
             **{k: float(r["correct"][i][m].mean()) for k, m in extra_masks.items()},
             "attention_mass": float(r["mass"][i][best]), "best_layer": int(best[0]),
-            "best_head": int(best[1]), "train_loss": float(r["loss"][i]),
+            "best_head": int(best[1]),
+            "layer_mass": [float(x) for x in np.asarray(r["mass"][i]).mean(-1)],
+            "train_loss": float(r["loss"][i]),
             "seconds": r["seconds"]})
     return rows
 
@@ -280,8 +338,14 @@ def _relevance_results(st: _Setup, res: dict) -> dict:
     ev, lk = st.heldout["negation"], st.heldout["lookup"]
     negated, plain = ev.negated, ev.loss_mask & ~ev.negated
     T = min(T_SHOW, st.cfg.seq_len)
+    far = st.heldout.get("negation_far")  # part far only
     out = {"negation": {}, "lookup": {}, "maps": {"negation": {}, "lookup": {}}}
-    for score, r in res.items():
+    for score in st.cfg.scores:
+        r = res[score]
+        if far is not None:
+            out.setdefault("negation_far", {})[score] = _seed_rows(
+                st, r["negation_far"], far.loss_mask, negated_accuracy=far.negated,
+                plain_accuracy=far.loss_mask & ~far.negated)
         out["negation"][score] = rows = _seed_rows(st, r["negation"], ev.loss_mask,
                                                    negated_accuracy=negated,
                                                    plain_accuracy=plain)
@@ -295,6 +359,10 @@ def _relevance_results(st: _Setup, res: dict) -> dict:
         "uniform_attention": float(np.mean(1.0 / (np.nonzero(negated)[1] + 1))),
         "lookup_chance": tasks.successor_lookup_chance(lk.loss_mask),
         "lookup_uniform_attention": float(np.mean(1.0 / (np.nonzero(lk.loss_mask)[1] + 1)))}
+    if far is not None:
+        out["baselines"] |= {
+            "far_context_blind_accuracy": float(1.0 - far.negated.sum() / far.loss_mask.sum()),
+            "far_uniform_attention": float(np.mean(1.0 / (np.nonzero(far.negated)[1] + 1)))}
     voc = tasks.negation_vocabulary(st.cfg.vocab)
     out["examples"] = {
         "negation": _example(st, "negation", ev.negated, lambda t: (
@@ -304,13 +372,32 @@ def _relevance_results(st: _Setup, res: dict) -> dict:
     return out
 
 
+def _control_results(st: _Setup, res: dict, done: dict) -> dict:
+    """{task: {depth (str): {score: seed rows}}} for each of :func:`control_tasks`, and
+    ``lookup_chance``: the control grid, main runs reused where they are the same run."""
+    cfg, lk, far = st.cfg, st.heldout["lookup"], st.heldout.get("negation_far")
+    masks = {"lookup": (lk.loss_mask, {})}
+    if far is not None:
+        masks["negation_far"] = (far.loss_mask, {"negated_accuracy": far.negated,
+                                                 "plain_accuracy": far.loss_mask & ~far.negated})
+    out: dict = {"lookup_chance": tasks.successor_lookup_chance(lk.loss_mask)}
+    for task in control_tasks(cfg):
+        scored, extra = masks[task]
+        for d in cfg.control_depths:
+            for s in cfg.control_scores:
+                r = (done.get(("control", s, d)) or res[s])[task]
+                out.setdefault(task, {}).setdefault(str(d), {})[s] = _seed_rows(
+                    st, r, scored, **extra)
+    return out
+
+
 def _mqar_results(st: _Setup, res: dict) -> dict:
     mask = st.evals["mqar"][1] > 0  # answers are values, never id 0
     return {score: {str(w): [{"seed": s, "accuracy": float(q["correct"][i][mask].mean()),
                               "train_loss": float(q["loss"][i]), "seconds": q["seconds"]}
                              for i, s in enumerate(st.seeds)]
                     for w, q in sorted(r["mqar"].items())}
-            for score, r in res.items()}
+            for score, r in res.items() if r["mqar"]}
 
 
 def measure(cfg, progress) -> dict:
@@ -326,20 +413,36 @@ def measure(cfg, progress) -> dict:
     # One job per model shape and protocol (nothing is compiled twice); the long main-width
     # jobs first, so the pool ends balanced. MQAR runs have their own step count, hence their
     # own compiled steps.
+    controls = control_jobs(cfg) if "control" in cfg.parts else []
+    if controls:
+        what.append(f"successor lookup, control grid {controls}")
     jobs = {(s, None): (lambda s=s: _main_runs(st, s)) for s in cfg.scores if main}
-    jobs |= {(s, w): (lambda s=s, w=w: _mqar_run(st, s, w)) for w in grid for s in cfg.scores}
+    jobs |= {("control", s, d): (lambda s=s, d=d: _control_run(st, s, d)) for s, d in controls}
+    jobs |= {(s, w): (lambda s=s, w=w: _mqar_run(st, s, w))
+             for w in grid for s in cfg.mqar_scores_resolved}
     workers = concurrent_workers(cfg.workers, st.mesh.size)
     with progress(f"Q4 training: {len(cfg.scores)} scores × ({'; '.join(what)}), "
                   f"{workers} worker thread(s)"):
         done = run_jobs(jobs, workers, "Q4 runs")
+    mq = cfg.mqar_scores_resolved if grid else ()
     res = {s: {**done.get((s, None), {}), "mqar": {w: done[(s, w)] for w in grid}}
-           for s in cfg.scores}
+           for s in dict.fromkeys((*cfg.scores, *mq))}
+    # Thread-seconds per part (each job timed in its own thread, compilation included; the
+    # jobs overlap in --workers threads, so these add up to more than the wall time).
+    part_seconds: dict = {}
+    for key, r in done.items():
+        part = "control" if key[0] == "control" else None if key[1] is None else "mqar"
+        per = r["job_seconds"] if part is None else {part: r["job_seconds"]}  # main: per part
+        for p, sec in per.items():
+            part_seconds[p] = part_seconds.get(p, 0.0) + sec
     char = None
     if st.char is not None:
         char = {"vocab": st.char.vocab_size,
                 "chars": int(st.char.train.size + st.char.validation.size),
-                "members": {s: r["char"] for s, r in res.items()}}
+                "members": {s: res[s]["char"] for s in cfg.scores}}
     return {"seeds": st.seeds, "devices": st.mesh.size,
             "relevance": _relevance_results(st, res) if "relevance" in cfg.parts else None,
+            "control": _control_results(st, res, done) if "control" in cfg.parts else None,
+            "part_seconds": part_seconds,
             "mqar": _mqar_results(st, res) if grid else None, "char": char,
             "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - cpu0}

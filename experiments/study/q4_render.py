@@ -57,9 +57,9 @@ def _relevance(results, cfg, run: Run) -> str:
     md = run.table(
         "q4_relevance_table",
         ("score", "accuracy (all sentiment words)", "on negated words", "on other words",
-         "attention mass on the negator (best head)", "solved"),
+         "attention mass on the negator (best head)", "per layer, mean over heads", "solved"),
         [(s, _fmt(r, "accuracy"), _fmt(r, "negated_accuracy"), _fmt(r, "plain_accuracy"),
-          _fmt(r, "attention_mass"), solved(r, "negated_accuracy"))
+          _fmt(r, "attention_mass"), _layer_mass(r), solved(r, "negated_accuracy"))
          for s, r in rel["negation"].items()],
         f"Negation scope, held-out: {cfg.eval_size} sequences of T={cfg.seq_len} (vocabulary "
         f"{cfg.vocab}: fillers, 4 negators, 8 positive and 8 negative words; a negator flips the "
@@ -68,7 +68,8 @@ def _relevance(results, cfg, run: Run) -> str:
         f"{thr}. A context-blind model scores {base['context_blind_accuracy']:.3f} overall and "
         f"0 on negated words; uniform attention would put {base['uniform_attention']:.3f} on the "
         f"negator. Attention mass: mean softmax weight from each negated word to its negator, "
-        f"in the layer and head where it is largest.")
+        f"in the layer and head where it is largest (a maximum over layers × heads per seed, "
+        f"larger by construction), and per layer averaged over heads (layer 0 / 1 / …).")
     md += "\n" + _attention_figure(
         run, rel, "negation",
         "Attention weights (rows: queries, columns: keys) on one held-out negation sequence, "
@@ -78,25 +79,52 @@ def _relevance(results, cfg, run: Run) -> str:
     md += "\n" + run.table(
         "q4_lookup_table",
         ("score", "accuracy (successor's position)", "attention mass on the successor "
-         "(best head)", "solved"),
-        [(s, _fmt(r, "accuracy"), _fmt(r, "attention_mass"), solved(r, "accuracy"))
-         for s, r in rel["lookup"].items()],
+         "(best head)", "per layer, mean over heads", "solved"),
+        [(s, _fmt(r, "accuracy"), _fmt(r, "attention_mass"), _layer_mass(r),
+          solved(r, "accuracy")) for s, r in rel["lookup"].items()],
         f"Successor lookup (jaxemb.tasks.successor_lookup), held-out: {cfg.eval_size} sequences "
         f"of T={cfg.seq_len} consecutive words of a fixed one-way cycle through "
         f"{cfg.lookup_words} words, in random order; each word whose successor stands earlier "
         f"must output the successor's position. Mean ± 95% t-interval over {n} seeds; only the "
         f"score differs ({_protocol_short(cfg)}). Solved: accuracy ≥ {thr}. Guessing among the "
         f"earlier positions scores {base['lookup_chance']:.3f}; uniform attention would put "
-        f"{base['lookup_uniform_attention']:.3f} on the successor. A symmetric score that is "
-        f"largest at the token itself (raw similarity) cannot rank every successor above the "
-        f"predecessor and the token itself.")
+        f"{base['lookup_uniform_attention']:.3f} on the successor. Background: within one "
+        f"layer a symmetric score cannot rank every successor above the predecessor; the "
+        f"control below measures it.")
     md += "\n" + _attention_figure(
         run, rel, "lookup",
         "Attention weights on one held-out successor-lookup sequence, first seed, the head "
         "with the most mass on successors; red circles: the successor each scored word must "
         "attend to. Ticks: word ids (the cycle is fixed; positions are random).",
         "q4_lookup_attention_maps")
+    if rel.get("negation_far"):
+        md += "\n" + _far_table(rel, cfg, run)
     return md
+
+
+def _far_table(rel: dict, cfg, run: Run) -> str:
+    base, thr, far = rel["baselines"], cfg.relevance_threshold, rel["negation_far"]
+    for score, rows in far.items():
+        for row in rows:
+            run.log("q4_negation_far", score=score, **row)
+    return run.table(
+        "q4_negation_far_table",
+        ("score", "accuracy", "on negated words", "on other words",
+         "attention mass on the negator (best head)", "per layer, mean over heads", "solved"),
+        [(s, _fmt(r, "accuracy"), _fmt(r, "negated_accuracy"), _fmt(r, "plain_accuracy"),
+          _fmt(r, "attention_mass"), _layer_mass(r),
+          "yes" if _mean(r, "negated_accuracy") >= thr else "no") for s, r in far.items()],
+        f"The negator at a random distance (jaxemb.tasks.negation_distance), held-out: "
+        f"{cfg.eval_size} sequences of T={cfg.seq_len}, one scored sentiment word at the end; "
+        f"in about half of them one negator anywhere before it (uniform position, so position "
+        f"cannot say whether it is there), the other positions fillers or unscored sentiment "
+        f"words (distractors that resemble the scored word). Mean ± 95% t-interval over "
+        f"{len(next(iter(far.values())))} seeds; only the score differs "
+        f"({_protocol_short(cfg)}). Solved: accuracy on negated words ≥ {thr}. A "
+        f"context-blind model scores {base['far_context_blind_accuracy']:.3f} overall and 0 "
+        f"on negated words; uniform attention would put {base['far_uniform_attention']:.3f} on "
+        f"the negator. Attention mass as in the negation table: best head (a maximum over "
+        f"layers × heads) and per layer averaged over heads.")
 
 
 def _attention_figure(run: Run, rel: dict, task: str, caption: str, name: str) -> str:
@@ -119,6 +147,67 @@ def _attention_figure(run: Run, rel: dict, task: str, caption: str, name: str) -
         ax.axis("off")
     fig.tight_layout()
     return run.figure(fig, name, caption)
+
+
+# --- the symmetric control ----------------------------------------------------------------
+
+CONTROL_LABELS = {"scaled_dot": "scaled_dot (W_Q ≠ W_K: asymmetric)",
+                  "tied_qk": "tied_qk (W_Q = W_K: learned, symmetric)",
+                  "raw": "raw (no W_Q, W_K: symmetric)"}
+
+
+def _layer_mass(rows: list[dict]) -> str:
+    """Per layer, the mass on the target averaged over heads: mean ± 95% over seeds."""
+    L = len(rows[0]["layer_mass"])
+    return " / ".join(stats.format_interval([r["layer_mass"][layer] for r in rows], 2)
+                      for layer in range(L))
+
+
+# task: (what the answer calls it, the accuracy that decides "solved", the attended token)
+CONTROL_TASKS = {"lookup": ("successor lookup", "accuracy", "the successor"),
+                 "negation_far": ("the negator at a random distance", "negated_accuracy",
+                                  "the negator")}
+
+
+def _mean_mass(rows: list[dict]) -> list[float]:
+    """Per seed, the mass on the target averaged over layers and heads (no selection)."""
+    return [float(np.mean(r["layer_mass"])) for r in rows]
+
+
+def _control(results, cfg, run: Run) -> str:
+    ctl, n, thr = results.control, len(results.seeds), cfg.relevance_threshold
+    md = []
+    for task, (name, key, target) in CONTROL_TASKS.items():
+        if task not in ctl:
+            continue
+        by_depth = sorted(ctl[task].items(), key=lambda x: int(x[0]))
+        for depth, by_score in by_depth:
+            for score, rows in by_score.items():
+                for row in rows:
+                    run.log("q4_control", task=task, depth=int(depth), score=score, **row)
+        neg = key == "negated_accuracy"
+        md.append(run.table(
+            f"q4_control_{task}_table",
+            ("blocks", "score", "accuracy", *(("on negated words",) if neg else ()),
+             f"mass on {target} per layer, mean over heads (layer 0 / 1 / …)",
+             "mass, best layer and head", "solved"),
+            [(depth, CONTROL_LABELS.get(s, s), _fmt(r, "accuracy"),
+              *((_fmt(r, key),) if neg else ()), _layer_mass(r), _fmt(r, "attention_mass"),
+              "yes" if _mean(r, key) >= thr else "no")
+             for depth, by_score in by_depth for s, r in by_score.items()],
+            f"The symmetric control on {name} (same data, held-out set and protocol as its "
+            f"table above; {_protocol_short(cfg)}; only the score and the number of blocks "
+            f"vary). tied_qk projects queries and keys with one learned W (W_Q = W_K), so "
+            f"score(x_i, x_j) = score(x_j, x_i); the scaled dot's W_Q and W_K are separate. "
+            f"Mean ± 95% t-interval over {n} seeds; solved: "
+            f"{'accuracy on negated words' if neg else 'accuracy'} ≥ {thr}"
+            + (f"; guessing among the earlier positions scores {ctl['lookup_chance']:.3f}"
+               if task == "lookup" else "") +
+            f". Per-layer mass: the mean softmax weight from each scored word to {target}, "
+            f"averaged over heads (no head chosen after the fact); the best-head column is the "
+            f"maximum over layers × heads, larger by construction. Rows at {cfg.depth} blocks "
+            f"for scores of the main tables are the same runs."))
+    return "\n".join(md)
 
 
 # --- MQAR ----------------------------------------------------------------------------------
@@ -322,12 +411,69 @@ def _relevance_sentences(rel: dict, cfg) -> list[str]:
     neg_task = "negation scope (a sentiment word must find its negator, a token unlike it)"
     look_task = ("successor lookup (a word must point at its successor in a one-way relation; "
                  f"chance {rel['baselines']['lookup_chance']:.3f})")
+    far = rel.get("negation_far")  # absent from results saved before it existed
+    far_task = ("the negator at a random distance (one scored word, the negator anywhere "
+                "before it among distractors), accuracy on negated words")
     lines = [_solved_sentence(neg_task + ", accuracy on negated words", rel["negation"],
                               "negated_accuracy", thr, steps),
-             _solved_sentence(look_task, rel["lookup"], "accuracy", thr, steps)]
+             _solved_sentence(look_task, rel["lookup"], "accuracy", thr, steps),
+             *([_solved_sentence(far_task, far, "negated_accuracy", thr, steps)] if far else [])]
     return lines + [x for x in (
         _raw_sentence("negation scope", rel["negation"], "negated_accuracy", "the negator", thr),
-        _raw_sentence("successor lookup", rel["lookup"], "accuracy", "the successor", thr)) if x]
+        _raw_sentence("successor lookup", rel["lookup"], "accuracy", "the successor", thr),
+        far and _raw_sentence("the negator at a random distance", far, "negated_accuracy",
+                              "the negator", thr)) if x]
+
+
+_VERDICT = {(False, True): "the asymmetric score was needed",
+            (True, True): "a symmetric score sufficed",
+            (True, False): "the symmetric score did better than the asymmetric one",
+            (False, False): "neither score solved it, which says nothing about symmetry"}
+
+
+def _control_task_sentences(task: str, by_depth: dict, cfg) -> list[str]:
+    """The tied (symmetric) score against scaled_dot (and raw) at each depth of one task."""
+    name, key, target = CONTROL_TASKS[task]
+    thr, ref, tied = cfg.relevance_threshold, "scaled_dot", "tied_qk"
+    said, verdicts = [], {}  # verdict -> depths, in order
+    for depth in sorted(by_depth, key=int):
+        by = by_depth[depth]
+        if tied not in by:
+            continue
+        d = int(depth)
+        layers = f"{d} layer{'s' if d > 1 else ''}"
+        t_ok = _mean(by[tied], key) >= thr
+        clause = f"with {layers} tied_qk {'solved' if t_ok else 'did not solve'} it " \
+                 f"({_fmt(by[tied], key)})"
+        if ref in by:
+            r_ok = _mean(by[ref], key) >= thr
+            rel = _RELATION[stats.compare(_vals(by[tied], key), _vals(by[ref], key))]
+            clause += f", {rel} scaled_dot ({_fmt(by[ref], key)}, " \
+                      f"{'solved' if r_ok else 'not solved'})"
+            verdicts.setdefault(_VERDICT[t_ok, r_ok], []).append(d)
+        # the attention the seed asks about: mass on the target, over all layers and heads
+        masses = [f"{s} {stats.format_interval(_mean_mass(by[s]), 2)}"
+                  for s in (tied, ref, "raw") if s in by]
+        clause += f"; mass on {target}, mean over layers and heads: {', '.join(masses)}"
+        if ref in by:
+            rel = _RELATION[stats.compare(_mean_mass(by[tied]), _mean_mass(by[ref]))]
+            clause += f" (tied_qk {rel} scaled_dot)"
+        said.append(clause)
+    if not said:
+        return []
+    acc = "accuracy on negated words" if key == "negated_accuracy" else "accuracy"
+    out = [f"Symmetric control on {name} (a learned tied W_Q = W_K, so score(x_i, x_j) = "
+           f"score(x_j, x_i); {acc}, {cfg.protocol.steps} steps): " + "; ".join(said) + "."]
+    if verdicts:
+        out.append(f"So on {name} " + "; ".join(
+            f"at {' and '.join(map(str, ds))} layer{'s' if ds != [1] else ''} {v}"
+            for v, ds in verdicts.items()) + ".")
+    return out
+
+
+def _control_sentences(ctl: dict, cfg) -> list[str]:
+    return [x for task in CONTROL_TASKS if task in ctl
+            for x in _control_task_sentences(task, ctl[task], cfg)]
 
 
 def _mqar_sentence(mqar: dict, cfg) -> str:
@@ -369,6 +515,8 @@ def answer(results, cfg) -> str:
     lines = []
     if results.relevance is not None:
         lines += _relevance_sentences(results.relevance, cfg)
+    if results.control is not None:
+        lines += _control_sentences(results.control, cfg)
     if results.mqar is not None:
         lines.append(_mqar_sentence(results.mqar, cfg))
     if results.char is not None:
@@ -388,7 +536,10 @@ itself at least as high as any other token of its norm (Cauchy–Schwarz), and t
 symmetric, so around a cycle of words the sum of successor scores equals the sum of predecessor
 scores (jaxemb.tasks). That argument holds per layer only: in a deeper model later layers compare
 representations that earlier layers and the position embeddings have already mixed, so a network
-of raw-similarity layers is not bound to a symmetric relation. MQAR is different: the query is
+of raw-similarity layers is not bound to a symmetric relation. A tied projection (W_Q = W_K)
+gives a learned score that is still symmetric, (x_i W)·(x_j W), and positive semi-definite, so
+within one layer the same cycle argument binds it; only a second layer (or W_Q ≠ W_K) can
+break the symmetry. MQAR is different: the query is
 the very token that was stored as a key, so its lookup is by resemblance."""
 
 
@@ -398,6 +549,9 @@ def render(results, cfg, run: Run) -> None:
     if results.relevance is not None:
         parts_md.append("Relevance: negation scope and a one-way relation\n\n"
                         + _relevance(results, cfg, run))
+    if results.control is not None:
+        parts_md.append("The symmetric control: tied W_Q = W_K on successor lookup\n\n"
+                        + _control(results, cfg, run))
     if results.mqar is not None:
         parts_md.append("Multi-query associative recall\n\n" + _mqar(results, cfg, run))
     if results.char is not None:
@@ -420,5 +574,9 @@ def render(results, cfg, run: Run) -> None:
         f"batch and lr, stated with its table); {len(results.seeds)} seeds (init and data keys) "
         f"trained together with jax.vmap; fresh training data at every step, held-out data from "
         f"a separate key. Scores: {', '.join(cfg.scores)} (jaxemb.attention). Parts: "
-        f"{', '.join(cfg.parts)}. {results.seconds:.0f} s on this machine.\n\n"
+        f"{', '.join(cfg.parts)}. {results.seconds:.0f} s on this machine"
+        + (" (thread-seconds per part, compilation included, jobs overlapping in "
+           f"{cfg.workers} threads: " + ", ".join(f"{k} {v:.0f} s" for k, v in
+                                                  results.part_seconds.items()) + ")"
+           if results.part_seconds else "") + ".\n\n"
         + body + f"### Q4.{len(parts_md) + 1} Answer\n\n" + words + "\n")
