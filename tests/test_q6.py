@@ -213,15 +213,16 @@ def test_results_round_trip_through_results_json(tmp_path):
 def test_config():
     assert PART == "search"
     quick = SearchStudyConfig(quick=True).resolved()
-    assert (quick.sizes, quick.queries, quick.repeats, quick.approx_rows) == \
-        ((20_000,), 200, 2, 20_000)
+    assert (quick.sizes, quick.queries, quick.repeats, quick.approx_rows,
+            quick.approx_scores) == ((20_000,), 200, 2, 20_000, ("cosine",))
     SearchStudyConfig().validate()
     quick.validate()
     for kw, match in [({"sizes": (5,), "k": 6}, "--k"), ({"queries": 0}, "--queries"),
                       ({"methods": ("faiss",)}, "--methods"), ({"methods": ("jaxemb", "x")},
                                                               "--methods"),
                       ({"nprobes": (300,)}, "--nprobes"), ({"nlist": 5}, "--nlist"),
-                      ({"latency": -1}, "--latency")]:
+                      ({"latency": -1}, "--latency"),
+                      ({"approx_scores": ("cosine", "l2")}, "--approx-scores")]:
         with pytest.raises(ValueError, match=match):
             SearchStudyConfig(**kw).validate()
     SearchStudyConfig(approx_rows=0, nlist=5).validate()  # no approximate part: nlist unused

@@ -62,6 +62,8 @@ class SearchStudyConfig:
     """Single-query calls timed per method and size (0: none)."""
     approx_rows: int = 100_000
     """Database rows of the approximate part (clustered planted data; 0: skip that part)."""
+    approx_scores: tuple[str, ...] = SCORES
+    """Scores of the approximate part (cosine; dot through the MIPS map)."""
     nlist: int = 256
     """Inverted lists of both libraries' IVF."""
     nprobes: tuple[int, ...] = (1, 8)
@@ -76,13 +78,14 @@ class SearchStudyConfig:
     """The roofline's sgemm is [n, n] x [n, n]."""
     quick: bool = False
     """Smoke-test size: 20,000 rows, 200 queries, 2 batches, no fp32 scan or sgemm bound;
-    no single-query latency; IVF with 16 lists, nprobe 2."""
+    no single-query latency; IVF with 16 lists, nprobe 2, cosine only."""
 
     def resolved(self) -> SearchStudyConfig:
         if self.quick:
             return dataclasses.replace(
                 self, sizes=(20_000,), queries=200, repeats=2, latency=0, approx_rows=20_000,
-                nlist=16, nprobes=(2,), probe_rows=5_000, roofline_n=512,
+                nlist=16, nprobes=(2,), approx_scores=("cosine",), probe_rows=5_000,
+                roofline_n=512,
                 methods=("jaxemb", "faiss", "numpy"))
         return self
 
@@ -106,6 +109,9 @@ class SearchStudyConfig:
             if not self.nprobes or not all(1 <= p <= self.nlist for p in self.nprobes):
                 raise ValueError(f"--nprobes must lie in [1, --nlist={self.nlist}], got "
                                  f"{list(self.nprobes)}")
+            if not self.approx_scores or set(self.approx_scores) - set(SCORES):
+                raise ValueError(f"--approx-scores must come from {SCORES}, got "
+                                 f"{list(self.approx_scores)}")
             if not self.noise > 0:
                 raise ValueError(f"--noise must be > 0, got {self.noise}")
 
@@ -152,7 +158,8 @@ def measure(config: SearchStudyConfig, shared: dict, progress) -> Results:
     versions, runs = {}, {}
     with tempfile.TemporaryDirectory(prefix="q6-truth-") as truth_dir:
         ivf = None if not c.approx_rows else {
-            "data": "clustered", "rows": c.approx_rows, "noise": c.noise, "scores": SCORES,
+            "data": "clustered", "rows": c.approx_rows, "noise": c.noise,
+            "scores": c.approx_scores,
             "nlist": c.nlist, "nprobes": c.nprobes, "iters": c.iters, "truth_dir": truth_dir}
         for m in methods:  # jaxemb first: its exact top-k is the approximate part's truth
             with progress(f"Q6: {m} (own process, {', '.join(f'{n:,}' for n in c.sizes)} rows"
@@ -199,7 +206,7 @@ def _check_truth(c: SearchStudyConfig, truth_dir: str) -> list[dict]:
     numpy's, per score, ties allowed."""
     X, Q = search_fair.make_data("clustered", c.approx_rows, c.queries, c.dim, c.seed, c.noise)
     checks = []
-    for score in SCORES:
+    for score in c.approx_scores:
         # Dot: both sides scaled by their largest norm (the order is unchanged), so the tie
         # tolerance is relative to the largest possible score, as it is for cosine.
         D, q = (search_timing.normalise(X), search_timing.normalise(Q)) if score == "cosine" \
@@ -367,10 +374,11 @@ BACKGROUND = (
     "(dot) becomes a nearest-neighbour search on the unit sphere after the map "
     "[x, √(M² − ‖x‖²)] / M (Bachrach et al. 2014), which is how one IVF serves both scores. "
     "Timing each library in its own process matters because OpenMP and OpenBLAS worker threads "
-    "keep spinning after a call and slow whatever runs next in the same process, and "
-    "faiss-cpu's bundled OpenBLAS may not detect an AVX-512 core by itself. This CPU's bf16 "
-    "and int8 dot-product instructions could exceed the fp32 roofline; this run times only "
-    "what the methods above do.")
+    "keep spinning after a call and slow whatever runs next in the same process; the OpenBLAS "
+    "core type is probed rather than trusted because an older OpenBLAS (faiss-cpu bundles "
+    "0.3.15) can misdetect a newer CPU. CPUs with bf16 or int8 dot-product instructions "
+    "(AVX512_BF16, AVX512_VNNI, AMX) can exceed the fp32 roofline; this run times only what "
+    "the methods above do.")
 
 
 # --- the section -------------------------------------------------------------------------------
@@ -469,7 +477,8 @@ def render(r: Results, run: Run) -> None:
 
 
 def _plot(r: Results):
-    panels = 1 + (len(SCORES) if r.approx else 0)
+    scores = [s for s in SCORES if _ivf(r, "jaxemb", s)]
+    panels = 1 + len(scores)
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.8), squeeze=False)
     ax = axes[0][0]
     names = list(r.per_size[0]["methods"])
@@ -486,7 +495,7 @@ def _plot(r: Results):
     ax.legend(fontsize=7)
     ax.set_title("exact top-k cosine (own process each)")
     styles = {"jaxemb": ("tab:blue", "o"), "faiss": ("tab:orange", "s")}
-    for col, score in enumerate(SCORES if r.approx else (), start=1):
+    for col, score in enumerate(scores, start=1):
         ax = axes[0][col]
         for lib in LIBRARIES:
             v = _ivf(r, lib, score)
