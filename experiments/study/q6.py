@@ -146,8 +146,9 @@ def _task(c: SearchStudyConfig, **task) -> dict:
 
 
 def measure(config: SearchStudyConfig, shared: dict, progress) -> Results:
-    """Probe the kernels, measure the roofline, then run each method in its own process over
-    every size (and, for jaxemb then FAISS, the approximate part). ``shared`` is not used."""
+    """Probe the kernels, then run each method in its own process over every size (numpy's and
+    jaxemb's processes then measure their library's roofline; jaxemb's, then FAISS's, the
+    approximate part); check agreement here. ``shared`` is not used."""
     c = config
     load = {"cores": len(os.sched_getaffinity(0)), "start": os.getloadavg()[0]}
     methods = [m for m in dict.fromkeys([*c.methods, "numpy"])
@@ -158,9 +159,9 @@ def measure(config: SearchStudyConfig, shared: dict, progress) -> Results:
     versions, runs = {}, {}
     with tempfile.TemporaryDirectory(prefix="q6-truth-") as truth_dir:
         ivf = None if not c.approx_rows else {
-            "data": "clustered", "rows": c.approx_rows, "noise": c.noise,
-            "scores": c.approx_scores,
-            "nlist": c.nlist, "nprobes": c.nprobes, "iters": c.iters, "truth_dir": truth_dir}
+            "data": "clustered", "rows": c.approx_rows, "noise": c.noise, "nlist": c.nlist,
+            "scores": c.approx_scores, "nprobes": c.nprobes, "iters": c.iters,
+            "truth_dir": truth_dir}
         for m in methods:  # jaxemb first: its exact top-k is the approximate part's truth
             with progress(f"Q6: {m} (own process, {', '.join(f'{n:,}' for n in c.sizes)} rows"
                           + (", IVF" if ivf and m in LIBRARIES else "") + ")"):
