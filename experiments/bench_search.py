@@ -15,7 +15,8 @@ Protocol (``--isolation process``, the default):
    for "Barcelona" (no AVX) unless ``OPENBLAS_CORETYPE`` says otherwise, and numpy has another.
    For each library a short fixed workload (best of 5) runs once per candidate core type
    (SkylakeX where the CPU has AVX-512, Haswell where it has AVX2, OpenBLAS's own detection),
-   each in its own process; the fastest is used for that library's methods (within 5% of the
+   each in its own process (a core type that OpenBLAS's own detection already picks is not
+   probed twice); the fastest is used for that library's methods (within 5% of the
    fastest, the widest kernel: on a shared machine such a gap is noise). The core type each process
    actually ran (threadpoolctl's ``architecture``) and the library versions are recorded.
    jaxemb's matmuls are XLA's own (not OpenBLAS), so its process keeps the machine's setting.

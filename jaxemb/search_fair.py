@@ -114,12 +114,18 @@ def run_task(task: dict, coretype: str | None) -> dict:
     return run_child("jaxemb.search_fair", [json.dumps(task)], child_env(coretype))
 
 
+def _openblas(blas: list[dict], library: str) -> list[dict]:
+    """The records of ``library``'s OpenBLAS among :func:`blas_info`'s: faiss-cpu's is loaded as
+    ``libopenblas``, numpy's as ``libscipy_openblas``."""
+    want = "libopenblas" if library == "faiss" else "libscipy_openblas"
+    return [b for b in blas if b.get("user_api") == "blas" and b.get("prefix") == want]
+
+
 def openblas_kernel(blas: list[dict], library: str) -> str:
     """The OpenBLAS of ``library`` ("faiss" or "numpy") among :func:`blas_info`'s records, in
-    words: faiss-cpu's is loaded as ``libopenblas``, numpy's as ``libscipy_openblas``."""
-    want = "libopenblas" if library == "faiss" else "libscipy_openblas"
-    hits = [b for b in blas if b.get("user_api") == "blas" and b.get("prefix") == want]
-    return ", ".join(f"OpenBLAS {b.get('version')} {b.get('architecture')}" for b in hits) or "?"
+    words: version and core type."""
+    return ", ".join(f"OpenBLAS {b.get('version')} {b.get('architecture')}"
+                     for b in _openblas(blas, library)) or "?"
 
 
 def kernel_of(method: str, blas: list[dict]) -> str:
@@ -131,13 +137,23 @@ def kernel_of(method: str, blas: list[dict]) -> str:
 def pick_kernels(probe_rows: int, log: Callable[[str], None] = _quiet) -> dict:
     """{library: {"coretype", "probes" per candidate}}: the fastest ``OPENBLAS_CORETYPE`` for
     numpy and (when installed) faiss, each candidate probed in its own process
-    (:func:`jaxemb.search_timing.probe_kernel` on ``probe_rows`` rows)."""
+    (:func:`jaxemb.search_timing.probe_kernel` on ``probe_rows`` rows). OpenBLAS's own
+    detection (None) is probed first; a candidate it already detects is the same kernel and is
+    not probed again."""
     out = {}
     for lib in ["numpy"] + (["faiss"] if have_faiss() else []):
-        probes = {}
-        for cand in openblas_coretype_candidates():
-            r = run_task({"task": "probe", "library": lib, "rows": probe_rows}, cand)
-            probes[str(cand)] = {"seconds": r["seconds"], "ran": openblas_kernel(r["blas"], lib)}
+        cands = openblas_coretype_candidates()
+        ran = {}
+        for cand in [None, *cands[:-1]]:
+            detected = [b.get("architecture") for b in _openblas(ran["None"]["blas"], lib)] \
+                if cand is not None else []
+            if cand in detected:
+                continue
+            ran[str(cand)] = run_task({"task": "probe", "library": lib, "rows": probe_rows}, cand)
+        # Widest candidate first, so that the tie rule below prefers it.
+        probes = {str(c): {"seconds": ran[str(c)]["seconds"],
+                           "ran": openblas_kernel(ran[str(c)]["blas"], lib)}
+                  for c in cands if str(c) in ran}
         # Fastest wins; within PROBE_TIE of it, the candidate listed first (widest vectors):
         # on a shared machine a 5% gap between two kernels is noise.
         fastest = min(v["seconds"] for v in probes.values())
