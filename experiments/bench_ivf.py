@@ -39,19 +39,19 @@ import sys
 import tempfile
 from typing import Literal
 
-import numpy as np
 import tyro
 
-from experiments.benchkit import (
+from experiments.benchkit import check_json_path, write_json_atomically
+from jaxemb import search_fair
+from jaxemb.search_fair import (
+    DATASETS,
     blas_info,
-    check_json_path,
     child_env,
+    make_data,
     openblas_coretype_candidates,
     run_child,
-    write_json_atomically,
 )
 
-DATASETS = ("gaussian", "clustered")
 SCORES = ("cosine", "dot")
 
 
@@ -109,106 +109,23 @@ class Args:
         check_json_path(self.plot)
 
 
-def make_data(kind: str, rows: int, queries: int, dim: int, seed: int, noise: float = 1.0):
-    """(database [rows, dim], queries [queries, dim]) float32, as the module docstring says."""
-    rng = np.random.default_rng([seed, DATASETS.index(kind)])
-    if kind == "gaussian":
-        return (rng.standard_normal((rows, dim), dtype=np.float32),
-                rng.standard_normal((queries, dim), dtype=np.float32))
-    centres = rng.standard_normal((max(1, rows // 100), dim), dtype=np.float32)
-
-    def draw(n):
-        X = centres[rng.integers(0, len(centres), n)]
-        X += np.float32(noise) * rng.standard_normal((n, dim), dtype=np.float32)
-        X *= rng.lognormal(0.0, 0.25, (n, 1)).astype(np.float32)
-        return X
-
-    return draw(rows), draw(queries)
-
-
-def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean over queries of |found ∩ truth| / k (found [n, k], truth [n, k])."""
-    hits = [len(set(a) & set(b)) for a, b in zip(found.tolist(), truth.tolist(), strict=True)]
-    return float(np.mean(hits)) / truth.shape[1]
-
-
-def _times(f, repeats: int):
-    from jaxemb import timing
-
-    warm, out = timing.timed(f)
-    times = []
-    for _ in range(repeats):
-        t, out = timing.timed(f)
-        times.append(t)
-    return warm, times, out
+def _settings(a: Args) -> search_fair.IVFSettings:
+    return search_fair.IVFSettings(k=a.k, nlist=a.nlist, nprobes=a.nprobes, iters=a.iters,
+                                   repeats=a.repeats, seed=a.seed)
 
 
 def _jaxemb(a: Args, kind: str, X, Q, score: str) -> dict:
-    import jax
-
-    from jaxemb import ivf, search, timing
-
-    n = len(Q)
-    ex = search.index(X, score)
-    warm, times, (_, truth) = _times(lambda: tuple(map(np.asarray, ex.search(Q, a.k))), a.repeats)
-    ex = None  # free the exact index's keys before the IVF's exist
-    np.save(os.path.join(a.truth, f"{kind}-{score}.npy"), truth)
-    out = {"exact": {**timing.summary(times, queries_per_s=n), "warmup_s": warm}}
     # Dot runs twice: the default quantizer (directions) and k-means on the MIPS-lifted keys.
-    for quantizer in ("direction", "mips") if score == "dot" else ("direction",):
-        build_s, index = timing.timed(lambda q=quantizer: ivf.build(
-            jax.random.key(a.seed), X, a.nlist, score, iters=a.iters, quantizer=q))
-        sizes = index.list_sizes()
-        tag = "" if quantizer == "direction" else "_mips"
-        out["build_s" + tag] = build_s
-        out["lists" + tag] = {"largest": int(sizes.max()), "mean": float(sizes.mean()),
-                              "empty": int((sizes == 0).sum()), "window": index.window}
-        out["ivf" + tag] = {}
-        for p in a.nprobes:
-            def run(p=p, ix=index):
-                return np.asarray(ivf.search(ix, Q, a.k, p)[1])
-
-            warm, times, idx = _times(run, a.repeats)
-            out["ivf" + tag][p] = {**timing.summary(times, queries_per_s=n), "warmup_s": warm,
-                                   "recall": recall(idx, truth)}
-    return out
+    return search_fair.ivf_jaxemb(_settings(a), X, Q, score, _truth(a, kind, score),
+                                  ("direction", "mips") if score == "dot" else ("direction",))
 
 
 def _faiss(a: Args, kind: str, X, Q, score: str) -> dict:
-    import faiss
+    return search_fair.ivf_faiss(_settings(a), X, Q, score, _truth(a, kind, score))
 
-    from jaxemb import timing
-    from jaxemb.search_timing import normalise
 
-    n = len(Q)
-    truth = np.load(os.path.join(a.truth, f"{kind}-{score}.npy"))
-    if score == "cosine":
-        X, Q = normalise(X), normalise(Q)
-    flat = faiss.IndexFlatIP(a.dim)
-    flat.add(X)
-    warm, times, _ = _times(lambda: flat.search(Q, a.k), a.repeats)
-    flat.reset()
-    out = {"exact": {**timing.summary(times, queries_per_s=n), "warmup_s": warm}}
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(a.dim), a.dim, a.nlist,
-                               faiss.METRIC_INNER_PRODUCT)
-    index.cp.niter = a.iters
-    index.cp.seed = a.seed
-
-    def build():
-        index.train(X)
-        index.add(X)
-
-    out["build_s"], _ = timing.timed(build)
-    sizes = np.array([index.invlists.list_size(i) for i in range(a.nlist)])
-    out["lists"] = {"largest": int(sizes.max()), "mean": float(sizes.mean()),
-                    "empty": int((sizes == 0).sum())}
-    out["ivf"] = {}
-    for p in a.nprobes:
-        index.nprobe = p
-        warm, times, (_, idx) = _times(lambda: index.search(Q, a.k), a.repeats)
-        out["ivf"][p] = {**timing.summary(times, queries_per_s=n), "warmup_s": warm,
-                         "recall": recall(idx, truth)}
-    return out
+def _truth(a: Args, kind: str, score: str) -> str:
+    return os.path.join(a.truth, f"{kind}-{score}.npy")
 
 
 def child(a: Args) -> dict:

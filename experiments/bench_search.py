@@ -15,7 +15,8 @@ Protocol (``--isolation process``, the default):
    for "Barcelona" (no AVX) unless ``OPENBLAS_CORETYPE`` says otherwise, and numpy has another.
    For each library a short fixed workload (best of 5) runs once per candidate core type
    (SkylakeX where the CPU has AVX-512, Haswell where it has AVX2, OpenBLAS's own detection),
-   each in its own process; the fastest is used for that library's methods (within 5% of the
+   each in its own process (a core type that OpenBLAS's own detection already picks is not
+   probed twice); the fastest is used for that library's methods (within 5% of the
    fastest, the widest kernel: on a shared machine such a gap is noise). The core type each process
    actually ran (threadpoolctl's ``architecture``) and the library versions are recorded.
    jaxemb's matmuls are XLA's own (not OpenBLAS), so its process keeps the machine's setting.
@@ -26,6 +27,9 @@ Protocol (``--isolation process``, the default):
    queries/s on the median), then single-query latency (50 queries, one at a time).
 4. Agreement: every method's indices against numpy's, ties allowed (float64 cosine at each
    rank equal within 1e-5), checked here after the children exit.
+
+The child processes, the kernel probe and the pick are :mod:`jaxemb.search_fair`'s, shared with
+Q6 of the study.
 
 Why processes, not ``OMP_WAIT_POLICY=PASSIVE``: OpenMP (FAISS) and OpenBLAS worker threads
 spin for a while after each call, taking the cores from whatever runs next in the same process,
@@ -44,7 +48,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 from typing import Literal
 
@@ -53,19 +56,11 @@ import tyro
 
 from experiments.benchkit import (
     Printer,
-    blas_info,
     check_json_path,
-    child_env,
-    openblas_coretype_candidates,
-    run_child,
     search_environment,
     write_json_atomically,
 )
-from jaxemb import search_timing, timing
-
-PROBE_TIE = 0.05  # kernels within 5% of the fastest probe count as equally fast
-LIBRARY = {"jaxemb": "jaxemb", "jaxemb fp32 scan": "jaxemb", "faiss": "faiss", "numpy": "numpy",
-           "sgemm bound": "numpy"}
+from jaxemb import search_fair, search_timing, timing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,8 +93,6 @@ class Args:
     """Database rows of the kernel probe (a fixed workload run once per candidate kernel)."""
     roofline_n: int = search_timing.ROOFLINE_N
     """The roofline's sgemm is [n, n] x [n, n]."""
-    child: str | None = None
-    """(internal) what a child process runs: a method, 'probe:LIB', 'roofline' or 'all'."""
 
     def validate(self) -> None:
         if not self.sizes or min(self.sizes) < 1 or min(self.queries, self.dim, self.repeats,
@@ -116,64 +109,9 @@ class Args:
         check_json_path(self.json)
 
 
-def child(a: Args) -> dict:
-    """What one child process measures (its result is printed as the last stdout line)."""
-    timing.keep_freed_memory()
-    faiss = search_timing.load_faiss()
-    if a.child.startswith("probe:"):
-        seconds = search_timing.probe_kernel(a.child.split(":", 1)[1], a.probe_rows)
-        return {"seconds": seconds, "blas": blas_info()}
-    if a.child == "roofline":
-        return {**search_timing.roofline(n=a.roofline_n), "blas": blas_info()}
-    if a.child == "all":
-        res = search_timing.measure(a.sizes, queries=a.queries, dim=a.dim, k=a.k,
-                                    repeats=a.repeats, seed=a.seed, faiss=faiss)
-        return {"results": res, "blas": blas_info()}
-    (size,) = a.sizes
-    res = search_timing.measure_alone(a.child, size, queries=a.queries, dim=a.dim, k=a.k,
-                                      repeats=a.repeats, seed=a.seed, faiss=faiss)
-    return {**res, "blas": blas_info()}
-
-
-def _argv(a: Args, what: str, sizes=None) -> list[str]:
-    return ["--child", what, "--sizes", *map(str, sizes or a.sizes), "--queries", str(a.queries),
-            "--dim", str(a.dim), "--k", str(a.k), "--repeats", str(a.repeats), "--seed",
-            str(a.seed), "--probe-rows", str(a.probe_rows), "--roofline-n", str(a.roofline_n)]
-
-
-def _kernel_of(blas: list[dict], library: str) -> str:
-    """The OpenBLAS of ``library`` among threadpoolctl's records: faiss-cpu's is loaded as
-    ``libopenblas``, numpy's as ``libscipy_openblas``."""
-    want = "libopenblas" if library == "faiss" else "libscipy_openblas"
-    hits = [b for b in blas if b.get("user_api") == "blas" and b.get("prefix") == want]
-    return ", ".join(f"OpenBLAS {b.get('version')} {b.get('architecture')}" for b in hits) or "?"
-
-
-def pick_kernels(a: Args, log) -> dict:
-    """{library: {"coretype", "probe_s" per candidate}}: the fastest OPENBLAS_CORETYPE."""
-    out = {}
-    libs = ["numpy"] + (["faiss"] if search_timing.load_faiss() is not None else [])
-    for lib in libs:
-        probes = {}
-        for cand in openblas_coretype_candidates():
-            r = run_child("experiments.bench_search", _argv(a, f"probe:{lib}"), child_env(cand))
-            probes[str(cand)] = {"seconds": r["seconds"], "ran": _kernel_of(r["blas"], lib)}
-        # Fastest wins; within PROBE_TIE of it, the candidate listed first (widest vectors):
-        # on a shared machine a 5% gap between two kernels is noise.
-        fastest = min(v["seconds"] for v in probes.values())
-        best = next(c for c, v in probes.items() if v["seconds"] <= fastest * (1 + PROBE_TIE))
-        out[lib] = {"coretype": None if best == "None" else best, "probes": probes}
-        log(f"  {lib} kernel probe: " + ", ".join(
-            f"OPENBLAS_CORETYPE={c} -> {v['ran']} {v['seconds'] * 1e3:.0f} ms"
-            for c, v in probes.items()) + f"; using {best}")
-    return out
-
-
-def _env_for(method: str, kernels: dict) -> dict:
-    lib = LIBRARY[method]
-    if lib == "jaxemb":
-        return child_env(os.environ.get("OPENBLAS_CORETYPE"))
-    return child_env(kernels[lib]["coretype"])
+def _task(a: Args, **task) -> dict:
+    return {"queries": a.queries, "dim": a.dim, "k": a.k, "repeats": a.repeats,
+            "seed": a.seed, **task}
 
 
 def measure_size(a: Args, size: int, kernels: dict, log) -> dict:
@@ -181,7 +119,10 @@ def measure_size(a: Args, size: int, kernels: dict, log) -> dict:
     per = {}
     for m in methods:
         print(f"  {size:,} rows: {m} (own process) ...", file=sys.stderr, flush=True)
-        per[m] = run_child("experiments.bench_search", _argv(a, m, [size]), _env_for(m, kernels))
+        r = search_fair.run_task(_task(a, task="method", method=m, sizes=[size]),
+                                 search_fair.coretype_for(m, kernels))
+        (per[m],) = r["sizes"]
+        per[m]["blas"] = r["blas"]
     db, q = search_timing.data(size, a.queries, a.dim, a.seed)
     dbn = search_timing.normalise(db)
     del db
@@ -196,8 +137,7 @@ def measure_size(a: Args, size: int, kernels: dict, log) -> dict:
         f"{'queries/s':>10s} {'1-query ms (median)':>20s}")
     for m, r in per.items():
         b, lat = r["batch"], r["latency"]
-        kern = "XLA (own kernels)" if LIBRARY[m] == "jaxemb" else _kernel_of(r["blas"],
-                                                                               LIBRARY[m])
+        kern = search_fair.kernel_of(m, r["blas"])
         one = "" if lat is None else f"{lat['median_s'] * 1e3:.2f}"
         log(f"  {m:17s} {kern:28s} {b['min_s']:7.3f} {b['median_s']:9.3f} {b['max_s']:7.3f} "
             f"{b['queries_per_s']:10.1f} {one:>20s}")
@@ -225,9 +165,6 @@ def main(argv: list[str] | None = None) -> int:
         a.validate()
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    if a.child:
-        print(json.dumps(child(a), default=float))
-        return 0
     faiss = search_timing.load_faiss()
     log = Printer()
     env = search_environment(faiss, timing.keep_freed_memory())
@@ -235,24 +172,27 @@ def main(argv: list[str] | None = None) -> int:
         f"seed {a.seed}; {a.queries:,} queries, dim {a.dim}, k {a.k}")
     for key, v in env.items():
         log(f"  {key}: {v}")
-    kernels = pick_kernels(a, log)
+    kernels = search_fair.pick_kernels(a.probe_rows, log)
     payload: dict = {"config": dataclasses.asdict(a), "environment": env, "kernels": kernels}
-    roof = run_child("experiments.bench_search", _argv(a, "roofline"), child_env(
-        kernels["numpy"]["coretype"]))
+    roof = search_fair.run_task({"task": "roofline", "n": a.roofline_n},
+                                kernels["numpy"]["coretype"])
     payload["roofline"] = roof
     per_row = 2.0 * a.queries * a.dim
+    kernel = search_fair.openblas_kernel(roof["blas"], "numpy")
     log(f"  fp32 roofline (best {a.roofline_n}^3 sgemm): numpy {roof['numpy_gflop_s']:.0f} GFLOP/s "
-        f"({_kernel_of(roof['blas'], 'numpy')}), JAX {roof['jax_gflop_s']:.0f} GFLOP/s; "
+        f"({kernel}), JAX {roof['jax_gflop_s']:.0f} GFLOP/s; "
         f"at that rate scoring {max(a.sizes):,} rows costs "
         f"{per_row * max(a.sizes) / roof['numpy_gflop_s'] / 1e9:.2f} s per {a.queries:,} queries")
     if a.isolation == "process":
         results = [measure_size(a, m, kernels, log) for m in a.sizes]
         ok = all(r["agree"] for r in results)
     else:
-        env_all = child_env(kernels.get("faiss", kernels["numpy"])["coretype"])
+        env_all = search_fair.child_env(kernels.get("faiss", kernels["numpy"])["coretype"])
         if a.isolation == "passive":
             env_all["OMP_WAIT_POLICY"] = "PASSIVE"
-        r = run_child("experiments.bench_search", _argv(a, "all"), env_all)
+        r = search_fair.run_child("jaxemb.search_fair",
+                                  [json.dumps(_task(a, task="interleaved", sizes=a.sizes))],
+                                  env_all)
         results = r["results"]
         for res in results:
             log(f"\n== {res['size']:,} rows, one process, interleaved ({a.isolation}) ==")

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from experiments.benchkit import check_json_path, child_env, run_child, write_json_atomically
+from experiments.benchkit import check_json_path, write_json_atomically
+from jaxemb.search_fair import child_env, run_child
 
 WRITE_ROWS = 1 << 18
 

@@ -117,7 +117,8 @@ class Interaction(InteractionStudyConfig, Resumable, Output):
 @dataclasses.dataclass(frozen=True)
 class Search(SearchStudyConfig, Resumable, Output):
     """Q6 alone (the study's --search.* options, unprefixed): exact top-k cosine search, jaxemb
-    vs numpy vs FAISS vs the matmul bound."""
+    vs FAISS vs numpy, each in its own process on its fastest BLAS kernel, and approximate
+    search (IVF, cosine and dot) beside FAISS."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,8 +3,11 @@
 The measurement behind ``experiments.bench_search`` and Q6 of the study. The data are random:
 database rows and queries i.i.d. standard normal float32 (cosine scores concentrate near 0 and the
 top-k are only a few standard deviations out: the hard case for pruning schemes, the usual case
-for a flat index). Per database size every method is warmed up once, then the methods run
-interleaved for ``repeats`` rounds (:mod:`jaxemb.timing`).
+for a flat index). :func:`measure_alone` times one method in the calling process: the fair
+protocol runs it in a process of its own per method (:mod:`jaxemb.search_fair`).
+:func:`measure` is the older one-process protocol, kept for comparison: per database size every
+method is warmed up once, then the methods run interleaved for ``repeats`` rounds
+(:mod:`jaxemb.timing`), where one library's spinning threads slow the next.
 
 Methods (each returns the k best rows per query, best first):
 
@@ -202,7 +205,7 @@ def _log_checks(log, checks: list[dict]) -> None:
             log(f"  agreement {c['method']:6s} vs numpy: MISMATCH ({c['why']})")
 
 
-# --- one method per process (the fair protocol of experiments.bench_search) -------------------
+# --- one method per process (the fair protocol, jaxemb.search_fair) ---------------------------
 
 ISOLATED_METHODS = ("jaxemb", "jaxemb fp32 scan", "faiss", "numpy", "sgemm bound")
 LATENCY_QUERIES = 50  # single-query calls timed per method (each a different query)
@@ -242,9 +245,10 @@ def _method(name: str, db: np.ndarray, k: int, faiss: ModuleType | None):
 
 
 def measure_alone(name: str, size: int, *, queries: int, dim: int, k: int, repeats: int,
-                  seed: int, faiss: ModuleType | None = None) -> dict:
+                  seed: int, faiss: ModuleType | None = None,
+                  latency: int = LATENCY_QUERIES) -> dict:
     """Time one method in this process: build, one warm-up batch, ``repeats`` batches of all the
-    queries, then single-query latency over :data:`LATENCY_QUERIES` queries (one warm-up).
+    queries, then single-query latency over ``latency`` queries (one warm-up; 0: skipped).
     Returns {"method", "build_s", "warmup_s", "batch" (min/median/max, queries_per_s),
     "latency" (min/median/max seconds of one query; None for the sgemm bound), "indices"}."""
     db, q = data(size, queries, dim, seed)
@@ -256,31 +260,38 @@ def measure_alone(name: str, size: int, *, queries: int, dim: int, k: int, repea
     out = {"method": name, "build_s": build, "warmup_s": warm,
            "batch": timing.summary(times, queries_per_s=queries), "latency": None,
            "indices": None if idx is None else np.asarray(idx).tolist()}
-    if name != "sgemm bound":
-        one = [q[i % queries][None] for i in range(LATENCY_QUERIES + 1)]
+    if name != "sgemm bound" and latency > 0:
+        one = [q[i % queries][None] for i in range(latency + 1)]
         lat = [timing.timed(lambda x=x: run(x))[0] for x in one]
         out["latency"] = timing.summary(lat[1:])
     return out
 
 
-def roofline(repeats: int = 3, n: int = ROOFLINE_N) -> dict:
+def roofline(repeats: int = 3, n: int = ROOFLINE_N,
+             libraries: tuple[str, ...] = ("numpy", "jax")) -> dict:
     """The machine's measured fp32 matmul rate: the best of ``repeats`` [n, n] x [n, n] sgemms,
-    by numpy (its OpenBLAS) and by JAX (XLA, precision HIGHEST), in GFLOP/s."""
-    import jax
-    import jax.numpy as jnp
-
+    by numpy (its OpenBLAS) and by JAX (XLA, precision HIGHEST), in GFLOP/s: {"n",
+    "numpy_gflop_s", "jax_gflop_s"} for those of ``libraries`` measured."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
     flops = 2.0 * n ** 3
-    np.matmul(a, b)
-    best_np = min(timing.timed(lambda: np.matmul(a, b))[0] for _ in range(repeats))
-    mm = jax.jit(lambda x, y: jnp.matmul(x, y, precision=jax.lax.Precision.HIGHEST))
-    ja, jb = jnp.asarray(a), jnp.asarray(b)
-    mm(ja, jb).block_until_ready()
-    best_jax = min(timing.timed(lambda: mm(ja, jb).block_until_ready())[0]
+    out: dict = {"n": n}
+    if "numpy" in libraries:
+        np.matmul(a, b)
+        best = min(timing.timed(lambda: np.matmul(a, b))[0] for _ in range(repeats))
+        out["numpy_gflop_s"] = flops / best / 1e9
+    if "jax" in libraries:
+        import jax
+        import jax.numpy as jnp
+
+        mm = jax.jit(lambda x, y: jnp.matmul(x, y, precision=jax.lax.Precision.HIGHEST))
+        ja, jb = jnp.asarray(a), jnp.asarray(b)
+        mm(ja, jb).block_until_ready()
+        best = min(timing.timed(lambda: mm(ja, jb).block_until_ready())[0]
                    for _ in range(repeats))
-    return {"n": n, "numpy_gflop_s": flops / best_np / 1e9, "jax_gflop_s": flops / best_jax / 1e9}
+        out["jax_gflop_s"] = flops / best / 1e9
+    return out
 
 
 def probe_kernel(library: str, rows: int = 100_000) -> float:

@@ -1,25 +1,27 @@
-"""The IVF benchmark's pieces: recall, its data, its flags, its table (no timing here)."""
+"""The IVF benchmark's pieces: recall, its data (in jaxemb.search_fair), its flags, its table (no
+timing here)."""
 
 import numpy as np
 import pytest
 
 from experiments import bench_ivf
+from jaxemb import search_fair
 
 
 def test_recall_counts_the_true_neighbours_found():
     truth = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
     found = np.array([[4, 3, 9, 1], [0, 0, 0, 5]])  # 3 of 4, then 1 of 4 (a repeat counts once)
-    assert bench_ivf.recall(found, truth) == pytest.approx((3 + 1) / 8)
+    assert search_fair.recall(found, truth) == pytest.approx((3 + 1) / 8)
 
 
 def test_data_are_seeded_and_clustered_data_cluster():
-    a = bench_ivf.make_data("clustered", 2000, 10, 16, seed=1, noise=0.1)
-    b = bench_ivf.make_data("clustered", 2000, 10, 16, seed=1, noise=0.1)
+    a = search_fair.make_data("clustered", 2000, 10, 16, seed=1, noise=0.1)
+    b = search_fair.make_data("clustered", 2000, 10, 16, seed=1, noise=0.1)
     np.testing.assert_array_equal(a[0], b[0])
     X = a[0] / np.linalg.norm(a[0], axis=1, keepdims=True)
     best = np.sort(X @ X.T, axis=1)[:, -2]  # each row's best other cosine: a cluster mate
     assert np.median(best) > 0.9
-    g, _ = bench_ivf.make_data("gaussian", 2000, 10, 16, seed=1)
+    g, _ = search_fair.make_data("gaussian", 2000, 10, 16, seed=1)
     G = g / np.linalg.norm(g, axis=1, keepdims=True)
     assert np.median(np.sort(G @ G.T, axis=1)[:, -2]) < 0.9
 

@@ -60,7 +60,8 @@ class StudyConfig:
     interaction: InteractionStudyConfig = InteractionStudyConfig()
     """Q5: user–item interaction models on planted data (or MovieLens)."""
     search: SearchStudyConfig = SearchStudyConfig()
-    """Q6: exact top-k cosine search against numpy and FAISS."""
+    """Q6: exact and approximate (IVF) top-k search against FAISS and numpy, each in its own
+    process."""
     only: tuple[str, ...] = QUESTIONS
     """Run only these questions (q1 … q7)."""
     quick: bool = False
