@@ -52,6 +52,12 @@ def pytest_configure(config):
         path = _own_cache_dir = tempfile.mkdtemp(prefix="jaxemb-compilation-cache-")
     if path is None:
         return
+    # pytest-xdist: a cache of its own per worker. JAX writes an entry in place (no rename), so a
+    # worker reading an entry another one is writing could read half of it.
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        path = os.path.join(path, worker)
+        os.makedirs(path, exist_ok=True)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = path  # for child processes
     for name, value in _CACHE_SETTINGS.items():
         os.environ.setdefault(name, value)
@@ -60,6 +66,19 @@ def pytest_configure(config):
                       float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes",
                       int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]))
+
+
+# The suite runs in pytest-xdist workers (pyproject's addopts), each test file whole on one
+# worker (``--dist loadfile``: a module's fixtures are built once), files handed out in
+# collection order. The longest files go first, so no worker is left alone with one at the end.
+LONGEST_FIRST = ("test_study.py", "test_sgns.py", "test_attention_study.py", "test_attention.py",
+                 "test_faults.py", "test_sharding.py", "test_train.py", "test_transformer.py",
+                 "test_interaction.py", "test_search.py", "test_scoring.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest in order
 
 
 def pytest_unconfigure(config):

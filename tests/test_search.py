@@ -58,8 +58,17 @@ def _params(rng, name):
     return ()
 
 
-@pytest.mark.parametrize("name", list(S.SCORES))
-@pytest.mark.parametrize("m,k,chunk", [(103, 5, 16), (103, 20, 8), (64, 64, 7), (50, 3, 1000)])
+# The scan's chunking (k > chunk, k = rows, chunk > rows) does not depend on the score, which
+# enters through its feature maps only: every score at one chunking, every chunking for dot and
+# cosine by default (each case is a search program of its own, ~1 s to compile); the rest of the
+# cross product under -m slow.
+CHUNKINGS = [(103, 5, 16), (103, 20, 8), (64, 64, 7), (50, 3, 1000)]
+TOP_K_CASES = [pytest.param(name, *shape, marks=() if name in ("dot", "cosine") or
+                            shape == CHUNKINGS[0] else pytest.mark.slow)
+               for name in S.SCORES for shape in CHUNKINGS]
+
+
+@pytest.mark.parametrize("name,m,k,chunk", TOP_K_CASES)
 def test_top_k_matches_numpy(rng, name, m, k, chunk):
     params = _params(rng, name)
     Q = rng.standard_normal((11, D)).astype(np.float32)

@@ -231,9 +231,18 @@ def test_block_loss_all_zero_rows_by_hand():
     np.testing.assert_allclose(loss, 12 * math.log(2), rtol=1e-6)
 
 
-@pytest.mark.parametrize("score,bias", [("dot", False), ("dot", True), ("cosine", False),
-                                        ("bilinear", False)])
-@pytest.mark.parametrize("w,b,g,pool", [(1, 8, 8, 2), (2, 8, 4, 3), (5, 16, 4, 2)])
+# The block layout (window, block, negative groups, pool) and the score enter the loss apart:
+# every score at every layout would be 12 programs; by default every score at the first layout
+# and every layout for dot, the rest under -m slow.
+LOSS_SCORES = [("dot", False), ("dot", True), ("cosine", False), ("bilinear", False)]
+LOSS_LAYOUTS = [(1, 8, 8, 2), (2, 8, 4, 3), (5, 16, 4, 2)]
+LOSS_CASES = [pytest.param(score, bias, *layout,
+                           marks=() if (score, bias) == LOSS_SCORES[0] or
+                           layout == LOSS_LAYOUTS[0] else pytest.mark.slow)
+              for score, bias in LOSS_SCORES for layout in LOSS_LAYOUTS]
+
+
+@pytest.mark.parametrize("score,bias,w,b,g,pool", LOSS_CASES)
 def test_block_loss_equals_the_loss_by_hand(rng, score, bias, w, b, g, pool):
     cfg, r_in, r_out, r_neg, pair, centre = _tiny(score, rng, w, b, g, pool, bias=bias)
     sp = _score_params(score, rng, cfg.dim)
@@ -519,13 +528,14 @@ def test_block_curvature_is_each_rows_hessian_along_its_gradient(rng, w, b, g, p
     centre = jnp.asarray(rng.random(b) < 0.9, jnp.float32)
     pair = pair * centre[:, None]
     (_, curv), grads = sgns._block_grads(cfg, {}, *rows, pair, centre)
+    f = lambda *r: sgns.block_loss(cfg, {}, *r, pair, centre)  # noqa: E731
+    # one jitted program for every block (op by op, each Hessian took 5 s)
+    hessians, gradients = jax.jit(lambda *r: (jax.hessian(f, argnums=(0, 1, 2))(*r),
+                                              jax.grad(f, argnums=(0, 1, 2))(*r)))(*rows)
     for arg, got in ((1, curv[0]), (2, curv[1]), (3, curv[2].reshape(-1))):
-        f = lambda *r: sgns.block_loss(cfg, {}, *r, pair, centre)  # noqa: E731
         n = got.shape[0]
-        # jitted: op by op, the forward-over-reverse Hessian took 16 s per case
-        H = jax.jit(jax.hessian(f, argnums=arg - 1))(*rows)
-        H = np.asarray(H, np.float64).reshape(n, 3, n, 3)
-        G = np.asarray(jax.jit(jax.grad(f, argnums=arg - 1))(*rows), np.float64).reshape(n, 3)
+        H = np.asarray(hessians[arg - 1][arg - 1], np.float64).reshape(n, 3, n, 3)
+        G = np.asarray(gradients[arg - 1], np.float64).reshape(n, 3)
         np.testing.assert_allclose(G, np.asarray(grads[arg]).reshape(n, 3), rtol=1e-5, atol=1e-6)
         gg = np.sum(G * G, 1)
         want = np.where(gg > 0, np.einsum("pi,pipj,pj->p", G, H, G) / np.maximum(gg, 1e-30), 0)
