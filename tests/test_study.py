@@ -4,7 +4,11 @@ results.json reads back into each question's Results and re-renders the same tab
 training. Bad input stops before any work starts."""
 
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,12 +23,22 @@ pytest.importorskip("gensim")
 RUN_QUESTIONS = study.QUESTIONS
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """One `study --quick` run shared by every test here that needs a real run."""
+    """One `study --quick` run shared by every test here that needs a real run: the command a
+    user types, in a process of its own on one CPU device (not the suite's 8 fake ones, on which
+    Q4's runs are sharded 8 ways and trained one at a time), sharing the suite's compilation
+    cache through JAX_COMPILATION_CACHE_DIR."""
     out = tmp_path_factory.mktemp("runs")
     only = [] if RUN_QUESTIONS == study.QUESTIONS else ["--only", *RUN_QUESTIONS]
-    assert runner.main(["study", "--quick", *only, "--out-dir", str(out)]) == 0
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "experiments.run", "study", "--quick", *only,
+                           "--out-dir", str(out)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return run_dir, (run_dir / "report.md").read_text(), metrics
