@@ -27,10 +27,11 @@ of 3. With ``--parts mqar --widths 32 64 128 --mqar-steps 600`` (2479 s, shared 
 dot, cosine, both bilinears and QK-LayerNorm solve it at width 128 (3/3 seeds), −‖q−k‖² does
 not (1/3).
 
-Split in three: this module (the config, the results, the question's entry points),
+Split in four: this module (the config, the results, the question's entry points),
 :mod:`experiments.study.q4_measure` (training; several seeds and learning rates are members of
-one ``jax.vmap``-ed, jitted, donated, sharded train step of jaxemb.attention_train) and
-:mod:`experiments.study.q4_render` (tables, figures and the answer, from the results only).
+one ``jax.vmap``-ed, jitted, donated, sharded train step of jaxemb.attention_train),
+:mod:`experiments.study.q4_render` (tables and figures) and :mod:`experiments.study.q4_answer`
+(the words), both from the results only.
 """
 
 from __future__ import annotations

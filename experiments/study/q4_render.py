@@ -1,4 +1,5 @@
-"""Q4's section: tables, figures and the answer, from the results only (no training).
+"""Q4's section: tables and figures, from the results only (no training); the words are in
+:mod:`experiments.study.q4_answer`.
 
 Every table cell is ``jaxemb.stats.format_interval`` of the per-seed values the section also
 logs to ``metrics.jsonl``; every comparison in the answer is ``jaxemb.stats.compare`` (paired
@@ -16,21 +17,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments.report import Run, answer_text  # noqa: E402
+from experiments.study.q4_answer import (  # noqa: E402
+    BACKGROUND,
+    CONTROL_TASKS,
+    answer,
+    avg,
+    fmt,
+    lr_sensitivity,
+    lr_sweeps,
+    smallest_widths,
+    vals,
+)
 from jaxemb import stats  # noqa: E402
-
-_RELATION = {"lower": "below", "higher": "above", "indistinguishable": "indistinguishable from"}
-
-
-def _vals(rows: list[dict], key: str) -> list[float]:
-    return [row[key] for row in rows]
-
-
-def _mean(rows: list[dict], key: str) -> float:
-    return stats.t_interval(_vals(rows, key)).mean
-
-
-def _fmt(rows: list[dict], key: str, digits: int = 3) -> str:
-    return stats.format_interval(_vals(rows, key), digits)
 
 
 def _protocol_short(cfg) -> str:
@@ -52,14 +50,14 @@ def _relevance(results, cfg, run: Run) -> str:
     thr = cfg.relevance_threshold
 
     def solved(rows, key):
-        return "yes" if _mean(rows, key) >= thr else "no"
+        return "yes" if avg(rows, key) >= thr else "no"
 
     md = run.table(
         "q4_relevance_table",
         ("score", "accuracy (all sentiment words)", "on negated words", "on other words",
          "attention mass on the negator (best head)", "per layer, mean over heads", "solved"),
-        [(s, _fmt(r, "accuracy"), _fmt(r, "negated_accuracy"), _fmt(r, "plain_accuracy"),
-          _fmt(r, "attention_mass"), _layer_mass(r), solved(r, "negated_accuracy"))
+        [(s, fmt(r, "accuracy"), fmt(r, "negated_accuracy"), fmt(r, "plain_accuracy"),
+          fmt(r, "attention_mass"), _layer_mass(r), solved(r, "negated_accuracy"))
          for s, r in rel["negation"].items()],
         f"Negation scope, held-out: {cfg.eval_size} sequences of T={cfg.seq_len} (vocabulary "
         f"{cfg.vocab}: fillers, 4 negators, 8 positive and 8 negative words; a negator flips the "
@@ -80,7 +78,7 @@ def _relevance(results, cfg, run: Run) -> str:
         "q4_lookup_table",
         ("score", "accuracy (successor's position)", "attention mass on the successor "
          "(best head)", "per layer, mean over heads", "solved"),
-        [(s, _fmt(r, "accuracy"), _fmt(r, "attention_mass"), _layer_mass(r),
+        [(s, fmt(r, "accuracy"), fmt(r, "attention_mass"), _layer_mass(r),
           solved(r, "accuracy")) for s, r in rel["lookup"].items()],
         f"Successor lookup (jaxemb.tasks.successor_lookup), held-out: {cfg.eval_size} sequences "
         f"of T={cfg.seq_len} consecutive words of a fixed one-way cycle through "
@@ -111,9 +109,9 @@ def _far_table(rel: dict, cfg, run: Run) -> str:
         "q4_negation_far_table",
         ("score", "accuracy", "on negated words", "on other words",
          "attention mass on the negator (best head)", "per layer, mean over heads", "solved"),
-        [(s, _fmt(r, "accuracy"), _fmt(r, "negated_accuracy"), _fmt(r, "plain_accuracy"),
-          _fmt(r, "attention_mass"), _layer_mass(r),
-          "yes" if _mean(r, "negated_accuracy") >= thr else "no") for s, r in far.items()],
+        [(s, fmt(r, "accuracy"), fmt(r, "negated_accuracy"), fmt(r, "plain_accuracy"),
+          fmt(r, "attention_mass"), _layer_mass(r),
+          "yes" if avg(r, "negated_accuracy") >= thr else "no") for s, r in far.items()],
         f"The negator at a random distance (jaxemb.tasks.negation_distance), held-out: "
         f"{cfg.eval_size} sequences of T={cfg.seq_len}, one scored sentiment word at the end; "
         f"in about half of them one negator anywhere before it (uniform position, so position "
@@ -163,15 +161,6 @@ def _layer_mass(rows: list[dict]) -> str:
                       for layer in range(L))
 
 
-# task: (what the answer calls it, the accuracy that decides "solved", the attended token)
-CONTROL_TASKS = {"lookup": ("successor lookup", "accuracy", "the successor"),
-                 "negation_far": ("the negator at a random distance", "negated_accuracy",
-                                  "the negator")}
-
-
-def _mean_mass(rows: list[dict]) -> list[float]:
-    """Per seed, the mass on the target averaged over layers and heads (no selection)."""
-    return [float(np.mean(r["layer_mass"])) for r in rows]
 
 
 def _control(results, cfg, run: Run) -> str:
@@ -191,9 +180,9 @@ def _control(results, cfg, run: Run) -> str:
             ("blocks", "score", "accuracy", *(("on negated words",) if neg else ()),
              f"mass on {target} per layer, mean over heads (layer 0 / 1 / …)",
              "mass, best layer and head", "solved"),
-            [(depth, CONTROL_LABELS.get(s, s), _fmt(r, "accuracy"),
-              *((_fmt(r, key),) if neg else ()), _layer_mass(r), _fmt(r, "attention_mass"),
-              "yes" if _mean(r, key) >= thr else "no")
+            [(depth, CONTROL_LABELS.get(s, s), fmt(r, "accuracy"),
+              *((fmt(r, key),) if neg else ()), _layer_mass(r), fmt(r, "attention_mass"),
+              "yes" if avg(r, key) >= thr else "no")
              for depth, by_score in by_depth for s, r in by_score.items()],
             f"The symmetric control on {name} (same data, held-out set and protocol as its "
             f"table above; {_protocol_short(cfg)}; only the score and the number of blocks "
@@ -212,12 +201,6 @@ def _control(results, cfg, run: Run) -> str:
 
 # --- MQAR ----------------------------------------------------------------------------------
 
-def smallest_widths(mqar: dict, threshold: float) -> dict[str, int | None]:
-    """Per score, the smallest width whose mean held-out accuracy reaches ``threshold``."""
-    return {s: next((int(w) for w, rows in sorted(by_w.items(), key=lambda x: int(x[0]))
-                     if _mean(rows, "accuracy") >= threshold), None)
-            for s, by_w in mqar.items()}
-
 
 def _mqar(results, cfg, run: Run) -> str:
     thr, n = cfg.solve_threshold, len(results.seeds)
@@ -229,8 +212,8 @@ def _mqar(results, cfg, run: Run) -> str:
     smallest = smallest_widths(results.mqar, thr)
 
     def cell(rows):
-        k = sum(a >= thr for a in _vals(rows, "accuracy"))
-        return f"{_fmt(rows, 'accuracy')} ({k}/{n})"
+        k = sum(a >= thr for a in vals(rows, "accuracy"))
+        return f"{fmt(rows, 'accuracy')} ({k}/{n})"
 
     return run.table(
         "q4_mqar_table", ("score", *[f"accuracy, width {w} (seeds ≥ {thr})" for w in widths],
@@ -250,23 +233,6 @@ def _mqar(results, cfg, run: Run) -> str:
 
 
 # --- character LM --------------------------------------------------------------------------
-
-def lr_sweeps(members: dict, first_seed: int) -> dict[str, dict[float, tuple]]:
-    """{score: {lr: (bits per char or None, diverged_at)}} of the first seed, by lr."""
-    return {s: {m["lr"]: (m["bits_per_char"], m["diverged_at"])
-                for m in sorted((m for m in ms if m["seed"] == first_seed),
-                                key=lambda m: m["lr"])}
-            for s, ms in members.items()}
-
-
-def lr_sensitivity(sweeps: dict, cap: float) -> dict[str, float]:
-    """Wortsman et al. 2023: the mean over the sweep of min(loss, cap) minus the best loss; a
-    diverged run counts as ``cap`` (the loss at init)."""
-    out = {}
-    for s, by_lr in sweeps.items():
-        losses = np.array([min(b, cap) if bad < 0 else cap for b, bad in by_lr.values()])
-        out[s] = float(np.mean(losses - losses.min()))
-    return out
 
 
 def _curves(members: dict, first_seed: int) -> dict:
@@ -373,174 +339,6 @@ def _logit_figure(run: Run, curves: dict, cfg, seeds: list) -> str:
     return run.figure(fig, "q4_logit_growth",
                       "Growth of the largest attention logit during training (character LM; all "
                       "layers, heads and causal entries of the held-out windows).")
-
-
-# --- the answer ----------------------------------------------------------------------------
-
-def _raw_sentence(task: str, by_score: dict, key: str, what: str, threshold: float
-                  ) -> str | None:
-    """Raw similarity against scaled_dot (or, without it, the best other score) on one task."""
-    others = {s: rows for s, rows in by_score.items() if s != "raw"}
-    if "raw" not in by_score or not others:
-        return None
-    ref = ("scaled_dot" if "scaled_dot" in others
-           else max(others, key=lambda s: _mean(others[s], key)))
-    raw, std = by_score["raw"], others[ref]
-    raw_ok, std_ok = _mean(raw, key) >= threshold, _mean(std, key) >= threshold
-    verdict = {(False, True): "failed where learned projections succeeded",
-               (True, True): "solved it too", (True, False): "solved it where learned "
-               "projections did not", (False, False): "did not solve it"}[raw_ok, std_ok]
-    acc = _RELATION[stats.compare(_vals(raw, key), _vals(std, key))]
-    mass = _RELATION[stats.compare(_vals(raw, "attention_mass"), _vals(std, "attention_mass"))]
-    return (f"On {task}, raw similarity (no W_Q, W_K) {verdict}: {_fmt(raw, key)}, {acc} {ref} "
-            f"({_fmt(std, key)}); its attention mass on {what}, {_fmt(raw, 'attention_mass', 2)}, "
-            f"was {mass} {ref}'s ({_fmt(std, 'attention_mass', 2)}).")
-
-
-def _solved_sentence(task: str, by_score: dict, key: str, threshold: float, steps: int) -> str:
-    solved = [s for s, rows in by_score.items() if _mean(rows, key) >= threshold]
-    unsolved = [s for s in by_score if s not in solved]
-    if not solved:
-        return f"No score solved {task} (≥ {threshold:.0%}) within {steps} steps."
-    return (f"On {task} {', '.join(solved)} reached ≥ {threshold:.0%}"
-            + (f"; {', '.join(unsolved)} did not." if unsolved else "."))
-
-
-def _relevance_sentences(rel: dict, cfg) -> list[str]:
-    thr, steps = cfg.relevance_threshold, cfg.protocol.steps
-    neg_task = "negation scope (a sentiment word must find its negator, a token unlike it)"
-    look_task = ("successor lookup (a word must point at its successor in a one-way relation; "
-                 f"chance {rel['baselines']['lookup_chance']:.3f})")
-    far = rel.get("negation_far")  # absent from results saved before it existed
-    far_task = ("the negator at a random distance (one scored word, the negator anywhere "
-                "before it among distractors), accuracy on negated words")
-    lines = [_solved_sentence(neg_task + ", accuracy on negated words", rel["negation"],
-                              "negated_accuracy", thr, steps),
-             _solved_sentence(look_task, rel["lookup"], "accuracy", thr, steps),
-             *([_solved_sentence(far_task, far, "negated_accuracy", thr, steps)] if far else [])]
-    return lines + [x for x in (
-        _raw_sentence("negation scope", rel["negation"], "negated_accuracy", "the negator", thr),
-        _raw_sentence("successor lookup", rel["lookup"], "accuracy", "the successor", thr),
-        far and _raw_sentence("the negator at a random distance", far, "negated_accuracy",
-                              "the negator", thr)) if x]
-
-
-_VERDICT = {(False, True): "the asymmetric score was needed",
-            (True, True): "a symmetric score sufficed",
-            (True, False): "the symmetric score did better than the asymmetric one",
-            (False, False): "neither score solved it, which says nothing about symmetry"}
-
-
-def _control_task_sentences(task: str, by_depth: dict, cfg) -> list[str]:
-    """The tied (symmetric) score against scaled_dot (and raw) at each depth of one task."""
-    name, key, target = CONTROL_TASKS[task]
-    thr, ref, tied = cfg.relevance_threshold, "scaled_dot", "tied_qk"
-    said, verdicts = [], {}  # verdict -> depths, in order
-    for depth in sorted(by_depth, key=int):
-        by = by_depth[depth]
-        if tied not in by:
-            continue
-        d = int(depth)
-        layers = f"{d} layer{'s' if d > 1 else ''}"
-        t_ok = _mean(by[tied], key) >= thr
-        clause = f"with {layers} tied_qk {'solved' if t_ok else 'did not solve'} it " \
-                 f"({_fmt(by[tied], key)})"
-        if ref in by:
-            r_ok = _mean(by[ref], key) >= thr
-            rel = _RELATION[stats.compare(_vals(by[tied], key), _vals(by[ref], key))]
-            clause += f", {rel} scaled_dot ({_fmt(by[ref], key)}, " \
-                      f"{'solved' if r_ok else 'not solved'})"
-            verdicts.setdefault(_VERDICT[t_ok, r_ok], []).append(d)
-        # the attention the seed asks about: mass on the target, over all layers and heads
-        masses = [f"{s} {stats.format_interval(_mean_mass(by[s]), 2)}"
-                  for s in (tied, ref, "raw") if s in by]
-        clause += f"; mass on {target}, mean over layers and heads: {', '.join(masses)}"
-        if ref in by:
-            rel = _RELATION[stats.compare(_mean_mass(by[tied]), _mean_mass(by[ref]))]
-            clause += f" (tied_qk {rel} scaled_dot)"
-        said.append(clause)
-    if not said:
-        return []
-    acc = "accuracy on negated words" if key == "negated_accuracy" else "accuracy"
-    out = [f"Symmetric control on {name} (a learned tied W_Q = W_K, so score(x_i, x_j) = "
-           f"score(x_j, x_i); {acc}, {cfg.protocol.steps} steps): " + "; ".join(said) + "."]
-    if verdicts:
-        out.append(f"So on {name} " + "; ".join(
-            f"at {' and '.join(map(str, ds))} layer{'s' if ds != [1] else ''} {v}"
-            for v, ds in verdicts.items()) + ".")
-    return out
-
-
-def _control_sentences(ctl: dict, cfg) -> list[str]:
-    return [x for task in CONTROL_TASKS if task in ctl
-            for x in _control_task_sentences(task, ctl[task], cfg)]
-
-
-def _mqar_sentence(mqar: dict, cfg) -> str:
-    smallest = smallest_widths(mqar, cfg.solve_threshold)
-    ok = {s: w for s, w in smallest.items() if w is not None}
-    if ok:
-        never = [s for s in smallest if s not in ok]
-        by_width = {w: [s for s, v in ok.items() if v == w] for w in sorted(set(ok.values()))}
-        return (f"MQAR was solved (mean ≥ {cfg.solve_threshold}) "
-                + "; ".join(f"from width {w} by {', '.join(ss)}" for w, ss in by_width.items())
-                + (f"; not within the grid by {', '.join(never)}" if never else "") + ".")
-    means = {s: max(_mean(rows, "accuracy") for rows in by_w.values())
-             for s, by_w in mqar.items()}
-    best = max(means, key=means.get)
-    return (f"No score solved MQAR (mean ≥ {cfg.solve_threshold}) at any width of the grid "
-            f"within {cfg.mqar_steps} steps (best: {best}, {means[best]:.3f}; answering with a "
-            f"random value of the sequence scores {1 / cfg.kv_pairs:.3f}).")
-
-
-def _char_sentences(members: dict, first_seed: int, cfg) -> list[str]:
-    bits = {s: [m["bits_per_char"] for m in ms if not m["sweep"]] for s, ms in members.items()}
-    means = {s: stats.t_interval(b).mean for s, b in bits.items()}
-    best = min(means, key=means.get)
-    tied = [s for s in bits if s != best and stats.compare(bits[s], bits[best]) ==
-            "indistinguishable"]
-    lines = [f"On held-out characters {best} had the lowest loss ({means[best]:.3f} bits)"
-             + (f"; {', '.join(tied)} {'is' if len(tied) == 1 else 'are'} indistinguishable "
-                f"from it (paired over seeds)" if tied else
-                ", below every other score (paired over seeds)") + "."]
-    sens = lr_sensitivity(lr_sweeps(members, first_seed), math.log2(cfg.vocab))
-    order = sorted(sens, key=sens.get)
-    lines.append(f"Across the learning-rate sweep the least sensitive score was {order[0]} "
-                 f"({sens[order[0]]:.3f} bits), the most {order[-1]} ({sens[order[-1]]:.3f}).")
-    return lines
-
-
-def answer(results, cfg) -> str:
-    """The short answer; every claim is chosen by comparing the measured numbers."""
-    lines = []
-    if results.relevance is not None:
-        lines += _relevance_sentences(results.relevance, cfg)
-    if results.control is not None:
-        lines += _control_sentences(results.control, cfg)
-    if results.mqar is not None:
-        lines.append(_mqar_sentence(results.mqar, cfg))
-    if results.char is not None:
-        lines += _char_sentences(results.char["members"], results.seeds[0], cfg)
-    return " ".join(lines)
-
-
-BACKGROUND = """\
-After the learned projections, q·k = x_i W_Q W_Kᵀ x_jᵀ is a learned bilinear form (Vaswani et
-al. 2017), so relevance is learned and need not be resemblance: "don't" can score high against
-"like" although their embeddings are unlike. The other scores are the same dot product after
-other feature maps (jaxemb.scoring): cosine drops the lengths and needs a temperature to express
-a peaked softmax; −‖q−k‖² = 2q·k − ‖k‖² − ‖q‖², and ‖q‖² cancels in the softmax over keys, so it
-is a dot product with a per-key penalty ‖k‖²; the bilinear forms re-parametrise W_Q W_Kᵀ. In one
-layer, raw similarity (q = k = x) cannot separate relevance from resemblance: a token scores
-itself at least as high as any other token of its norm (Cauchy–Schwarz), and the score is
-symmetric, so around a cycle of words the sum of successor scores equals the sum of predecessor
-scores (jaxemb.tasks). That argument holds per layer only: in a deeper model later layers compare
-representations that earlier layers and the position embeddings have already mixed, so a network
-of raw-similarity layers is not bound to a symmetric relation. A tied projection (W_Q = W_K)
-gives a learned score that is still symmetric, (x_i W)·(x_j W), and positive semi-definite, so
-within one layer the same cycle argument binds it; only a second layer (or W_Q ≠ W_K) can
-break the symmetry. MQAR is different: the query is
-the very token that was stored as a key, so its lookup is by resemblance."""
 
 
 def render(results, cfg, run: Run) -> None:
