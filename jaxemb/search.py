@@ -103,42 +103,16 @@ class Index:
         of two, so any n reuses one of a few compiled shapes.
         """
         Q, single = self._checked_queries(queries, k, query_block)
-        m = len(self)
-        n, f = Q.shape[0], self.keys.shape[1]
-
-        def block_rows(rows: int) -> int:
-            # Rows go to the device in blocks of query_block, the last (or only) one padded to the
-            # next power of two: every block shape comes from {2, 4, ..., query_block}, so
-            # n = 1, 2, ..., N compiles at most log2(query_block) shapes and a size seen before
-            # never recompiles. Never one row: a one-row block lowers to other CPU kernels that
-            # round differently (last-bit changes in a query's scores with the batch it came in).
-            return min(int(query_block), max(2, 1 << (rows - 1).bit_length()))
+        n = Q.shape[0]
 
         def run(block: Array, method: str):
-            b = block.shape[0]
-            chunk = chunk_size
-            if b <= SCAN_ROWS and not approx:
-                # A few queries are memory-bound: one pass of fp32 products over the keys in as
-                # few chunks as the score block allows beats the two-stage method, whose first
-                # pass and rescoring each read the keys (1M x 300, one query, 2-core AVX-512
-                # CPU: 79 ms median vs 1.5 s two-stage and 180 ms in 56k-row chunks).
-                method = "scan"
-                if chunk is None:
-                    chunk = DEFAULT_BLOCK_BYTES // (4 * b)
-            if chunk is None:
-                # Bytes of the [b, chunk] score block; also cap the key rows per chunk (the
-                # chunk's bfloat16 copy) by the same bytes, for few queries. A function of the
-                # block shape only, so it adds no compilations.
-                chunk = min(DEFAULT_BLOCK_BYTES // (4 * b), DEFAULT_BLOCK_BYTES // (2 * f))
-            return _search_block(block, self.keys, self.params, k=int(k),
-                                 chunk=int(min(max(chunk, 1), m)), approx=approx,
-                                 recall_target=recall_target, score=self.score,
-                                 options=tuple(sorted(self.options.items())), method=method)
+            return self._run_block(block, method, k=int(k), approx=approx,
+                                   recall_target=recall_target, chunk_size=chunk_size)
 
         def padded(rows: np.ndarray) -> Array:
             # Padding repeats a real query (not zeros, which some feature maps divide by): each
             # row is searched on its own and padding rows are dropped, so they change nothing.
-            size = block_rows(rows.size)
+            size = _block_rows(rows.size, int(query_block))
             return Q[np.concatenate([rows, np.full(size - rows.size, rows[0])])]
 
         # Results are gathered on the host: ``ok`` is needed there anyway, and slicing numpy
@@ -171,6 +145,40 @@ class Index:
         if single:
             scores, indices = scores[0], indices[0]
         return jnp.asarray(scores), jnp.asarray(indices)
+
+
+    def _run_block(self, block: Array, method: str, *, k: int, approx: bool,
+                   recall_target: float, chunk_size: int | None):
+        """One padded block of queries [b, f] through :func:`_search_block`: (scores, indices,
+        ok, flags), each with b rows; the chunk of keys per step chosen from the block shape."""
+        b, f, m = block.shape[0], self.keys.shape[1], len(self)
+        chunk = chunk_size
+        if b <= SCAN_ROWS and not approx:
+            # A few queries are memory-bound: one pass of fp32 products over the keys in as
+            # few chunks as the score block allows beats the two-stage method, whose first
+            # pass and rescoring each read the keys (1M x 300, one query, 2-core AVX-512
+            # CPU: 79 ms median vs 1.5 s two-stage and 180 ms in 56k-row chunks).
+            method = "scan"
+            if chunk is None:
+                chunk = DEFAULT_BLOCK_BYTES // (4 * b)
+        if chunk is None:
+            # Bytes of the [b, chunk] score block; also cap the key rows per chunk (the
+            # chunk's bfloat16 copy) by the same bytes, for few queries. A function of the
+            # block shape only, so it adds no compilations.
+            chunk = min(DEFAULT_BLOCK_BYTES // (4 * b), DEFAULT_BLOCK_BYTES // (2 * f))
+        return _search_block(block, self.keys, self.params, k=k,
+                             chunk=int(min(max(chunk, 1), m)), approx=approx,
+                             recall_target=recall_target, score=self.score,
+                             options=tuple(sorted(self.options.items())), method=method)
+
+
+def _block_rows(rows: int, query_block: int) -> int:
+    """Rows of the device block for ``rows`` queries: blocks of ``query_block``, the last (or
+    only) one padded to the next power of two, so every block shape comes from {2, 4, ...,
+    query_block}: n = 1, 2, ..., N compiles at most log2(query_block) shapes and a size seen
+    before never recompiles. Never one row: a one-row block lowers to other CPU kernels that
+    round differently (last-bit changes in a query's scores with the batch it came in)."""
+    return min(query_block, max(2, 1 << (rows - 1).bit_length()))
 
 
 def index(database, score: str | Score = "cosine", *params, **options) -> Index:

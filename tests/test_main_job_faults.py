@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from childenv import one_device_env
 
 from experiments import run as runner
 from experiments import study
@@ -284,9 +285,7 @@ TIMING = re.compile(r"seconds|words_per_s|^training$|^devices$")
 def _study(args, out, signum=None, markers=(), timeout=600):
     """Run the study in a subprocess; with ``signum``, send it once each of ``markers`` has
     been on stderr, in turn. Returns (exit code, stderr)."""
-    # one device, as a user runs it (the suite's 8 fake CPU devices time out XLA's collectives
-    # when the CPUs are shared)
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"PYTHONPATH": str(ROOT)}
+    env = one_device_env()  # one device, as a user runs it
     p = subprocess.Popen([sys.executable, "-m", "experiments.run", *args, "--out-dir", str(out)],
                          cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
     err, t0, todo = "", time.monotonic(), list(markers)

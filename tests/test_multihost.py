@@ -3,7 +3,6 @@ each, gloo collectives) trains SGNS on a 2-device mesh with the tables split alo
 vocabulary, and gives the vectors of a one-process run."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from childenv import one_device_env
 
 from jaxemb import io
 
@@ -30,8 +30,7 @@ def _command(out: Path, *extra: str) -> list[str]:
 
 
 def _env() -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device per process
-    return {**env, "JAX_PLATFORMS": "cpu", "TQDM_DISABLE": "1"}
+    return one_device_env(JAX_PLATFORMS="cpu", TQDM_DISABLE="1")  # one device per process
 
 
 def _evaluation(run_dir: Path) -> dict:

@@ -4,13 +4,13 @@ results.json reads back into each question's Results and re-renders the same tab
 training. Bad input stops before any work starts."""
 
 import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from childenv import one_device_env
 
 from experiments import run as runner
 from experiments import study
@@ -34,7 +34,7 @@ def quick_run(tmp_path_factory):
     cache through JAX_COMPILATION_CACHE_DIR."""
     out = tmp_path_factory.mktemp("runs")
     only = [] if RUN_QUESTIONS == study.QUESTIONS else ["--only", *RUN_QUESTIONS]
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"PYTHONPATH": str(ROOT)}
+    env = one_device_env()
     proc = subprocess.run([sys.executable, "-m", "experiments.run", "study", "--quick", *only,
                            "--out-dir", str(out)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=900)
