@@ -18,9 +18,11 @@ Data on device, sampling inside jit from (key, step), fixed shapes:
   large, so no setting (window, negatives, dimension, corpus) needs its own constant. The input
   rows step first; the output rows' G and H are then taken against the moved input rows, so
   the two sides of a pair do not both take a full step on the same logit (a Gauss–Seidel sweep
-  over the two tables). H is computed in feature space, which is the rows' own curvature for
-  dot and bilinear but not for cosine (features t·v/‖v‖): cosine trains much worse under it
-  (WS353 0.14 vs 0.45 for the learned temperature, measured under ``update="implicit"``).
+  over the two tables); H is taken along the word's whole gradient, with each term's σ' at its
+  mean over the logit's move under the step (so saturated terms about to cross count). H is
+  computed in feature space, which is the rows' own curvature for dot and bilinear but not for
+  cosine (features t·v/‖v‖): cosine trains much worse under it (WS353 0.14 vs 0.45 for the
+  learned temperature, measured under ``update="implicit"``).
   ``update="implicit"``: both sides at once, each bounded at half a Newton step, φ(2·lr·H)
   (lost WS353 and SimLex against gensim at window 10). ``update="damped"``, the earlier rule
   (the sum damped by count^0.3 of a row's positions), is what the SGNS study uses for every
@@ -58,9 +60,8 @@ from jaxemb.learned_score import LearnedScore
 from jaxemb.sgns_update import (
     block_curvature,
     damped_gradients,
-    input_curvature,
-    output_curvature,
-    row_step_scale,
+    sequential_input_scale,
+    sequential_output_scale,
     sparse_sgd_update,
     tiles,
 )
@@ -426,7 +427,7 @@ def sequential_update(cfg: SGNSConfig, params: dict, ids: Array, neg_ids: Array,
         (loss, terms), (g_sp, g_in) = jax.value_and_grad(
             lambda sp, r: block_loss_terms(cfg, sp, r, rows_out, rows_neg, *masks),
             argnums=(0, 1), has_aux=True)(params["score"], rows_in)
-    s_in = row_step_scale(ids, input_curvature(terms, g_in, w, T), lr, V, sides=1.0)
+    s_in = sequential_input_scale(terms, ids, g_in, lr, V, w, T)
     table_in = params["in"].at[ids].add(-lr * s_in[:, None] * g_in)
     score = jax.tree.map(lambda p, g: p - lr / jnp.maximum(n_pairs, 1.0) * g,
                          params["score"], g_sp)
@@ -440,12 +441,10 @@ def sequential_update(cfg: SGNSConfig, params: dict, ids: Array, neg_ids: Array,
         (_, terms), (g_out, g_neg) = jax.value_and_grad(
             lambda r_out, r_neg: block_loss_terms(cfg, score, rows_in, r_out, r_neg, *masks),
             argnums=(0, 1), has_aux=True)(rows_out, rows_neg)
-    h_out, h_neg = output_curvature(terms, g_out, g_neg, w, T)
     d = g_out.shape[-1]
     out_ids = jnp.concatenate([ids, neg_ids.reshape(-1)])
-    s_out = row_step_scale(out_ids, jnp.concatenate([h_out, h_neg.reshape(-1)]), lr, V,
-                           sides=1.0)
     g_outs = jnp.concatenate([g_out, g_neg.reshape(-1, d)])
+    s_out = sequential_output_scale(terms, out_ids, g_outs, lr, V, w, T)
     table_out = params["out"].at[out_ids].add(-lr * s_out[:, None] * g_outs)
     return {"in": table_in, "out": table_out, "score": score}, loss, n_pairs
 
