@@ -57,12 +57,13 @@ directions, the full step diverged: dim 300, window 10, negative 15, seed 1 of 3
   misclassified negative at s ≫ 0: gradient ≈ φ_t, curvature ≈ 0), and a frequent word's many
   saturated terms made the model's step far too long: on the way their logits cross into the
   region of curvature up to 1/4, which the secant sees. The step lr·φ(lr·H) is one fixed-point
-  iteration of the implicit step along G_w (α = lr·φ(lr·H̄(α)), H̄(α) the mean curvature over
-  [0, α]), started from α = a₀. It is not a proof of descent: the maximum of σ' over the move
-  (1/4 where it crosses 0; a majorise–minimise step, which cannot raise the side's block loss)
-  was stable too but measured too damped (dim 100, window 10 × negative 15: SimLex 0.167
-  against gensim's 0.211, analogy −1.05 points), and Böhning & Lindsay's (1988) global bound
-  1/4 far too damped (WS353 0.24 against 0.36).
+  iteration, started from α = a₀, of α = lr·φ(lr·H̄(α)): the bound above with H̄(α) the mean
+  curvature over the step itself (as in the implicit step x⁺ = x − lr·∇L(x⁺)). It is not a
+  proof of descent: the maximum of σ' over the move (1/4 where it crosses 0; a
+  majorise–minimise step, which cannot raise the side's block loss) was stable too but
+  measured too damped (dim 100, window 10 × negative 15: SimLex 0.167 against gensim's 0.211,
+  analogy −1.05 points), and Böhning & Lindsay's (1988) global bound 1/4 far too damped
+  (WS353 0.24 against 0.36).
 
 Cost: a second forward pass and two curvature passes per side (elementwise), 12 batched
 matmuls per block instead of 10.
@@ -72,7 +73,8 @@ matmuls per block instead of 10.
 diverged, but the halving also shrinks the steps of rows that sequential SGD would not damp,
 and it lost quality at wide windows: on the Wikipedia sample (dim 100, 5 epochs, 3 seeds),
 window 10 × negative 15, WS353 0.316 against gensim's 0.369, SimLex 0.134 against 0.211
-(``update="sequential"``: 0.406 and 0.186).
+(``update="sequential"``, in a later run of the grid: 0.377 and 0.176 against gensim's 0.377
+and 0.201).
 
 An absurd lr can still diverge under either (the bound holds for the quadratic model of each
 block); training then stops with an error that says so. ``update="sum"`` keeps the plain summed
