@@ -72,7 +72,8 @@ class Args:
     neg_pool: int = dataclasses.field(default=sgns.SGNSConfig.neg_pool)
     """jaxemb: negatives per group of centres, shared by the group (jaxemb.sgns.SGNSConfig)."""
     update: str = dataclasses.field(default=sgns.SGNSConfig.update)
-    """jaxemb: row update, 'implicit' (curvature-bounded) or 'sum' (jaxemb.sgns_update)."""
+    """jaxemb: row update, 'sequential' (curvature-bounded, the sides in turn), 'implicit' (both
+    sides at once), 'damped' or 'sum' (jaxemb.sgns_update)."""
     vectors: str = "in"
     """jaxemb vectors to evaluate: 'in', 'out' or 'in+out' (gensim's are its input vectors)."""
     json: str | None = None

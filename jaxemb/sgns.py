@@ -8,20 +8,26 @@ Data on device, sampling inside jit from (key, step), fixed shapes:
   each block is one SGD update (``lax.scan``), so frequent words see many small sequential
   updates, close to word2vec's Hogwild, instead of one huge summed one.
 - Windows: per centre a reduced window b ~ U{1..window}; pairs never cross documents.
-- The row update (:mod:`jaxemb.sgns_update`, ``update="implicit"``): a row touched by m terms
-  in a block (a frequent word: many positions, pairs and shared negatives) moves by
-  −lr·φ(2·lr·H)·G, G its summed gradient, H the curvature of its block loss along G and
+- The row update (:mod:`jaxemb.sgns_update`, ``update="sequential"``): a row touched by m
+  terms in a block (a frequent word: many positions, pairs and shared negatives) moves by
+  −lr·φ(lr·H)·G, G its summed gradient, H the curvature of its block loss along G and
   φ(x) = (1 − e^{−x})/x. word2vec (Mikolov et al. 2013) applies those m terms one after another
   and they saturate: m sequential steps on terms of curvature h move a row at most
   ≈ (1 − e^{−m·lr·h})/h, not m·lr·|g|. φ gives word2vec's summed step where lr·H is small (to
-  first order in lr, what sequential SGD does) and at most half the Newton step G/H where it
-  is large (both rows of a pair move at once), so no setting (window, negatives, dimension,
-  corpus) needs its own constant. H is computed in feature space, which is the rows' own
-  curvature for dot and bilinear but not for cosine (features t·v/‖v‖): cosine trains much
-  worse under it (WS353 0.14 vs 0.45 for the learned temperature). ``update="damped"``, the
-  earlier rule (the sum damped by count^0.3 of a row's positions), is what the SGNS study uses
-  for every score; it diverged at dim 200, window 8, negative 10 on the Wikipedia sample and
-  lost WS353 at windows 8–10. ``update="sum"``: the plain summed step, for comparison.
+  first order in lr, what sequential SGD does) and at most the Newton step G/H where it is
+  large, so no setting (window, negatives, dimension, corpus) needs its own constant. The input
+  rows step first; the output rows' G and H are then taken against the moved input rows, so
+  the two sides of a pair do not both take a full step on the same logit (a Gauss–Seidel sweep
+  over the two tables); H is taken along the word's whole gradient, with each term's σ' at its
+  mean over the logit's move under the step (so saturated terms about to cross count). H is
+  computed in feature space, which is the rows' own curvature for dot and bilinear but not for
+  cosine (features t·v/‖v‖): cosine trains much worse under it (WS353 0.14 vs 0.45 for the
+  learned temperature, measured under ``update="implicit"``).
+  ``update="implicit"``: both sides at once, each bounded at half a Newton step, φ(2·lr·H)
+  (lost WS353 and SimLex against gensim at window 10). ``update="damped"``, the earlier rule
+  (the sum damped by count^0.3 of a row's positions), is what the SGNS study uses for every
+  score; it diverged at dim 200, window 8, negative 10 on the Wikipedia sample and lost WS353
+  at windows 8–10. ``update="sum"``: the plain summed step, for comparison.
 - Negatives: drawn from unigram^0.75 by inverse CDF and *shared* by a group of ``neg_group``
   centres (:func:`pool_size` per group: negative × the mean pairs per centre, window + 1), so
   negative scoring is a [group, d] × [d, pool] matmul rather than ~30 gathers per word (Ji et
@@ -51,7 +57,14 @@ from jax.sharding import Mesh, PartitionSpec
 
 from jaxemb import learned_score
 from jaxemb.learned_score import LearnedScore
-from jaxemb.sgns_update import block_curvature, damped_gradients, sparse_sgd_update, tiles
+from jaxemb.sgns_update import (
+    block_curvature,
+    damped_gradients,
+    sequential_input_scale,
+    sequential_output_scale,
+    sparse_sgd_update,
+    tiles,
+)
 
 Array = jax.Array
 
@@ -76,11 +89,13 @@ class SGNSConfig:
     micro_steps: int = 8  # updates per jitted call
     neg_group: int = 64  # centres sharing one pool of negatives
     neg_pool: int = 0  # negatives per group; 0: negative × mean pairs per centre (pool_size)
-    update: str = "implicit"  # "implicit": curvature-bounded row steps; "sum": plain summed SGD;
-    # "damped": the summed step of a row repeated c times in a block divided by c^0.3 (the rule
-    # before "implicit"; the SGNS study uses it: "implicit" bounds steps in feature space, which
-    # for cosine (features t·v/‖v‖) is not the rows' own curvature, and on the Wikipedia sample
-    # cosine_learned reached WS353 0.14 under it against 0.45 under "damped")
+    update: str = "sequential"  # "sequential": curvature-bounded row steps, input side then
+    # output side against the moved inputs; "implicit": the same bound, both sides at once at
+    # half a Newton step each; "sum": plain summed SGD; "damped": the summed step of a row
+    # repeated c times in a block divided by c^0.3 (the rule before "implicit"; the SGNS study
+    # uses it: the curvature bounds steps in feature space, which for cosine (features t·v/‖v‖)
+    # is not the rows' own curvature, and on the Wikipedia sample cosine_learned reached WS353
+    # 0.14 under "implicit" against 0.45 under "damped")
 
     def validate(self) -> None:
         for name in ("dim", "window", "negative", "micro_batch", "micro_steps", "neg_group"):
@@ -117,7 +132,7 @@ class SGNSConfig:
         return self.micro_batch * self.micro_steps
 
 
-UPDATES = ("implicit", "sum", "damped")
+UPDATES = ("implicit", "sequential", "sum", "damped")
 
 
 def pool_size(cfg: SGNSConfig) -> int:
@@ -362,6 +377,21 @@ def _block(cfg: SGNSConfig, params: dict, kept: Array, kept_docs: Array, n_kept:
     block's centres split across the mesh's ``data`` axis. The randomness is drawn for the whole
     block first, so a sharded step computes the same update as a single-device one.
     """
+    ids, neg_ids, pair_mask, centre_mask = _block_sample(cfg, kept, kept_docs, n_kept, neg_cdf,
+                                                         start, key)
+    rows = (params["in"][ids], params["out"][ids], params["out"][neg_ids])
+    if mesh is None or mesh.size == 1:
+        (loss, curv), grads = _block_grads(cfg, params["score"], *rows, pair_mask, centre_mask)
+    else:
+        (loss, curv), grads = sharded_block_grads(cfg, mesh, params["score"], *rows, pair_mask,
+                                                  centre_mask)
+    return loss, pair_mask.sum(), ids, neg_ids, grads, curv
+
+
+def _block_sample(cfg: SGNSConfig, kept: Array, kept_docs: Array, n_kept: Array,
+                  neg_cdf: Array, start: Array, key: Array):
+    """(ids [b + 2w], neg_ids [b/g, pool], pair_mask [b, 2w], centre_mask [b]) of the block of
+    centres at kept position ``start``."""
     w, b = cfg.window, cfg.micro_batch
     p = start - w + jnp.arange(b + 2 * w)
     valid = (p >= 0) & (p < n_kept)
@@ -370,13 +400,53 @@ def _block(cfg: SGNSConfig, params: dict, kept: Array, kept_docs: Array, n_kept:
     k_win, k_neg = jax.random.split(key)
     pair_mask, centre_mask = block_masks(cfg, k_win, docs, valid)
     neg_ids = sample_negatives(k_neg, neg_cdf, (b // cfg.neg_group, pool_size(cfg)))
-    rows = (params["in"][ids], params["out"][ids], params["out"][neg_ids])
-    if mesh is None or mesh.size == 1:
-        (loss, curv), grads = _block_grads(cfg, params["score"], *rows, pair_mask, centre_mask)
+    return ids, neg_ids, pair_mask, centre_mask
+
+
+def sequential_update(cfg: SGNSConfig, params: dict, ids: Array, neg_ids: Array,
+                      pair_mask: Array, centre_mask: Array, lr: Array, mesh: Mesh | None = None):
+    """``update="sequential"``: one block's SGD update, the two sides one after the other
+    (:mod:`jaxemb.sgns_update`). The input rows (and the score's parameters) take their bounded
+    step −lr·φ(lr·H)·G; then the output rows' gradient and curvature are evaluated against the
+    *moved* input rows and they take theirs. Returns (params, loss, pair count); the loss is
+    the block's before the update. ids, neg_ids, pair_mask, centre_mask: :func:`_block_sample`.
+    """
+    w, T, V = cfg.window, positive_tile(cfg), params["in"].shape[0]
+    masks = (pair_mask, centre_mask)
+    n_pairs = pair_mask.sum()
+    rows_out, rows_neg = params["out"][ids], params["out"][neg_ids]
+    sharded = mesh is not None and mesh.size > 1
+    plain = dataclasses.replace(cfg, update="sum")
+    # 1. the input side, against the output rows as they are
+    rows_in = params["in"][ids]
+    if sharded:
+        (loss, _), (g_sp, g_in, _, _) = sharded_block_grads(
+            plain, mesh, params["score"], rows_in, rows_out, rows_neg, *masks)
+        _, terms = block_loss_terms(cfg, params["score"], rows_in, rows_out, rows_neg, *masks)
+    else:  # only the input side's cotangents: no matmuls for the output rows' gradient
+        (loss, terms), (g_sp, g_in) = jax.value_and_grad(
+            lambda sp, r: block_loss_terms(cfg, sp, r, rows_out, rows_neg, *masks),
+            argnums=(0, 1), has_aux=True)(params["score"], rows_in)
+    s_in = sequential_input_scale(terms, ids, g_in, lr, V, w, T)
+    table_in = params["in"].at[ids].add(-lr * s_in[:, None] * g_in)
+    score = jax.tree.map(lambda p, g: p - lr / jnp.maximum(n_pairs, 1.0) * g,
+                         params["score"], g_sp)
+    # 2. the output side, against the moved input rows (and score)
+    rows_in = table_in[ids]
+    if sharded:
+        _, (_, _, g_out, g_neg) = sharded_block_grads(plain, mesh, score, rows_in, rows_out,
+                                                      rows_neg, *masks)
+        _, terms = block_loss_terms(cfg, score, rows_in, rows_out, rows_neg, *masks)
     else:
-        (loss, curv), grads = sharded_block_grads(cfg, mesh, params["score"], *rows, pair_mask,
-                                                  centre_mask)
-    return loss, pair_mask.sum(), ids, neg_ids, grads, curv
+        (_, terms), (g_out, g_neg) = jax.value_and_grad(
+            lambda r_out, r_neg: block_loss_terms(cfg, score, rows_in, r_out, r_neg, *masks),
+            argnums=(0, 1), has_aux=True)(rows_out, rows_neg)
+    d = g_out.shape[-1]
+    out_ids = jnp.concatenate([ids, neg_ids.reshape(-1)])
+    g_outs = jnp.concatenate([g_out, g_neg.reshape(-1, d)])
+    s_out = sequential_output_scale(terms, out_ids, g_outs, lr, V, w, T)
+    table_out = params["out"].at[out_ids].add(-lr * s_out[:, None] * g_outs)
+    return {"in": table_in, "out": table_out, "score": score}, loss, n_pairs
 
 
 def _block_grads(cfg: SGNSConfig, sp: dict, rows_in: Array, rows_out: Array, rows_neg: Array,
@@ -466,11 +536,17 @@ def train_call(cfg: SGNSConfig, optimizer, params: dict, opt_state, kept: Array,
     def body(carry, u):
         params, opt_state = carry
         s = start + u * cfg.micro_batch
-        loss, n_pairs, ids, neg_ids, grads, curv = _block(
-            cfg, params, kept, kept_docs, n_kept, neg_cdf, s, jax.random.fold_in(key, u), mesh)
         # A block past the end of this seed's kept tokens (seeds keep different numbers) must
         # not move anything: its gradient is zero, but Adam's momentum would still step.
         active = s < n_kept
+        if optimizer is None and cfg.update == "sequential":
+            block = _block_sample(cfg, kept, kept_docs, n_kept, neg_cdf, s,
+                                  jax.random.fold_in(key, u))
+            params, loss, n_pairs = sequential_update(cfg, params, *block,
+                                                      jnp.where(active, lr, 0.0), mesh)
+            return (params, opt_state), (loss, n_pairs)
+        loss, n_pairs, ids, neg_ids, grads, curv = _block(
+            cfg, params, kept, kept_docs, n_kept, neg_cdf, s, jax.random.fold_in(key, u), mesh)
         if optimizer is None:
             # The score's parameters (cosine's log t, bilinear W, a bias) are shared by every
             # pair of the block: a step on their *summed* gradient moves them ~pairs (thousands)

@@ -7,26 +7,79 @@ the summed step is m·lr·g, while m sequential steps on one logistic term of cu
 the row at most (1 − (1 − lr·h)^m)/h ≈ (1 − e^{−m·lr·h})/h: they saturate. Summing diverged
 (dim 200, window 8, negative 10 on the Wikipedia sample: NaN in epoch 1).
 
-The rule here: each row r of the block takes the step −lr·φ(2·lr·H_r)·G_r, where G_r is its
-summed gradient, H_r the curvature of its block loss along −G_r (Σ_t w_t σ'(s_t)(φ_t·G)²/‖G‖²
-over the terms t touching r, with weight w_t, logit s_t and partner feature vector φ_t; summed
-over the row's positions in the block) and φ(x) = (1 − e^{−x})/x. So
+The bound: a row r of the block steps by −lr·φ(lr·H_r)·G_r, where G_r is its summed
+gradient, H_r the curvature of its block loss along −G_r (Σ_t w_t σ'(s_t)(φ_t·G)²/‖G‖² over the
+terms t touching r, with weight w_t, logit s_t and partner feature vector φ_t; summed over the
+row's positions in the block) and φ(x) = (1 − e^{−x})/x. So
 
 - when lr·H_r is small (rows seen once, rare words, early training with word2vec's tiny init,
   the end of the lr decay) φ ≈ 1 and the step is word2vec's summed one, which is what sequential
   SGD does to first order in lr;
-- when it is large, the step tends to G_r/(2·H_r): half a Newton step on the row's block loss.
-  A Newton step is where m sequential steps on m alike terms end up (the saturation above,
-  H = m·h); it is halved because both rows of a pair, input and output, move at once, each
-  bounded as if the other stood still (:data:`SIDES`). So lr·φ(2·lr·H)·H < 1/2 and the joint
-  step does not overshoot along its direction, for any window, number of negatives, dimension
-  or corpus, with no per-setting constant. It is a closed-form approximation of the implicit
-  (proximal) SGD step x⁺ = x − lr·∇L(x⁺), whose stability does not hinge on the step size
-  (Toulis & Airoldi 2017, "Asymptotic and finite-sample properties of estimators based on
-  stochastic gradients"). An absurd lr can still diverge (the bound holds for the quadratic
-  model of each block); training then stops with an error that says so.
+- when it is large, the step tends to G_r/H_r: a Newton step on the row's block loss, which is
+  where m sequential steps on m alike terms end up (the saturation above, H = m·h), and not
+  past it: lr·φ(lr·H)·H < 1, so the step does not overshoot along its direction, for any
+  window, number of negatives, dimension or corpus, with no per-setting constant. It is a
+  closed-form approximation of the implicit (proximal) SGD step x⁺ = x − lr·∇L(x⁺), whose
+  stability does not hinge on the step size (Toulis & Airoldi 2017, "Asymptotic and
+  finite-sample properties of estimators based on stochastic gradients").
 
-``update="sum"`` keeps the plain summed step (word2vec's gradient, no bound), for comparison.
+That bound holds for one side of a pair with the other standing still. Every logit q·k is
+moved by two rows, its input row q and its output row k, and for a positive pair both steps
+raise it: two full steps taken at once from the same state add up to up to two Newton steps on
+the same logits (measured: dim 100, window 10, negative 15 on the Wikipedia sample diverged
+for one seed of three). Hence the two updates:
+
+``update="sequential"`` (the default): the sides take their steps one after the other, as
+word2vec's pair updates each see the previous ones. First every input row of the block takes
+its bounded step against the output rows as they are; then the output rows' gradients and
+curvatures are taken against the *moved* input rows (a second forward pass) and they take
+theirs. This is one sweep of block-coordinate (Gauss–Seidel) descent over the two tables
+(Bertsekas, "Nonlinear Programming", 2nd ed. 1999, §2.7; Wright 2015, "Coordinate descent
+algorithms"), the alternation that ALS uses for matrix factorisation (Hu, Koren & Volinsky
+2008): with the other table fixed, each side's block loss is a sum over its rows of logistic
+losses of linear functions of the row (dot; for other scores, of its features), and its step is
+the bounded one above; the logit change the input side made is in the output side's gradient
+and curvature, so the two steps do not stack. Each side may so take a full step, φ(lr·H), where
+the simultaneous rule must halve it. word2vec interleaves the sides pair by pair; the sweep
+interleaves them block by block, each seeing the other's latest state.
+
+Two refinements make the per-side bound follow the step actually taken, not only the
+quadratic model at the current point (with σ' at the current logits and per-position
+directions, the full step diverged: dim 300, window 10, negative 15, seed 1 of 3, epoch 2):
+
+- the direction is the word's whole gradient G_w (its positions' gradients summed, what its one
+  row moves by), and H the curvature of the row's block loss along G_w (:func:`word_sums`);
+- each term's σ'(s_t) is replaced by its mean over the move of its logit under the model's
+  step, s_t → s_t − a₀·v_t (v_t = φ_t·G_w, a₀ = lr·φ(lr·H₀) the step with σ' at the current
+  logits): the secant (σ(s_t − a₀v_t) − σ(s_t))/(−a₀v_t) (:func:`sigmoid_prime_secant`). Then
+  a₀·H is the exact change of the row's directional derivative over [0, a₀], where the
+  quadratic model's H₀ extrapolates it from the start. σ' is small for saturated terms (a
+  misclassified negative at s ≫ 0: gradient ≈ φ_t, curvature ≈ 0), and a frequent word's many
+  saturated terms made the model's step far too long: on the way their logits cross into the
+  region of curvature up to 1/4, which the secant sees. The step lr·φ(lr·H) is one fixed-point
+  iteration, started from α = a₀, of α = lr·φ(lr·H̄(α)): the bound above with H̄(α) the mean
+  curvature over the step itself (as in the implicit step x⁺ = x − lr·∇L(x⁺)). It is not a
+  proof of descent: the maximum of σ' over the move (1/4 where it crosses 0; a
+  majorise–minimise step, which cannot raise the side's block loss) was stable too but
+  measured too damped (dim 100, window 10 × negative 15: SimLex 0.167 against gensim's 0.211,
+  analogy −1.05 points), and Böhning & Lindsay's (1988) global bound 1/4 far too damped
+  (WS353 0.24 against 0.36).
+
+Cost: a second forward pass and two curvature passes per side (elementwise), 12 batched
+matmuls per block instead of 10.
+
+``update="implicit"``: both sides at once from the same state, each bounded at φ(2·lr·H)
+(:data:`SIDES`: half a Newton step per side, so that their sum stays within one). It never
+diverged, but the halving also shrinks the steps of rows that sequential SGD would not damp,
+and it lost quality at wide windows: on the Wikipedia sample (dim 100, 5 epochs, 3 seeds),
+window 10 × negative 15, WS353 0.316 against gensim's 0.369, SimLex 0.134 against 0.211
+(``update="sequential"``, in a later run of the grid: 0.377 and 0.176 against gensim's 0.377
+and 0.201).
+
+An absurd lr can still diverge under either (the bound holds for the quadratic model of each
+block); training then stops with an error that says so. ``update="sum"`` keeps the plain summed
+step (word2vec's gradient, no bound), for comparison; ``update="damped"`` the count-damped sum
+(:func:`damped_gradients`).
 """
 
 from __future__ import annotations
@@ -45,18 +98,61 @@ def saturation(x: Array) -> Array:
     return jnp.where(small, 1.0 - x / 2, -jnp.expm1(-safe) / safe)
 
 
-# Each logit q·k is moved by two rows at once, its input row and its output row, each bounded
-# as if the other stood still: each side takes at most half its Newton step, so that the joint
-# step stays within one (with a full step per side, dim 100, window 10, negative 15 on the
-# Wikipedia sample diverged for one seed of three).
+# update="implicit": each logit q·k is moved by two rows at once, its input row and its output
+# row, each bounded as if the other stood still: each side takes at most half its Newton step,
+# so that the joint step stays within one (with a full step per side, dim 100, window 10,
+# negative 15 on the Wikipedia sample diverged for one seed of three). update="sequential"
+# takes the sides in turn and passes sides=1.
 SIDES = 2.0
 
 
-def row_step_scale(ids: Array, h: Array, lr: Array, vocab_size: int) -> Array:
-    """[r] φ(SIDES·lr·H) per position, H the curvature ``h`` [r] summed over positions of the
-    same id (a word's positions share one row, so one scale)."""
+def row_step_scale(ids: Array, h: Array, lr: Array, vocab_size: int,
+                   sides: float | None = None) -> Array:
+    """[r] φ(sides·lr·H) per position, H the curvature ``h`` [r] summed over positions of the
+    same id (a word's positions share one row, so one scale); ``sides`` None: :data:`SIDES`."""
     H = jnp.zeros((vocab_size,), jnp.float32).at[ids].add(h)
-    return saturation(SIDES * lr * H[ids])
+    return saturation((SIDES if sides is None else sides) * lr * H[ids])
+
+
+def word_sums(ids: Array, x: Array) -> Array:
+    """[n, ...] per position, the sum of ``x`` [n, ...] over the positions holding the same id:
+    a word's whole gradient, the direction its one row moves in (a segment sum over the n
+    positions; no [V, d] buffer)."""
+    n = ids.shape[0]
+    _, inv = jnp.unique(ids, return_inverse=True, size=n, fill_value=0)
+    inv = inv.reshape(-1)
+    return jax.ops.segment_sum(x, inv, num_segments=n)[inv]
+
+
+def sigmoid_prime_secant(s: Array, ds: Array) -> Array:
+    """The mean of σ'(x) = σ(x)σ(−x) over x from s to s + ds: (σ(s + ds) − σ(s))/ds, σ'(s)
+    where ds ≈ 0."""
+    small = jnp.abs(ds) < 1e-4
+    safe = jnp.where(small, 1.0, ds)
+    sp = jax.nn.sigmoid(s) * jax.nn.sigmoid(-s)
+    return jnp.where(small, sp, (jax.nn.sigmoid(s + safe) - jax.nn.sigmoid(s)) / safe)
+
+
+def _segment_scale(ids, v_terms, logits, weights, reduce, u, lr, vocab_size):
+    """φ(lr·H) per position, in two passes: H₀, with σ' at the current logits, gives the step
+    a₀ = lr·φ(lr·H₀) along −u; H takes each term's σ' as its mean over the logit's move to
+    there, s → s − a₀·v (:func:`sigmoid_prime_secant`), so that H·a₀ is the exact change of the
+    directional derivative over that move.
+
+    v_terms: per family of terms (positive tiles, negatives), u·φ_t laid out like its logits;
+    weights: w_t (pair mask, negative weight); ``reduce`` sums per-term values into positions
+    [n] and ``reduce.spread`` lays per-position steps [n] out like the terms; u: [n, d] each
+    position's direction (its word's whole gradient)."""
+    uu = jnp.sum(u * u, -1)
+    norm = lambda h: jnp.where(uu > 0, h / jnp.maximum(uu, 1e-30), 0.0)  # noqa: E731
+    sp = lambda x: jax.nn.sigmoid(x) * jax.nn.sigmoid(-x)  # noqa: E731
+    h0 = norm(reduce([w * sp(s) * v * v for v, s, w in zip(v_terms, logits, weights,
+                                                              strict=True)]))
+    a0 = lr * row_step_scale(ids, h0, lr, vocab_size, sides=1.0)
+    moves = reduce.spread(a0)
+    h = norm(reduce([w * sigmoid_prime_secant(s, -a * v) * v * v
+                     for v, s, w, a in zip(v_terms, logits, weights, moves, strict=True)]))
+    return row_step_scale(ids, h, lr, vocab_size, sides=1.0)
 
 
 def tiles(x: Array, w: int, T: int) -> Array:
@@ -75,6 +171,43 @@ def untile_add(t: Array, w: int, T: int) -> Array:
     return jnp.zeros((n * T + 2 * w,), t.dtype).at[where].add(t.reshape(-1))
 
 
+def input_curvature(terms, g_in: Array, w: int, T: int) -> Array:
+    """[b + 2w] the input (centre) side of :func:`block_curvature`: Σ_j σ'(s_ij)(φ_j·G_i)²/‖G_i‖²
+    over each centre's contexts and negatives, zero on the margins and where G = 0."""
+    q, k, k_neg, pos, neg, band, weight = map(jax.lax.stop_gradient, terms)
+    g_in = jax.lax.stop_gradient(g_in)
+    b = q.shape[0]
+    sp = band * jax.nn.sigmoid(pos) * jax.nn.sigmoid(-pos)  # [b/T, T, T+2w]
+    sn = weight * jax.nn.sigmoid(neg) * jax.nn.sigmoid(-neg)  # [b/g, g, pool]
+    gc = g_in[w:w + b]  # the centres' gradients [b, f]
+    gct, gcg = gc.reshape(pos.shape[:2] + (-1,)), gc.reshape(neg.shape[:2] + (-1,))
+    h_c = (jnp.einsum("tij,tij->ti", sp, jnp.einsum("tif,tjf->tij", gct, tiles(k, w, T)) ** 2)
+           .reshape(b)
+           + jnp.einsum("gis,gis->gi", sn, jnp.einsum("gif,gsf->gis", gcg, k_neg) ** 2)
+           .reshape(b))
+    return _along(jnp.pad(h_c, (w, w)), g_in)
+
+
+def output_curvature(terms, g_out: Array, g_neg: Array, w: int, T: int):
+    """(h_out [b + 2w], h_neg [b/g, pool]): the output side of :func:`block_curvature`,
+    Σ_i σ'(s_ij)(q_i·G_j)²/‖G_j‖² over the centres that meet each context or negative."""
+    q, k, k_neg, pos, neg, band, weight = map(jax.lax.stop_gradient, terms)
+    g_out, g_neg = map(jax.lax.stop_gradient, (g_out, g_neg))
+    sp = band * jax.nn.sigmoid(pos) * jax.nn.sigmoid(-pos)
+    sn = weight * jax.nn.sigmoid(neg) * jax.nn.sigmoid(-neg)
+    qt, qg = q.reshape(pos.shape[:2] + (-1,)), q.reshape(neg.shape[:2] + (-1,))
+    h_out = untile_add(jnp.einsum("tij,tij->tj", sp, jnp.einsum(
+        "tif,tjf->tij", qt, tiles(g_out, w, T)) ** 2), w, T)
+    h_neg = jnp.einsum("gis,gis->gs", sn, jnp.einsum("gif,gsf->gis", qg, g_neg) ** 2)
+    return _along(h_out, g_out), _along(h_neg, g_neg)
+
+
+def _along(h: Array, g: Array) -> Array:
+    """GᵀHG/‖G‖² from GᵀHG, 0 where G = 0."""
+    gg = jnp.sum(g * g, -1)
+    return jnp.where(gg > 0, h / jnp.maximum(gg, 1e-30), 0.0)
+
+
 def block_curvature(terms, grads, w: int, T: int):
     """Per position, the curvature of the block loss along that row's own gradient G,
     GᵀHG/‖G‖² with H = Σ_t w_t σ'(s_t) φ_t φ_tᵀ the Hessian of the row's terms t (feature space;
@@ -88,27 +221,64 @@ def block_curvature(terms, grads, w: int, T: int):
     gradients (score, in [b + 2w, d], out [b + 2w, d], neg [b/g, pool, d]), d = f.
     Returns (h_in [b + 2w], zero on the margins; h_out [b + 2w]; h_neg [b/g, pool]).
     """
+    _, g_in, g_out, g_neg = grads
+    return (input_curvature(terms, g_in, w, T), *output_curvature(terms, g_out, g_neg, w, T))
+
+
+class _Reduce:
+    """Per-term arrays → per-position sums, and back (see :func:`_segment_scale`)."""
+
+    def __init__(self, fwd, spread):
+        self.fwd, self.spread = fwd, spread
+
+    def __call__(self, xs):
+        return self.fwd(xs)
+
+
+def sequential_input_scale(terms, ids: Array, g_in: Array, lr: Array, vocab_size: int,
+                           w: int, T: int) -> Array:
+    """[b + 2w] φ(lr·H) of each input position for ``update="sequential"``: H the curvature of
+    the word's block loss along its whole gradient (``g_in`` summed over the word's
+    positions), bounded over the step (:func:`_segment_scale`)."""
     q, k, k_neg, pos, neg, band, weight = map(jax.lax.stop_gradient, terms)
-    _, g_in, g_out, g_neg = map(jax.lax.stop_gradient, grads)
+    u = word_sums(ids, jax.lax.stop_gradient(g_in))
     b = q.shape[0]
-    sp = band * jax.nn.sigmoid(pos) * jax.nn.sigmoid(-pos)  # [b/T, T, T+2w]
-    sn = weight * jax.nn.sigmoid(neg) * jax.nn.sigmoid(-neg)  # [b/g, g, pool]
-    gc = g_in[w:w + b]  # the centres' gradients [b, f]
-    qt, gct = q.reshape(pos.shape[:2] + (-1,)), gc.reshape(pos.shape[:2] + (-1,))
-    qg, gcg = q.reshape(neg.shape[:2] + (-1,)), gc.reshape(neg.shape[:2] + (-1,))
-    # centres: Σ_j σ'(s_ij)(k_j·G_i)² over their contexts and negatives
-    h_c = (jnp.einsum("tij,tij->ti", sp, jnp.einsum("tif,tjf->tij", gct, tiles(k, w, T)) ** 2)
-           .reshape(b)
-           + jnp.einsum("gis,gis->gi", sn, jnp.einsum("gif,gsf->gis", gcg, k_neg) ** 2)
-           .reshape(b))
-    h_in = jnp.pad(h_c, (w, w))
-    # contexts and negatives: Σ_i σ'(s_ij)(q_i·G_j)² over the centres that meet them
-    h_out = untile_add(jnp.einsum("tij,tij->tj", sp, jnp.einsum(
-        "tif,tjf->tij", qt, tiles(g_out, w, T)) ** 2), w, T)
-    h_neg = jnp.einsum("gis,gis->gs", sn, jnp.einsum("gif,gsf->gis", qg, g_neg) ** 2)
-    norm = lambda h, g: jnp.where(  # noqa: E731
-        jnp.sum(g * g, -1) > 0, h / jnp.maximum(jnp.sum(g * g, -1), 1e-30), 0.0)
-    return norm(h_in, g_in), norm(h_out, g_out), norm(h_neg, g_neg)
+    uc = u[w:w + b]
+    v_pos = jnp.einsum("tif,tjf->tij", uc.reshape(pos.shape[:2] + (-1,)), tiles(k, w, T))
+    v_neg = jnp.einsum("gif,gsf->gis", uc.reshape(neg.shape[:2] + (-1,)), k_neg)
+
+    def fwd(xs):
+        return jnp.pad(jnp.sum(xs[0], -1).reshape(b) + jnp.sum(xs[1], -1).reshape(b), (w, w))
+
+    def spread(a):
+        ac = a[w:w + b]
+        return ac.reshape(pos.shape[:2] + (1,)), ac.reshape(neg.shape[:2] + (1,))
+
+    return _segment_scale(ids, (v_pos, v_neg), (pos, neg), (band, weight),
+                          _Reduce(fwd, spread), u, lr, vocab_size)
+
+
+def sequential_output_scale(terms, out_ids: Array, g_outs: Array, lr: Array, vocab_size: int,
+                            w: int, T: int) -> Array:
+    """[b + 2w + b/g·pool] φ(lr·H) of each output position (contexts, then negatives) for
+    ``update="sequential"``, as :func:`sequential_input_scale`."""
+    q, k, k_neg, pos, neg, band, weight = map(jax.lax.stop_gradient, terms)
+    u = word_sums(out_ids, jax.lax.stop_gradient(g_outs))
+    n_out = k.shape[0]
+    u_out, u_neg = u[:n_out], u[n_out:].reshape(k_neg.shape)
+    v_pos = jnp.einsum("tif,tjf->tij", q.reshape(pos.shape[:2] + (-1,)), tiles(u_out, w, T))
+    v_neg = jnp.einsum("gif,gsf->gis", q.reshape(neg.shape[:2] + (-1,)), u_neg)
+
+    def fwd(xs):
+        return jnp.concatenate([untile_add(jnp.sum(xs[0], 1), w, T),
+                                jnp.sum(xs[1], 1).reshape(-1)])
+
+    def spread(a):
+        return (tiles(a[:n_out], w, T)[:, None, :],
+                a[n_out:].reshape(neg.shape[0], 1, neg.shape[2]))
+
+    return _segment_scale(out_ids, (v_pos, v_neg), (pos, neg), (band, weight),
+                          _Reduce(fwd, spread), u, lr, vocab_size)
 
 
 DAMP_ALPHA = 0.3  # update="damped": a row repeated c times in a block moves c^-0.3 of its sum
@@ -136,7 +306,8 @@ def damped_gradients(grads, ids: Array, neg_ids: Array, vocab_size: int):
 
 def sparse_sgd_update(params: dict, ids: Array, neg_ids: Array, grads, lr: Array,
                       curvature=None, score_lr_scale: Array | float = 1.0) -> dict:
-    """Each touched row moves by −lr·φ(2·lr·H)·(its summed gradient) (module docstring);
+    """``update="implicit"``: each touched row moves by −lr·φ(2·lr·H)·(its summed gradient)
+    (module docstring; ``update="sequential"`` is :func:`jaxemb.sgns.sequential_update`);
     ``curvature`` None: by −lr·(its summed gradient), word2vec's plain summed update. Score
     parameters take plain SGD at lr·score_lr_scale (``train_call`` passes 1/pairs).
 

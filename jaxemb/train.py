@@ -434,7 +434,7 @@ def divergence_message(cfg: SGNSConfig, tcfg: TrainConfig, e: DivergenceError,
     elif cfg.update == "sum":
         cause = ("update='sum' is the likely cause (each row's gradients summed over the "
                  f"pairs of a block of {cfg.micro_batch} centres, window {cfg.window} × "
-                 f"negative {cfg.negative} terms each, unbounded): use update='implicit' (the "
+                 f"negative {cfg.negative} terms each, unbounded): use update='sequential' (the "
                  "default), which bounds each row's step by its curvature")
     elif cfg.score == "cosine" and cfg.temperature > 10:
         cause = (f"temperature={cfg.temperature:g} is the likely cause (cosine logits of up to "

@@ -471,7 +471,7 @@ def test_export_vectors():
     (dict(sample=-1e-3), "sample must be >= 0"),
     (dict(temperature=0.0), "temperature must be > 0"),
     (dict(score="lowrank_bilinear"), "lowrank_bilinear is not an SGNS score"),
-    (dict(update="mean"), "update must be one of implicit, sum, damped, got 'mean'"),
+    (dict(update="mean"), "update must be one of implicit, sequential, sum, damped, got 'mean'"),
     (dict(neg_pool=-1), "neg_pool must be >= 1, or 0 for negative × mean pairs"),
 ])
 def test_config_validate_rejects_bad_settings(change, match):
@@ -521,7 +521,8 @@ def test_sparse_update_bounds_each_word_by_its_summed_curvature():
 def test_block_curvature_is_each_rows_hessian_along_its_gradient(rng, w, b, g, pool):
     # Independent reference: autodiff's gradient G_p and Hessian of the block loss with respect
     # to the gathered rows; per position p, G_pᵀ H_pp G_p / ‖G_p‖² (dot score: features = rows).
-    cfg = SGNSConfig(dim=3, window=w, negative=2, micro_batch=b, neg_group=g, neg_pool=pool)
+    cfg = SGNSConfig(dim=3, window=w, negative=2, micro_batch=b, neg_group=g, neg_pool=pool,
+                     update="implicit")  # _block_grads returns the curvature for "implicit"
     rows = [jnp.asarray(rng.standard_normal((b + 2 * w, 3)), jnp.float32) for _ in "ab"]
     rows.append(jnp.asarray(rng.standard_normal((b // g, pool, 3)), jnp.float32))
     pair = jnp.asarray(rng.random((b, 2 * w)) < 0.7, jnp.float32)

@@ -59,10 +59,10 @@ def test_learned_scores_rank_pairs_like_the_planted_pmi(planted, planted_run):
         vin = np.asarray(p["in"][:TOP], np.float64)
         vout = np.asarray(p["out"][:TOP], np.float64)
         score = _upper((vin @ vout.T + vout @ vin.T) / 2)  # in·out, both orders
-        # measured (seeds 0, 1; seed 2), update="implicit": 0.800, 0.800 (0.807) against the
-        # planted PMI and 0.836, 0.830 (0.840) against the model's own (Monte Carlo) PMI
-        # (count^0.3 damping, the rule before: 0.790, 0.791 (0.790) and 0.830, 0.828 (0.832));
-        # frequency alone: 0.008
+        # measured (seeds 0, 1; seed 2), update="sequential": 0.829, 0.833 (0.836) against
+        # the planted PMI and 0.870, 0.870 (0.875) against the model's own (Monte Carlo) PMI
+        # (update="implicit": 0.800, 0.800 (0.807) and 0.836, 0.830 (0.840); count^0.3
+        # damping: 0.790, 0.791 (0.790) and 0.830, 0.828 (0.832)); frequency alone: 0.008
         assert scipy.stats.spearmanr(score, planted_pmi)[0] > 0.75
         assert scipy.stats.spearmanr(score, model_pmi)[0] > 0.79
 
@@ -73,8 +73,9 @@ def test_vector_norms_rank_words_like_their_frequency(planted, planted_run):
     for s in range(len(PLANTED_SEEDS)):
         p = planted_run.seed_params(s)
         vin, vout = np.asarray(p["in"], np.float64), np.asarray(p["out"], np.float64)
-        # measured (seeds 0, 1; seed 2), update="implicit": ‖in‖² 0.892, 0.887 (0.902);
-        # ‖in+out‖² 0.888, 0.876 (0.895); ‖out‖² only 0.75
+        # measured (seeds 0, 1; seed 2), update="sequential": ‖in‖² 0.875, 0.882 (0.886);
+        # ‖in+out‖² 0.902, 0.892 (0.901); ‖out‖² 0.83 (update="implicit": 0.892, 0.887
+        # (0.902); 0.888, 0.876 (0.895); ‖out‖² only 0.75)
         assert scipy.stats.spearmanr(np.sum(vin**2, 1), logf)[0] > 0.85
         assert scipy.stats.spearmanr(np.sum((vin + vout) ** 2, 1), logf)[0] > 0.80
         # the word2vec init (uniform in ±0.5/d) carries no frequency: the norms were learned
