@@ -8,26 +8,16 @@ Data on device, sampling inside jit from (key, step), fixed shapes:
   each block is one SGD update (``lax.scan``), so frequent words see many small sequential
   updates, close to word2vec's Hogwild, instead of one huge summed one.
 - Windows: per centre a reduced window b ~ U{1..window}; pairs never cross documents.
-- The row update (:mod:`jaxemb.sgns_update`, ``update="sequential"``): a row touched by m
-  terms in a block (a frequent word: many positions, pairs and shared negatives) moves by
-  −lr·φ(lr·H)·G, G its summed gradient, H the curvature of its block loss along G and
-  φ(x) = (1 − e^{−x})/x. word2vec (Mikolov et al. 2013) applies those m terms one after another
-  and they saturate: m sequential steps on terms of curvature h move a row at most
-  ≈ (1 − e^{−m·lr·h})/h, not m·lr·|g|. φ gives word2vec's summed step where lr·H is small (to
-  first order in lr, what sequential SGD does) and at most the Newton step G/H where it is
-  large, so no setting (window, negatives, dimension, corpus) needs its own constant. The input
-  rows step first; the output rows' G and H are then taken against the moved input rows, so
-  the two sides of a pair do not both take a full step on the same logit (a Gauss–Seidel sweep
-  over the two tables); H is taken along the word's whole gradient, with each term's σ' at its
-  mean over the logit's move under the step (so saturated terms about to cross count). H is
-  computed in feature space, which is the rows' own curvature for dot and bilinear but not for
-  cosine (features t·v/‖v‖): cosine trains much worse under it (WS353 0.14 vs 0.45 for the
-  learned temperature, measured under ``update="implicit"``).
-  ``update="implicit"``: both sides at once, each bounded at half a Newton step, φ(2·lr·H)
-  (lost WS353 and SimLex against gensim at window 10). ``update="damped"``, the earlier rule
-  (the sum damped by count^0.3 of a row's positions), is what the SGNS study uses for every
-  score; it diverged at dim 200, window 8, negative 10 on the Wikipedia sample and lost WS353
-  at windows 8–10. ``update="sum"``: the plain summed step, for comparison.
+- The row update (:mod:`jaxemb.sgns_update`, which derives it): a row touched by m terms in a
+  block moves by −lr·φ(lr·H)·G (G its summed gradient, H its block curvature along G,
+  φ(x) = (1 − e^{−x})/x): word2vec's summed step where lr·H is small, at most a Newton step
+  where m sequential steps would saturate, so no setting needs its own constant.
+  ``update="sequential"`` (default): input rows step first, then output rows against the moved
+  inputs (a Gauss–Seidel sweep over the two tables). ``"implicit"``: both at once, each at
+  most half a Newton step (lost WS353/SimLex against gensim at window 10). ``"damped"``: the
+  sum damped by count^0.3, what the SGNS study uses for every score (H is computed in feature
+  space, not cosine's own curvature: cosine trains much worse under the bound). ``"sum"``:
+  the plain summed step, for comparison.
 - Negatives: drawn from unigram^0.75 by inverse CDF and *shared* by a group of ``neg_group``
   centres (:func:`pool_size` per group: negative × the mean pairs per centre, window + 1), so
   negative scoring is a [group, d] × [d, pool] matmul rather than ~30 gathers per word (Ji et
@@ -57,20 +47,27 @@ from jax.sharding import Mesh, PartitionSpec
 
 from jaxemb import learned_score
 from jaxemb.learned_score import LearnedScore
+from jaxemb.sgns_data import (  # noqa: F401  (public as sgns.*: the sampler's pieces)
+    DeviceCorpus,
+    SGNSError,
+    device_corpus,
+    keep_probability,
+    negative_cdf,
+    sample_negatives,
+    subsample,
+    window_offsets,
+)
 from jaxemb.sgns_update import (
+    band_selector,
     block_curvature,
     damped_gradients,
+    positive_logits,
     sequential_input_scale,
     sequential_output_scale,
     sparse_sgd_update,
-    tiles,
 )
 
 Array = jax.Array
-
-
-class SGNSError(ValueError):
-    """A bad SGNS setting or corpus."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,78 +140,6 @@ def pool_size(cfg: SGNSConfig) -> int:
     if cfg.neg_pool:
         return cfg.neg_pool
     return -(-cfg.negative * (cfg.window + 1) // 8) * 8
-
-
-# --- data ----------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class DeviceCorpus:
-    """The corpus as device arrays: ``tokens`` [N] int32, ``docs`` [N] int32 (document of each
-    token), ``keep_prob`` [V] float32 and ``neg_cdf`` [V] float32 (unigram^0.75 CDF)."""
-
-    tokens: Array
-    docs: Array
-    keep_prob: Array
-    neg_cdf: Array
-
-    @property
-    def n_tokens(self) -> int:
-        return self.tokens.shape[0]
-
-
-def keep_probability(counts: np.ndarray, sample: float) -> np.ndarray:
-    """gensim's subsampling keep-probability min(1, (√(f/t) + 1)·t/f), f = count/total.
-
-    ``sample`` = 0 keeps every token.
-    """
-    counts = np.asarray(counts, np.float64)
-    if sample == 0:
-        return np.ones_like(counts)
-    f = counts / counts.sum()
-    return np.minimum(1.0, (np.sqrt(f / sample) + 1.0) * sample / f)
-
-
-def negative_cdf(counts: np.ndarray, power: float = 0.75) -> np.ndarray:
-    """CDF of the unigram^power distribution that negatives are drawn from."""
-    w = np.asarray(counts, np.float64) ** power
-    cdf = np.cumsum(w) / w.sum()
-    cdf[-1] = 1.0
-    return cdf
-
-
-def device_corpus(encoded_docs, counts: np.ndarray, sample: float) -> DeviceCorpus:
-    """Concatenate int32 documents and put everything the sampler needs on the device."""
-    docs = [np.asarray(d, np.int32) for d in encoded_docs if len(d)]
-    if not docs:
-        raise SGNSError("the corpus is empty: no in-vocabulary tokens to train on")
-    tokens = np.concatenate(docs)
-    doc_ids = np.repeat(np.arange(len(docs), dtype=np.int32), [len(d) for d in docs])
-    return DeviceCorpus(jnp.asarray(tokens), jnp.asarray(doc_ids),
-                        jnp.asarray(keep_probability(counts, sample), jnp.float32),
-                        jnp.asarray(negative_cdf(counts), jnp.float32))
-
-
-@jax.jit
-def subsample(corpus: DeviceCorpus, key: Array):
-    """Kept tokens and their documents compacted to the front ([N] each), and the kept count."""
-    keep = jax.random.uniform(key, corpus.tokens.shape) < corpus.keep_prob[corpus.tokens]
-    (pos,) = jnp.nonzero(keep, size=corpus.n_tokens, fill_value=0)
-    return corpus.tokens[pos], corpus.docs[pos], keep.sum()
-
-
-jax.tree_util.register_dataclass(DeviceCorpus, data_fields=["tokens", "docs", "keep_prob",
-                                                            "neg_cdf"], meta_fields=[])
-
-
-def sample_negatives(key: Array, cdf: Array, shape: tuple[int, ...]) -> Array:
-    """int32 word ids ~ the distribution with this CDF (inverse-CDF sampling)."""
-    u = jax.random.uniform(key, shape)
-    return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), cdf.shape[0] - 1).astype(jnp.int32)
-
-
-def window_offsets(window: int) -> np.ndarray:
-    """[-window..-1, 1..window]: the context slots of a centre."""
-    return np.array([*range(-window, 0), *range(1, window + 1)], np.int32)
 
 
 # --- model ---------------------------------------------------------------------------------
@@ -297,29 +222,6 @@ def positive_tile(cfg: SGNSConfig) -> int:
     return t
 
 
-def _band_selector(T: int, w: int) -> np.ndarray:
-    """[T, 2w, T+2w] one-hot: centre i of a tile, slot (offset o) → column i + w + o of the
-    tile's keys."""
-    sel = np.zeros((T, 2 * w, T + 2 * w), np.float32)
-    for i in range(T):
-        for s, o in enumerate(window_offsets(w)):
-            sel[i, s, i + w + o] = 1.0
-    return sel
-
-
-def positive_logits(q: Array, k: Array, w: int, T: int) -> Array:
-    """Scores of every centre against the keys of its tile: [b/T, T, T+2w].
-
-    q: [b, f] centres; k: [b + 2w, f] keys with w rows of margin either side. Centre i of tile
-    t meets keys tT .. tT+T+2w−1, which hold all its window positions. A banded score matrix
-    computed as a batched matmul (2.6× the needed dot products at T = 16, w = 5, but matmuls,
-    forward and backward, instead of ten shifted elementwise products whose gradient XLA
-    evaluates with slow padded index arithmetic on CPU).
-    """
-    b, f = q.shape
-    return jnp.einsum("tif,tjf->tij", q.reshape(b // T, T, f), tiles(k, w, T))
-
-
 def block_loss(cfg: SGNSConfig, sp: dict, rows_in: Array, rows_out: Array, rows_neg: Array,
                pair_mask: Array, centre_mask: Array) -> Array:
     """Summed SGNS loss of one block of centres (see :func:`block_loss_terms`)."""
@@ -343,7 +245,7 @@ def block_loss_terms(cfg: SGNSConfig, sp: dict, rows_in: Array, rows_out: Array,
     k = phi_out(rows_out)
     pos = positive_logits(q, k, w, T) + bias  # [b/T, T, T+2w]
     band = jnp.einsum("tis,isj->tij", pair_mask.reshape(b // T, T, 2 * w),
-                      _band_selector(T, w))  # the pair mask laid out like pos
+                      band_selector(T, w))  # the pair mask laid out like pos
     g = cfg.neg_group
     k_neg = phi_out(rows_neg)
     neg = jnp.einsum("gif,gsf->gis", q.reshape(b // g, g, -1), k_neg) + bias
