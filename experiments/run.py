@@ -18,6 +18,10 @@ not answered, whose sections quote the error; the other sections are in the repo
 gives the command that resumes the run.
 
 Only the config classes are imported up front; an experiment's code is imported when it runs.
+
+Compiled XLA programs are kept in JAX's persistent compilation cache,
+``~/.cache/jaxemb/jax-compilation-cache`` (``$XDG_CACHE_HOME`` if set), shared with the
+processes a run starts; ``JAX_COMPILATION_CACHE_DIR`` chooses another directory, or ``""`` none.
 """
 
 from __future__ import annotations
@@ -207,6 +211,27 @@ def _cli_type():
     return Union[tuple(sub(name, cfg) for name, (cfg, _) in EXPERIMENTS.items())]  # noqa: UP007
 
 
+def _use_compilation_cache() -> None:
+    """Keep compiled programs across the variants of a run and across runs. A hit returns the
+    executable a compile would (the key is the program's HLO, compile options, XLA flags and
+    jax version), so the numbers are the same; variants that differ only in parameter values
+    (e.g. cosine at several fixed temperatures) compile once. Child processes inherit it."""
+    path = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    if path is None:
+        cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        path = os.environ["JAX_COMPILATION_CACHE_DIR"] = str(
+            cache_home / "jaxemb" / "jax-compilation-cache")
+    if not path:
+        return
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError:  # e.g. no writable home: run without the cache
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0].startswith("-") and args[0] not in ("-h", "--help"):
@@ -236,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     from jaxemb.train import TrainingError
 
+    _use_compilation_cache()
     run = Run(path, config, title=f"jaxemb {name} — {path.name}", experiment=name)
     run.work_dir = work_dir
     t0 = time.perf_counter()

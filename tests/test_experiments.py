@@ -165,3 +165,26 @@ def test_per_question_experiments_run_their_questions_of_the_study(name, questio
     assert type(part) is base  # the study's own config of that part, without --out-dir
     owner = part.protocol if name == "attention" else part
     assert getattr(owner, flag[2:]) == 3
+
+
+def test_runs_keep_compiled_programs_in_a_cache_the_user_can_move_or_turn_off(tmp_path,
+                                                                             monkeypatch):
+    import jax
+
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+        runner._use_compilation_cache()
+        want = tmp_path / "xdg" / "jaxemb" / "jax-compilation-cache"
+        assert jax.config.jax_compilation_cache_dir == str(want) and want.is_dir()
+        assert os.environ["JAX_COMPILATION_CACHE_DIR"] == str(want)  # child processes too
+        monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "mine"))
+        runner._use_compilation_cache()
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "mine")
+        jax.config.update("jax_compilation_cache_dir", before)
+        monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "")  # off: nothing changes
+        runner._use_compilation_cache()
+        assert jax.config.jax_compilation_cache_dir == before
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
