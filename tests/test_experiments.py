@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from experiments import run as runner
+from experiments.report import new_run_dir
 
 pytest.importorskip("gensim")
 
@@ -18,12 +19,18 @@ def _run_dirs(out):
     return sorted(p for p in out.iterdir() if p.is_dir())
 
 
-def test_demo_quick_writes_a_complete_new_run_each_time(tmp_path, capsys):
+def test_a_new_run_never_takes_an_earlier_runs_directory(tmp_path):
+    first = new_run_dir(tmp_path, "demo")
+    (first / "report.md").write_text("earlier")
+    second = new_run_dir(tmp_path, "demo")  # the same second: a numbered sibling
+    assert second != first and second.parent == first.parent
+    assert (first / "report.md").read_text() == "earlier" and not any(second.iterdir())
+
+
+def test_demo_quick_writes_a_complete_run(tmp_path, capsys):
     out = tmp_path / "runs"
     assert runner.main(["demo", "--quick", "--out-dir", str(out)]) == 0
-    assert runner.main(["demo", "--quick", "--out-dir", str(out)]) == 0
-    first, second = _run_dirs(out)
-    assert first != second  # never the same directory twice
+    (first,) = _run_dirs(out)
     for name in ("config.json", "metrics.jsonl", "report.md", "norm_vs_frequency.png",
                  "vectors.txt"):
         assert (first / name).stat().st_size > 0, name

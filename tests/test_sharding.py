@@ -83,7 +83,7 @@ def runs(planted):
     out = {}
     for name, devices, shard_vocab in (("1", 1, False), ("sharded", RUN_DEV, True)):
         out[name] = train.train(encoded, vocab.counts, CFG,
-                                TrainConfig(epochs=4, seeds=(0, 1), devices=devices,
+                                TrainConfig(epochs=3, seeds=(0, 1), devices=devices,
                                             shard_vocab=shard_vocab), progress=False)
     return out
 
@@ -100,7 +100,7 @@ def test_a_sharded_run_reaches_the_scores_of_a_1_device_run(planted, runs):
         for s in range(2):
             rho1 = _rho_planted(pc, vocab, one.seed_params(s))
             rho_sharded = _rho_planted(pc, vocab, r.seed_params(s))
-            assert rho1 > 0.5  # training worked at all
+            assert rho1 > 0.5, rho1  # training worked at all
             assert abs(rho_sharded - rho1) < 0.01, (name, s, rho1, rho_sharded)
 
 
@@ -119,7 +119,7 @@ def test_vocabulary_sharded_tables_live_split_across_devices(planted):
 
 def test_a_sharded_run_resumes_to_the_uninterrupted_parameters(planted, runs, tmp_path):
     _, vocab, encoded = planted
-    tcfg = TrainConfig(epochs=4, seeds=(0, 1), devices=RUN_DEV, shard_vocab=True)
+    tcfg = TrainConfig(epochs=3, seeds=(0, 1), devices=RUN_DEV, shard_vocab=True)
     with pytest.raises(StoppedEarlyError):
         train.train(encoded, vocab.counts, CFG, tcfg, work_dir=tmp_path, progress=False,
                     stop_after_calls=5)
