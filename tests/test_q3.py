@@ -177,8 +177,8 @@ def test_the_caption_names_every_difference_from_the_configs():
     assert "cosine_dotinit: in and out uniform ±0.5/d = ±0.0156 (word2vec's in-draw" in text
     assert "fixed (log t never steps): cosine_t1 (t = 1), cosine_t3 (t = 3)" in text
     assert "learned: cosine_learned (log t from log 1)" in text
-    assert "at lr / (pairs in the block): cosine_learned: log_t; bilinear: W (none for dot, " \
-           "cosine_t1," in text
+    assert "at lr / (pairs in the block): cosine_learned: log_t; bilinear: W (from I, so it " \
+           "starts as dot); none for dot, cosine_t1," in text
     assert "step at lr with the 'damped' row update" in text
     # generated, not typed: another config gives other words
     configs = _q3().configs

@@ -22,6 +22,9 @@ INIT_WORDS = {"word2vec": "in uniform ±0.5/d = ±{a_in:.3g}, out = 0 (word2vec)
                        "tables: at out = 0 a cosine is undefined, its gradient t/eps)",
               "unit": "in and out uniform ±√(3/d) = ±{a_in:.3g} (length ≈ 1)"}
 
+# Where the score's parameters start (jaxemb.learned_score.REGISTRY's initialisers).
+PARAM_INIT = {"W": " (from I, so it starts as dot)", "w": " (from ones)", "b": " (from 0)"}
+
 
 def render(results, run: Run) -> None:
     r = results
@@ -56,7 +59,8 @@ def differences_text(configs: dict) -> str:
              if c["learn_temperature"] is False]
     learned = [f"{n} (log t from log {c['temperature']:g})" for n, c in configs.items()
                if c["learn_temperature"]]
-    params = [f"{n}: {', '.join(_stepping(c))}" for n, c in configs.items() if _stepping(c)]
+    params = [f"{n}: {', '.join(p + PARAM_INIT.get(p, '') for p in _stepping(c))}"
+              for n, c in configs.items() if _stepping(c)]
     none = [n for n, c in configs.items() if not _stepping(c)]
     updates = sorted({c["update"] for c in configs.values()})
     text = (f"What differs between the variants (from their configs). Initialisation — {inits}. "
@@ -65,7 +69,7 @@ def differences_text(configs: dict) -> str:
             f"step at lr with the {' / '.join(repr(u) for u in updates)} row update; the "
             f"score's own parameters step at lr / (pairs in the block): "
             f"{'; '.join(params) or 'none'}")
-    return text + (f" (none for {_names(none)})." if none else ".")
+    return text + (f"; none for {_names(none)}." if none else ".")
 
 
 def _table(r, run: Run) -> str:
