@@ -82,6 +82,8 @@ class SGNSConfig:
     temperature: float = 1.0  # cosine: initial t (logit = t·cos + b)
     learn_temperature: bool = True  # cosine: learn log t
     bias: bool = False  # a learned scalar added to every logit
+    init: str = "auto"  # the tables' initialisation (INITS): "auto" is "unit" for cosine and
+    # "word2vec" for every other score; "small" is word2vec's in-table draw on both tables
     micro_batch: int = 512  # centres per SGD update
     micro_steps: int = 8  # updates per jitted call
     neg_group: int = 64  # centres sharing one pool of negatives
@@ -101,6 +103,14 @@ class SGNSConfig:
         if self.neg_pool < 0:
             raise SGNSError(f"neg_pool must be >= 1, or 0 for negative × mean pairs per centre, "
                             f"got {self.neg_pool}")
+        if self.init not in INITS:
+            raise SGNSError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.score == "cosine" and self.table_init == "word2vec":
+            # Measured: the first step threw the zero out-rows to length ~1e8 (gradient t/eps)
+            # and the loss rose to 16–19 per pair, above (1+k)·log 2 (60 words, d 16, t 10).
+            raise SGNSError("init 'word2vec' starts the output table at 0, where a cosine is "
+                            "undefined (its gradient there is t/eps); use 'small' for "
+                            "word2vec's draw on both tables")
         if self.update not in UPDATES:
             raise SGNSError(f"update must be one of {', '.join(UPDATES)}, got {self.update!r}")
         T = positive_tile(self)
@@ -125,11 +135,23 @@ class SGNSConfig:
                             "or 'diag_bilinear'")
 
     @property
+    def table_init(self) -> str:
+        """The initialisation ``init`` stands for ("auto" resolved by the score)."""
+        if self.init != "auto":
+            return self.init
+        return "unit" if self.score == "cosine" else "word2vec"
+
+    @property
     def words_per_call(self) -> int:
         return self.micro_batch * self.micro_steps
 
 
 UPDATES = ("implicit", "sequential", "sum", "damped")
+# The tables' initialisations: (in, out) uniform half-widths as functions of d (0: zeros).
+INITS = ("auto", "word2vec", "small", "unit")
+INIT_SCALES = {"word2vec": (lambda d: 0.5 / d, lambda d: 0.0),
+               "small": (lambda d: 0.5 / d, lambda d: 0.5 / d),
+               "unit": (lambda d: np.sqrt(3.0 / d), lambda d: np.sqrt(3.0 / d))}
 
 
 def pool_size(cfg: SGNSConfig) -> int:
@@ -149,10 +171,11 @@ class SGNS(nn.Module):
 
     Tables: ``in`` [V, d] (word2vec's uniform ±0.5/d init) and ``out`` [V, d] (zeros, as word2vec,
     for dot-like scores); for cosine, whose normalisation is undefined at 0, both uniform
-    ±√(3/d) (length ≈ 1). The score's parameters live in the submodule ``score``
-    (:func:`score_module`): ``log_t`` (cosine), ``W`` (bilinear, init identity so it starts as
-    dot), ``w`` (diagonal bilinear, init ones), ``b`` (optional bias). So the parameter tree is
-    the training tree, ``{"in", "out", "score": {...}}`` (see :func:`init_params`).
+    ±√(3/d) (length ≈ 1); ``SGNSConfig.init`` chooses another (:data:`INIT_SCALES`). The score's
+    parameters live in the submodule ``score`` (:func:`score_module`): ``log_t`` (cosine), ``W``
+    (bilinear, init identity so it starts as dot), ``w`` (diagonal bilinear, init ones), ``b``
+    (optional bias). So the parameter tree is the training tree, ``{"in", "out", "score": {...}}``
+    (see :func:`init_params`).
     """
 
     vocab_size: int
@@ -161,18 +184,19 @@ class SGNS(nn.Module):
     def setup(self):
         cfg, V, d = self.config, self.vocab_size, self.config.dim
 
-        # Cosine tables start at length ≈ 1 (uniform ±√(3/d): E‖v‖² = 1). Its gradient scales
-        # as t/‖v‖, so at word2vec's ±0.5/d (‖v‖ ≈ 0.03) the first steps blew the vectors up to
-        # ‖v‖ ≈ 40, after which the steps were tiny and learning stalled (measured, t = 10,
-        # 5 epochs on the Wikipedia sample: WS353 0.11 at ±0.5/d vs 0.32 at length 1).
-        a = np.sqrt(3.0 / d) if cfg.score == "cosine" else 0.5 / d
+        # Cosine tables start at length ≈ 1 (init "unit", uniform ±√(3/d): E‖v‖² = 1). Its
+        # gradient scales as t/‖v‖, so at word2vec's ±0.5/d (‖v‖ ≈ 0.03) the first steps blew
+        # the vectors up to ‖v‖ ≈ 40, after which the steps were tiny and learning stalled
+        # (measured, t = 10, 5 epochs on the Wikipedia sample: WS353 0.11 at ±0.5/d vs 0.32 at
+        # length 1). ``init`` overrides the choice (the SGNS study's controls).
+        a_in, a_out = (f(d) for f in INIT_SCALES[cfg.table_init])
 
-        def uniform(key, shape):
-            return jax.random.uniform(key, shape, jnp.float32, -a, a)
+        def uniform(a):
+            return lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -a, a)
 
-        self.table_in = self.param("in", uniform, (V, d))
-        zero_ok = cfg.score != "cosine"
-        self.table_out = self.param("out", nn.initializers.zeros if zero_ok else uniform, (V, d))
+        self.table_in = self.param("in", uniform(a_in), (V, d))
+        self.table_out = self.param("out", uniform(a_out) if a_out else nn.initializers.zeros,
+                                    (V, d))
         # Created after the tables: their draws depend on the order of params in this scope.
         self.score = score_module(cfg)
 

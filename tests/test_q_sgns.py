@@ -202,100 +202,7 @@ def test_q2_with_too_few_pairs_says_so(tmp_path):
     assert "Fewer than 3 word pairs occur 5.0 times" in run.sections[0]
 
 
-# --- Q3 --------------------------------------------------------------------------------------
-
-def _rec(final, ws353, t=None, status="ok", k=5):
-    epochs = [[f + 1 for f in final], final] if status == "ok" else [[4.0, 4.1, 4.2]]
-    rec = {"status": status, "epochs_done": len(epochs), "floor": [0.0] * 3,
-           "data_floor": [1.3] * 3, "final_loss": epochs[-1], "epoch_loss": epochs,
-           "temperature": t}
-    if status == "ok":
-        rec |= {"norm_in": [1.0, 1.1, 1.2], "ws353": list(ws353), "simlex": [0.2] * 3,
-                "3cosadd": [0.1, 0.12, 0.11]}
-    return rec
-
-
-def _q3():
-    variants = {"dot": _rec([2.8, 2.85, 2.9], (0.50, 0.52, 0.51)),
-                "cosine_t1": _rec([3.0, 3.05, 3.1], (0.30, 0.33, 0.31)) | {
-                    "floor": [1.8796] * 3, "data_floor": [2.4] * 3},
-                "cosine_learned": _rec([2.9, 2.9, 2.9], (0.49, 0.55, 0.52), t=[2.0, 2.1, 2.05]),
-                "bilinear": _rec(None, None, status="diverged")}
-    return q3.Results(
-        setup=SETUP, pmi_draws=1, learned_temperature_init=1.0,
-        seconds={"corpus": 1.0, "train dot": 2.0, "pairs": 0.1},
-        training={n: {"seconds": 1.0, "compile_seconds": 0.5, "effective_words_per_s": 1e5}
-                  for n in ("dot", "cosine_t1", "cosine_learned")},
-        variants=variants,
-        describe={"dot": "in·out", "cosine_t1": "1·cos(in, out), t fixed",
-                  "cosine_learned": "t·cos(in, out), t learned (init 1)",
-                  "bilinear": "in·W·out, W learned (init I)"},
-        scores={"dot": "dot", "cosine_t1": "cosine", "cosine_learned": "cosine",
-                "bilinear": "bilinear"},
-        errors={"dot": None, "cosine_t1": None, "cosine_learned": None,
-                "bilinear": "NaN loss in epoch 2"},
-        evaluations={n: [_ev(x) for x in v["ws353"]] if v["status"] == "ok" else []
-                     for n, v in variants.items()},
-        unbounded_floor=1.321, t1_data_floor=2.465)
-
-
-def test_q3_results_roundtrip():
-    r = _q3()
-    assert _roundtrip(r) == r
-
-
-def test_q3_answer_follows_the_numbers():
-    text = q3.answer(_q3())
-    assert "cannot go below (1+k)·log(1+e^−1) = 1.880 for k = 5" in text
-    assert "the bound is tighter: 2.465 (an unbounded logit could reach 1.321)" in text
-    assert "cosine with t = 1 ends at 3.050, 0.650 above that bound, and above dot's 2.850" \
-        in text
-    assert "the best score on WS353 is cosine_learned (0.520) and the worst cosine_t1" in text
-    assert "cosine_t1 is lower than dot on WS353" in text
-    assert "cosine_learned is indistinguishable from dot on WS353" in text
-    assert "The learned temperature ends at t = 2, 2.1, 2.05 (from 1)." in text
-    assert "Training diverged (NaN loss) for: bilinear" in text
-    assert "Going from t = 1 to cosine_learned raises WS353 (0.313 → 0.520)" in text
-    assert text.startswith("**Answer (measured in this run).**")
-    assert "**Background (not measured here).** A cosine logit" in text
-    # the opposite outcome turns the words
-    r = _q3()
-    v = dict(r.variants)
-    v["cosine_t1"] = v["cosine_t1"] | {"final_loss": [2.0] * 3, "ws353": [0.60, 0.62, 0.61]}
-    flipped = q3.answer(dataclasses.replace(r, variants=v))
-    assert "and below dot's 2.850" in flipped and "cosine_t1 is higher than dot on WS353" in flipped
-    assert "Going from t = 1 to cosine_learned lowers WS353" in flipped
-
-
-@pytest.mark.parametrize("departure, words", [
-    ([0.01, 0.02, 0.015], "within 5% of the identity it started from on every seed"),
-    ([0.01, 0.3, 0.015], "more than 5% away from the identity it started from on some seed")])
-def test_q3_answer_reports_how_far_bilinear_w_moved(departure, words):
-    r = _q3()
-    v = dict(r.variants)
-    v["bilinear"] = _rec([2.8, 2.8, 2.8], (0.5, 0.5, 0.5)) | {"w_departure": departure}
-    text = q3.answer(dataclasses.replace(r, variants=v))
-    assert f"bilinear's W ends at ‖W − I‖_F / ‖I‖_F = {', '.join(f'{x:.3g}' for x in departure)}" \
-        in text and words in text
-
-
-def test_q3_render_writes_the_table_figure_and_records(tmp_path):
-    run = _run(tmp_path)
-    q3.render(_q3(), run)
-    logged = _logged(run, tmp_path)
-    (table,) = [m for m in logged if m.get("kind") == "table"]
-    rows = {row[0]: row for row in table["rows"]}
-    assert rows["bilinear"][2:4] == ["diverged (NaN in epoch 2)", "4.100 ± 0.248"]
-    assert rows["bilinear"][7:] == ["—"] * 4 and rows["dot"][4] == "0 (unbounded)"
-    assert rows["cosine_learned"][6] == "2, 2.1, 2.05"
-    assert rows["cosine_t1"][4] == "1.880 ± 0.000"
-    variant = [m for m in logged if m["section"] == "q3_variant"]
-    assert [m["variant"] for m in variant] == list(_q3().variants)
-    assert variant[-1]["error"] == "NaN loss in epoch 2"
-    assert len([m for m in logged if m["section"] == "q3_evaluation"]) == 9
-    assert next(m for m in logged if m["section"] == "q3_training")["seconds"]["pairs"] == 0.1
-    assert (tmp_path / "q3_loss_per_epoch.png").stat().st_size > 1000
-    assert run.sections[0].rstrip().endswith(q3.answer(_q3()))
+# Q3: tests/test_q3.py
 
 
 # --- Q7 --------------------------------------------------------------------------------------
@@ -458,6 +365,11 @@ def test_measured_results_are_json_and_render(tiny_measured, tmp_path):
     dot = results["experiments.study.q3"].variants["dot"]
     assert dot["floor"] == [0.0] * 3 and dot["status"] == "ok"
     assert dot["data_floor"] == [results["experiments.study.q3"].unbounded_floor] * 3
+    # the tables as initialised: in uniform ±0.5/d (E‖v‖² = d·a²/3), out = 0; both moved
+    assert dot["norm_out_start"] == [0.0] * 3 and min(dot["norm_out"]) > 0
+    a = 0.5 / 8
+    assert np.mean(dot["norm_in_start"]) == pytest.approx(a * np.sqrt(8 / 3), rel=0.05)
+    assert results["experiments.study.q3"].configs["dot"]["init"] == "word2vec"
     assert results["experiments.study.q2"].n_pairs >= 3
     run.close()
     text = "".join(run.sections)

@@ -15,13 +15,16 @@ never recorded as a diverged variant (only a NaN loss is).
 Measured on the 2-core CPU while other jobs shared it (load average 5–9): the default (wiki
 sample, 5 variants × 3 seeds × 10 epochs, planted check) took 235 s of CPU time (237 s wall at
 load ~6; 442 s at load ~9), about 80% of it training; quick took 40 s of CPU time, mostly XLA
-compilation (one per variant). text8 (17M tokens) takes about 40× the training time.
+compilation (one per variant). text8 (17M tokens) takes about 40× the training time. Q3's
+controls (cosine_t3, cosine_t30, cosine_dotinit: 8 variants, not 5) cost 81 CPU-s more
+(``--only q3``: 250 against 169 CPU-s, 2026-12-07).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from pathlib import Path
 
@@ -36,7 +39,10 @@ class SGNSStudyError(ValueError):
     """A bad setting of the SGNS study."""
 
 
-VARIANTS = ("dot", "cosine_t1", "cosine_fixed", "cosine_learned", "bilinear")
+VARIANTS = ("dot", "cosine_t1", "cosine_t3", "cosine_fixed", "cosine_t30", "cosine_dotinit",
+            "cosine_learned", "bilinear")
+# Q3's sweep of fixed temperatures: any variant named cosine_t<T> is cosine with t = T fixed.
+COSINE_T = re.compile(r"cosine_t(\d+(?:\.\d+)?)")
 KINDS = ("in", "out", "in+out")
 
 
@@ -66,9 +72,12 @@ class SGNSStudyConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds trained together (vmapped); at least 3 for the 95% intervals."""
     variants: tuple[str, ...] = VARIANTS
-    """Scores SGNS is trained with (Q3): dot, cosine_t1 (t = 1 fixed), cosine_fixed (t =
-    --cosine-temperature fixed), cosine_learned (t learned from --learned-temperature-init),
-    bilinear (in·W·out, W learned from the identity). 'dot' is required (Q1, Q2, Q7 use it)."""
+    """Scores SGNS is trained with (Q3): dot, cosine_t<T> (t = T fixed, any T > 0: the
+    default sweep t = 1, 3, 10, 30 is cosine_t1, cosine_t3, cosine_fixed, cosine_t30),
+    cosine_fixed (t = --cosine-temperature fixed), cosine_dotinit (cosine_fixed started from
+    word2vec's ±0.5/d on both tables, the control of the initialisation), cosine_learned (t
+    learned from --learned-temperature-init), bilinear (in·W·out, W learned from the
+    identity). Each costs ~27 CPU-s at the default size. 'dot' is required (Q1, Q2, Q7)."""
     cosine_temperature: float = 10.0
     """The fixed temperature of cosine_fixed (logit = t·cos)."""
     learned_temperature_init: float = 1.0
@@ -108,14 +117,19 @@ class SGNSStudyConfig:
 
     def model_config(self, variant: str) -> sgns.SGNSConfig:
         """The SGNS settings of one variant: everything but the score is shared."""
-        score = {"dot": dict(score="dot"),
-                 "cosine_t1": dict(score="cosine", temperature=1.0, learn_temperature=False),
+        named = {"dot": dict(score="dot"),
                  "cosine_fixed": dict(score="cosine", temperature=self.cosine_temperature,
                                       learn_temperature=False),
+                 # cosine is undefined at dot's out = 0: word2vec's in-draw on both tables
+                 "cosine_dotinit": dict(score="cosine", temperature=self.cosine_temperature,
+                                        learn_temperature=False, init="small"),
                  "cosine_learned": dict(score="cosine",
                                         temperature=self.learned_temperature_init,
                                         learn_temperature=True),
-                 "bilinear": dict(score="bilinear")}[variant]
+                 "bilinear": dict(score="bilinear")}
+        fixed = COSINE_T.fullmatch(variant)  # the sweep: cosine_t<T>, t = T fixed
+        score = (dict(score="cosine", temperature=float(fixed[1]), learn_temperature=False)
+                 if fixed else named[variant])
         # Every variant trains with the same row update, "damped" (see SGNSConfig.update): the
         # default "implicit" bounds steps in feature space, which is not cosine's own curvature.
         return sgns.SGNSConfig(dim=self.dim, window=self.window, negative=self.negative,
@@ -155,10 +169,12 @@ class SGNSStudyConfig:
                 "text file (one document per line)")
         if len(self.seeds) < 3 or len(set(self.seeds)) != len(self.seeds):
             bad("seeds", tuple(self.seeds), "at least 3 distinct seeds (95% intervals)")
-        unknown = [v for v in self.variants if v not in VARIANTS]
+        unknown = [v for v in self.variants if v not in VARIANTS and not (
+            COSINE_T.fullmatch(v) and float(COSINE_T.fullmatch(v)[1]) > 0)]
         if unknown or len(set(self.variants)) != len(self.variants) or "dot" not in self.variants:
             bad("variants", tuple(self.variants),
-                f"distinct names from {VARIANTS}, including 'dot' (Q1, Q2, Q7 use it)")
+                f"distinct names from {VARIANTS} or cosine_t<T> (T > 0), including 'dot' (Q1, "
+                "Q2, Q7 use it)")
         for v in self.variants:
             self.model_config(v).validate()
 
@@ -202,7 +218,8 @@ class VariantRun:
             return "in·W·out, W learned (init I)"
         if m.learn_temperature:
             return f"t·cos(in, out), t learned (init {m.temperature:g})"
-        return f"{m.temperature:g}·cos(in, out), t fixed"
+        init = "" if m.init == "auto" else f", init {m.init!r}"
+        return f"{m.temperature:g}·cos(in, out), t fixed{init}"
 
 
 @dataclasses.dataclass
