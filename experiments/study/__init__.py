@@ -104,7 +104,8 @@ def header() -> str:
             "grid of windows and negatives (`python -m experiments.bench_sgns --grid`); the "
             "cosine tables' initialisation (length 1) and Q4's MQAR learning rate and batch "
             "were chosen during development by looking at results of the kind reported here, "
-            "so comparisons involving them are not free of that selection. Intervals are 95% "
+            "so comparisons involving them are not free of that selection (Q3's cosine_dotinit "
+            "row measures what the cosine initialisation changes). Intervals are 95% "
             "t-intervals over seeds. "
             f"Decision rule: {stats.DECISION_RULE}\n")
 
