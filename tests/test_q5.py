@@ -251,14 +251,15 @@ def test_dual_encoder_words_follow_the_numbers_and_flip():
             "is within the noise of cosine, τ fixed and cosine, τ learned.") in words
     assert f"Dual encoders with {logq}: dot reaches recall@10 0.260 (head 0.450" in words
     assert "cosine, τ learned (0.237) is below dot (Δ -0.023 ± " in words
-    assert "Dot's learned item norms correlate with log popularity at r = 0.72 ± 0.05." in words
+    assert ("Dot's learned item norms correlate with log popularity at r = 0.72 ± 0.05 (the "
+            "interval excludes 0).") in words
     # the opposite outcome: the cosines above dot, dot's norms unrelated to popularity
     flipped = q5.answer(fixture_results(retrieval=retrieval_fixture(
         cos=[0.30, 0.31, 0.32], corr=(-0.1, 0.0, 0.1))))
     assert (f"With {logq}, the norm that dot keeps hurts retrieval here: dot is below cosine, "
             "τ fixed and cosine, τ learned.") in flipped
     assert "cosine, τ learned (0.310) is above dot" in flipped
-    assert "correlate with log popularity at r = 0.00 ± 0.25." in flipped
+    assert "correlate with log popularity at r = 0.00 ± 0.25 (the interval includes 0)." in flipped
     # mixed: one cosine above, one below
     r = retrieval_fixture()
     r["scores"]["cosine_fixed"]["logq"] = _cond([0.30, 0.31, 0.32], [0.4] * 3, [0.2] * 3,

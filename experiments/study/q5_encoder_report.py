@@ -70,7 +70,9 @@ def render(cfg, r: dict, run: Run) -> str:
                                     "corr(‖item‖, log w)", "τ at the end"), rows,
                    "Dual encoders on planted popularity data (seed 001's case). corr: Pearson "
                    "correlation over items of the learned item vector's norm with the log of "
-                   "its planted popularity weight. Mean ± 95% t-interval over seeds. "
+                   "its planted popularity weight (cosine's score ignores that norm). τ at the "
+                   "end: the run's τ over cosine's learned t. Mean ± 95% t-interval over "
+                   "seeds. "
                    + protocol)
     md += "\n" + _difference_table(r, run, k) + "\n" + _figure(cfg, r, run)
     return md + "\n" + _arithmetic_table(r, run)
@@ -170,7 +172,8 @@ def _condition_sentence(r: dict, c: str, k: int) -> str:
     text = (f"Dual encoders with {CONDITION_LABELS[c]}: dot reaches recall@{k} "
             f"{np.mean(dot['recall']):.3f} (head {np.mean(dot['head']):.3f}, tail "
             f"{np.mean(dot['tail']):.3f}); " + "; ".join(said) + ". Dot's learned item norms "
-            f"correlate with log popularity at r = {corr.format(2)}. ")
+            f"correlate with log popularity at r = {corr.format(2)} (the interval "
+            f"{'excludes' if corr.excludes(0.0) else 'includes'} 0). ")
     return text + _verdict(r, c)
 
 
