@@ -3,17 +3,20 @@
 Models (``make_model(name, num_users, num_items, dim)``), each with user and item tables P [U, d],
 Q [I, d] and, by default, user, item and global biases b_u + b_i + b:
 
-==============  ===============================================================================
-dot             P_u · Q_i: matrix factorisation (Rendle, Krichene, Zhang & Anderson 2020)
-cosine          t · cos(P_u, Q_i), learned temperature t (else logits stay in [−1, 1])
-gmf             h · (P_u ⊙ Q_i): NCF's GMF (He et al. 2017) = diagonal bilinear; h = 1 is dot
-bilinear        P_u W Q_i, W [d, d] initialised at the identity (so it starts as dot)
-seed_combo      h · ½(P_u ⊙ Q_i + P_u + Q_i) + c: the seed thread's proposal; it is GMF plus a
-                user term ½h·P_u (constant in a user's ranking) and an item term ½h·Q_i (an
-                item bias tied to the embedding)
-mlp             MLP([P_u, Q_i]): NCF's MLP on the concatenation (ReLU tower, then a linear unit)
-neumf           h · [P_u ⊙ Q_i, MLP([P'_u, Q'_i])]: NCF's NeuMF (separate GMF and MLP tables)
-==============  ===============================================================================
+=================  ===============================================================================
+dot                P_u · Q_i: matrix factorisation (Rendle, Krichene, Zhang & Anderson 2020)
+cosine             t · cos(P_u, Q_i), learned temperature t (else logits stay in [−1, 1])
+gmf                h · (P_u ⊙ Q_i): NCF's GMF (He et al. 2017) = diagonal bilinear; h = 1 is dot
+bilinear           P_u W Q_i, W [d, d] initialised at the identity (so it starts as dot)
+seed_combo         h · ½(P_u ⊙ Q_i + P_u + Q_i) + c: the seed thread's proposal; it is GMF plus a
+                   user term ½h·P_u (constant in a user's ranking) and an item term ½h·Q_i (an
+                   item bias tied to the embedding)
+neg_sq_euclidean   −‖P_u − Q_i‖² (the dual-encoder study of :mod:`jaxemb.dual_encoder`)
+mlp                MLP([P_u, Q_i]): NCF's MLP on the concatenation (ReLU tower, then a linear unit)
+product_mlp        MLP(P_u ⊙ Q_i): the element-wise product vector fed to an MLP predictor (the
+                   proposal of the seed thread's asker; NCF's MLP takes the concatenation)
+neumf              h · [P_u ⊙ Q_i, MLP([P'_u, Q'_i])]: NCF's NeuMF (separate GMF and MLP tables)
+=================  ===============================================================================
 
 The score's own parameters (cosine ``log_t``, bilinear ``W``, gmf/seed_combo ``w`` = h) sit in
 the submodule ``score``, a :class:`jaxemb.learned_score.LearnedScore`.
@@ -21,8 +24,9 @@ the submodule ``score``, a :class:`jaxemb.learned_score.LearnedScore`.
 ``model.apply(v, users [B], items [B]) -> logits [B]``; ``model.apply(v, users [B],
 method="score_all") -> [B, I]`` scores every item. For dot, cosine, gmf, bilinear and seed_combo
 that is the project's central idea: map users through the score's phi_q and all items through
-phi_k once (``jaxemb.scoring``), biases as two more feature columns, then one matmul. For mlp
-and neumf the pair function is vmapped over items.
+phi_k once (``jaxemb.scoring``), biases as two more feature columns, then one matmul;
+``score_pairs`` does the same for a batch of items (in-batch logits). For mlp, product_mlp and
+neumf the pair function is vmapped over items.
 """
 
 from __future__ import annotations
@@ -126,16 +130,25 @@ class FeatureModel(InteractionModel):
         bias = jnp.broadcast_to(self.b_user[users] + self.user_term(Pu) + self.b, users.shape)
         return jnp.concatenate([F, bias[:, None], jnp.ones_like(bias)[:, None]], axis=1)
 
-    def item_features(self) -> Array:
-        """[I, f + 2]: phi_k(Q_i) of every item, then 1 and the item's bias."""
-        F = self.score.spec.maps.map_keys(self.Q, *self.theta())
-        bias = jnp.broadcast_to(self.b_item + self.item_term(self.Q), (self.num_items,))
+    def item_features(self, items: Array | None = None) -> Array:
+        """[I, f + 2] (or [B', f + 2] for ``items`` [B']): phi_k(Q_i) of every item (of
+        ``items``), then 1 and the item's bias."""
+        Q = self.Q if items is None else self.Q[items]
+        b_item = self.b_item if items is None else self.b_item[items]
+        F = self.score.spec.maps.map_keys(Q, *self.theta())
+        bias = jnp.broadcast_to(b_item + self.item_term(Q), Q.shape[:1])
         return jnp.concatenate([F, jnp.ones_like(bias)[:, None], bias[:, None]], axis=1)
 
     def score_all(self, users: Array) -> Array:
         """[B, I]: every item for each of ``users`` [B], one matmul of feature maps."""
         self._check(users)
         return self.user_features(users) @ self.item_features().T
+
+    def score_pairs(self, users: Array, items: Array) -> Array:
+        """[B, B']: every one of ``items`` [B'] for each of ``users`` [B] (in-batch logits of a
+        contrastive loss), one matmul of feature maps."""
+        self._check(users, items)
+        return self.user_features(users) @ self.item_features(items).T
 
 
 class Dot(FeatureModel):
@@ -147,10 +160,11 @@ class Cosine(FeatureModel):
     logit is stuck in [−1, 1] and cannot express a confident sigmoid (SigLIP, Zhai et al. 2023)."""
 
     temperature: float = 5.0
+    learn_temperature: bool = True
     score_name = "cosine"
 
     def score_options(self) -> dict:
-        return {"temperature": self.temperature}
+        return {"temperature": self.temperature, "learn_temperature": self.learn_temperature}
 
 
 class GMF(FeatureModel):
@@ -162,6 +176,14 @@ class GMF(FeatureModel):
 
 class Bilinear(FeatureModel):
     score_name = "bilinear"
+
+
+class NegSqEuclidean(FeatureModel):
+    """−‖P_u − Q_i‖² + biases: the feature maps [2q, −‖q‖², −1] · [k, 1, ‖k‖²]
+    (jaxemb.scoring); in a softmax over items the user's −‖q‖² cancels and the item's −‖k‖²
+    is an item bias that penalises long item vectors."""
+
+    score_name = "neg_sq_euclidean"
 
 
 class SeedCombo(FeatureModel):
@@ -227,6 +249,25 @@ class MLP(PairModel):
         return self.out(x)[..., 0] + self.b_user[users] + self.b_item[items]
 
 
+class ProductMLP(PairModel):
+    """MLP(P_u ⊙ Q_i): the element-wise product vector as the input of a ReLU tower, then one
+    linear unit (its bias is the global bias). With no hidden layer it would be GMF; the tower
+    may also learn non-linear functions of the products."""
+
+    hidden: tuple[int, ...] = (32, 16)
+
+    def setup(self):
+        self.P, self.Q = self._tables()
+        self.b_user, self.b_item, _ = self._biases(global_bias=False)
+        self.tower = MLPTower(self.hidden)
+        self.out = nn.Dense(1, kernel_init=_dense_init)
+
+    def __call__(self, users: Array, items: Array) -> Array:
+        self._check(users, items)
+        x = self.tower(self.P[users] * self.Q[items])
+        return self.out(x)[..., 0] + self.b_user[users] + self.b_item[items]
+
+
 class NeuMF(PairModel):
     """NCF's NeuMF: h · [P_u ⊙ Q_i, MLP([P'_u, Q'_i])] with separate GMF and MLP tables."""
 
@@ -249,13 +290,17 @@ class NeuMF(PairModel):
 
 MODELS: dict[str, type[InteractionModel]] = {
     "dot": Dot, "cosine": Cosine, "gmf": GMF, "bilinear": Bilinear, "seed_combo": SeedCombo,
-    "mlp": MLP, "neumf": NeuMF}
+    "neg_sq_euclidean": NegSqEuclidean, "mlp": MLP, "product_mlp": ProductMLP, "neumf": NeuMF}
+PAIR_MODELS = ("mlp", "product_mlp", "neumf")
+"""Models with an MLP tower (option ``hidden``), whose all-items scoring vmaps the pair
+function."""
 
 
 def make_model(name: str, num_users: int, num_items: int, dim: int, **options
                ) -> InteractionModel:
     """The model called ``name`` (see :data:`MODELS`). ``options``: ``biases``, ``init_std``;
-    ``temperature`` (cosine); ``hidden`` widths (mlp, neumf)."""
+    ``temperature``, ``learn_temperature`` (cosine); ``hidden`` widths (mlp, product_mlp,
+    neumf)."""
     if name not in MODELS:
         close = difflib.get_close_matches(str(name), MODELS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""

@@ -89,30 +89,44 @@ def make_epoch(model: InteractionModel, cfg: InteractionTrainConfig):
     """One epoch of every run, built once (:func:`jaxemb.engine.make_step`): ``(state, users
     [N], items [N], seen [U, I]) -> (state, {"loss": mean loss [R]})``; the state
     (:func:`init_state`) is donated, its ``step`` is the epoch."""
-    B, n_neg = cfg.batch_size, cfg.negatives
+    n_neg = cfg.negatives
 
-    def loss_fn(params, u, i, y):
-        logits = model.apply({"params": params}, u, i)
+    def batch_loss(params, u, i, key, hp, seen):
+        del hp
+        B = u.shape[0]
+        neg = sample_negatives(key, u, seen, n_neg)
+        uu = jnp.concatenate([u, jnp.repeat(u, n_neg)])
+        ii = jnp.concatenate([i, neg.reshape(-1)])
+        y = jnp.concatenate([jnp.ones(B), jnp.zeros(B * n_neg)])
+        logits = model.apply({"params": params}, uu, ii)
         return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, y))
 
-    def epoch(run, e, users, items, seen):
+    return epoch_step(batch_loss, cfg.batch_size)
+
+
+def epoch_step(batch_loss, batch_size: int):
+    """The engine's step of one epoch over the positives, for any loss of a batch:
+    ``batch_loss(params, users [B], items [B], key, hp [h], extra) -> []`` with a key per step
+    (the global step folded in) and the run's hyper-parameters ``hp`` (``hp[0]`` the Adam rate,
+    ``hp[1]`` the decoupled weight decay of the tables). Returns ``(state, users [N], items
+    [N], extra) -> (state, {"loss": mean loss [R]})``, jitted once, the state donated."""
+    B = batch_size
+
+    def epoch(run, e, users, items, extra):
         lr, wd = run["hp"][0], run["hp"][1]
-        k_order, k_neg = run["keys"][0], run["keys"][1]
+        k_order, k_batch = run["keys"][0], run["keys"][1]
         N = users.shape[0]
         steps = -(-N // B)
         # a random order: argsort of random bits (cheaper to compile than random.permutation)
         perm = jnp.argsort(jax.random.bits(engine.step_key(k_order, e), (N,)))
-        y = jnp.concatenate([jnp.ones(B), jnp.zeros(B * n_neg)])
 
         def step(carry, s):
             params, opt_state = carry
             idx = perm[(s * B + jnp.arange(B)) % N]  # wraps: every step one shape
-            u = users[idx]
             # the global step is folded in: a rerun draws the same negatives at each step
-            neg = sample_negatives(engine.step_key(k_neg, e * steps + s), u, seen, n_neg)
-            uu = jnp.concatenate([u, jnp.repeat(u, n_neg)])
-            ii = jnp.concatenate([items[idx], neg.reshape(-1)])
-            loss, g = jax.value_and_grad(loss_fn)(params, uu, ii, y)
+            key = engine.step_key(k_batch, e * steps + s)
+            loss, g = jax.value_and_grad(batch_loss)(params, users[idx], items[idx], key,
+                                                     run["hp"], extra)
             updates, opt_state = _adam.update(g, opt_state, params)
             params = jax.tree_util.tree_map_with_path(
                 lambda path, p, d: p - lr * (d + wd * p if _decayed(path) else d), params,
@@ -131,10 +145,16 @@ def init_state(model: InteractionModel, cfg: InteractionTrainConfig) -> dict:
     """The runs' stacked state: params, opt_state, keys [R, 2] (order, negatives), hp [R, 2]
     (lr, weight decay), and the engine's step and first_bad. Runs with one seed share their
     initial params and negatives: settings are compared on one draw."""
-    runs = _init_fn(model)(jnp.asarray([s for s, _, _ in cfg.runs]))
-    runs["hp"] = jnp.asarray([(lr, wd) for _, lr, wd in cfg.runs], jnp.float32)
+    return init_runs(model, [s for s, _, _ in cfg.runs], [(lr, wd) for _, lr, wd in cfg.runs])
+
+
+def init_runs(model: InteractionModel, seeds, hp) -> dict:
+    """The stacked state of runs with ``seeds`` [R] and hyper-parameters ``hp`` [R, h]
+    (:func:`epoch_step`: the rate, the weight decay, then the loss's own)."""
+    runs = _init_fn(model)(jnp.asarray(seeds))
+    runs["hp"] = jnp.asarray(hp, jnp.float32)
     # on the device, like the step's outputs: the numpy counters would be a second cache entry
-    return jax.device_put(engine.init_tracking(runs, len(cfg.runs)))
+    return jax.device_put(engine.init_tracking(runs, len(seeds)))
 
 
 @functools.cache
@@ -194,18 +214,19 @@ def train(model: InteractionModel, data: Interactions, cfg: InteractionTrainConf
 
 
 def fit_mse(model: InteractionModel, users: Array, items: Array, y: Array, sizes, seeds,
-            lr: float, steps: int, batch: int = 256) -> engine.RunsResult:
+            lr, steps: int, batch: int = 256) -> engine.RunsResult:
     """MSE fits of ``model`` to targets ``y`` [N] of pairs (``users``, ``items`` [N]), one
-    vmapped run per (size, seed) of ``sizes``, ``seeds`` [R]: Adam(``lr``) for ``steps`` steps,
-    each on ``batch`` pairs drawn from the first ``size``. Keys: ``key(seed)`` with 0 folded in
-    for the init and step + 1 for each step's batch. ``loss`` [1, R]: the last step's."""
-    opt = optax.adam(lr)
+    vmapped run per (size, seed, rate) of ``sizes``, ``seeds`` [R] and ``lr`` ([R] or one rate
+    for all): Adam for ``steps`` steps, each on ``batch`` pairs drawn from the first ``size``.
+    Keys: ``key(seed)`` with 0 folded in for the init and step + 1 for each step's batch.
+    ``loss`` [1, R]: the last step's."""
     init = jax.jit(functools.partial(
         engine.stack_runs, lambda s: init_params(model, engine.step_key(jax.random.key(s), 0))),
         compiler_options=engine.run_once_options())
     params = init(jnp.asarray(seeds))
+    lrs = jnp.broadcast_to(jnp.asarray(lr, jnp.float32), np.shape(seeds))
 
-    def one(params, size, seed):
+    def one(params, size, seed, lr):
         key = jax.random.key(seed)
 
         def step(carry, s):
@@ -219,21 +240,22 @@ def fit_mse(model: InteractionModel, users: Array, items: Array, y: Array, sizes
                 return jnp.mean((pred - y[idx]) ** 2)
 
             loss, g = jax.value_and_grad(loss_fn)(params)
-            upd, state = opt.update(g, state, params)
+            upd, state = _adam.update(g, state, params)  # Adam: its direction, times −lr
             first_bad = engine.track_first_bad(first_bad, loss, s)
-            return (optax.apply_updates(params, upd), state, first_bad), loss
+            params = jax.tree.map(lambda p, d: p - lr * d, params, upd)
+            return (params, state, first_bad), loss
 
-        carry = (params, opt.init(params), jnp.int32(-1))
+        carry = (params, _adam.init(params), jnp.int32(-1))
         (params, _, first_bad), losses = jax.lax.scan(step, carry, jnp.arange(steps))
         return params, losses[-1], first_bad
 
     t0 = time.perf_counter()
-    fit = engine.jit_step(engine.vmap_runs(one, (0, 0, 0)), donate_argnums=(0,),
+    fit = engine.jit_step(engine.vmap_runs(one, (0, 0, 0, 0)), donate_argnums=(0,),
                           compiler_options=engine.fast_compile_options())
-    params, loss, first_bad = fit(params, jnp.asarray(sizes), jnp.asarray(seeds))
+    params, loss, first_bad = fit(params, jnp.asarray(sizes), jnp.asarray(seeds), lrs)
     return engine.RunsResult(params, np.asarray(loss, np.float64)[None],
                              list(zip(np.asarray(sizes).tolist(), np.asarray(seeds).tolist(),
-                                      strict=True)),
+                                      np.asarray(lrs).tolist(), strict=True)),
                              np.asarray(first_bad), time.perf_counter() - t0)
 
 

@@ -14,12 +14,12 @@ from jaxemb.interaction import InteractionError
 from jaxemb.interaction_train import InteractionTrainConfig as TrainConfig
 
 U, I, D = 7, 11, 5  # pairwise distinct, so a swapped axis fails
-FEATURE = ("dot", "cosine", "gmf", "bilinear", "seed_combo")
-ALL = (*FEATURE, "mlp", "neumf")
+FEATURE = ("dot", "cosine", "gmf", "bilinear", "seed_combo", "neg_sq_euclidean")
+ALL = (*FEATURE, "mlp", "product_mlp", "neumf")
 
 
 def _model(name, **kw):
-    if name in ("mlp", "neumf"):
+    if name in interaction.PAIR_MODELS:
         kw.setdefault("hidden", (6, 3))
     return interaction.make_model(name, U, I, D, **kw)
 
@@ -54,13 +54,17 @@ def reference(name, p):
     elif name == "seed_combo":
         s = np.einsum("j,uij->ui", p["score"]["w"],
                       0.5 * (P[:, None] * Q[None] + P[:, None] + Q[None]))
+    elif name == "neg_sq_euclidean":
+        s = -((P[:, None] - Q[None]) ** 2).sum(-1)
     else:
         def tower(x):
             for layer in ("Dense_0", "Dense_1"):
                 x = _relu(x @ p["tower"][layer]["kernel"] + p["tower"][layer]["bias"])
             return x
-        Pm, Qm = (P, Q) if name == "mlp" else (p["user_mlp"], p["item_mlp"])
+        Pm, Qm = (p["user_mlp"], p["item_mlp"]) if name == "neumf" else (P, Q)
         x = np.concatenate([np.repeat(Pm[:, None], I, 1), np.repeat(Qm[None], U, 0)], -1)
+        if name == "product_mlp":  # the element-wise product vector is the tower's input
+            x = P[:, None] * Q[None]
         h = tower(x)
         if name == "neumf":
             h = np.concatenate([P[:, None] * Q[None], h], -1)
@@ -103,6 +107,24 @@ def test_gmf_with_all_ones_head_equals_dot():
     pb = dict(p, score={"W": jnp.eye(D)})
     np.testing.assert_allclose(_model("bilinear").apply({"params": pb}, users, items),
                                dot.apply({"params": p}, users, items), rtol=1e-5)
+
+
+def test_product_mlp_contains_the_dot_product():
+    """With the tower [I; −I] → ReLU → [1, −1] summed → ReLU → out [1, −1], MLP(u⊙v) is Σ u_j v_j
+    exactly (relu(x) − relu(−x) = x): the Background's claim, at widths 2d and 2."""
+    model = interaction.make_model("product_mlp", U, I, D, hidden=(2 * D, 2))
+    p = _random_params(model)
+    eye = np.eye(D)
+    p = dict(p, user_bias=jnp.zeros(U), item_bias=jnp.zeros(I),
+             tower={"Dense_0": {"kernel": jnp.asarray(np.concatenate([eye, -eye], 1)),
+                                "bias": jnp.zeros(2 * D)},
+                    "Dense_1": {"kernel": jnp.asarray(np.concatenate(
+                        [np.ones((D, 1)), -np.ones((D, 1))]) * np.array([[1.0, -1.0]])),
+                                "bias": jnp.zeros(2)}},
+             out={"kernel": jnp.array([[1.0], [-1.0]]), "bias": jnp.zeros(1)})
+    P, Q = np.asarray(p["user"]), np.asarray(p["item"])
+    np.testing.assert_allclose(interaction.score_all(model, p, np.arange(U)), P @ Q.T,
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_seed_combo_user_term_does_not_change_a_users_ranking():

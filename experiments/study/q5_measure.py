@@ -1,4 +1,5 @@
-"""Q5's measurements: train and rank every interaction model, fit MLPs to a dot product.
+"""Q5's measurements: train and rank every interaction model; fit MLPs to a dot product
+(:mod:`experiments.study.q5_fit`) and train dual encoders (:mod:`experiments.study.q5_encoder`).
 
 Returns :class:`experiments.study.q5.Results`; the tables, the figures and the answer are made
 from it by :mod:`experiments.study.q5` (no training there).
@@ -13,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.study import q5_encoder, q5_fit
 from experiments.study.q5 import InteractionStudyConfig, Results
 from jaxemb import interaction, interaction_train, ranking, recdata
 
@@ -36,13 +38,15 @@ def measure(cfg: InteractionStudyConfig, progress) -> Results:
         datasets = _datasets(cfg)
     rank = _rank_models(cfg, datasets, progress)
     references = {d.name: _reference_rows(cfg, d) for d in datasets}
-    fit, fit_seconds = _mlp_learns_dot(cfg, progress)
+    fit, fit_tuning, fit_seconds = q5_fit.measure(cfg, progress)
+    retrieval = q5_encoder.measure(cfg, progress)
     results = Results(
         config=dataclasses.asdict(cfg),
         datasets=[{"name": d.name, "note": d.note, "test_users": len(d.split.test_users)}
                   for d in datasets],
-        ranking=rank, references=references, mlp_learns_dot=fit, fit_seconds=fit_seconds,
-        seconds=time.perf_counter() - t0)
+        ranking=rank, references=references, mlp_learns_dot=fit, fit_tuning=fit_tuning,
+        fit_seconds=fit_seconds,
+        retrieval=retrieval, seconds=time.perf_counter() - t0)
     return Results.from_json(results.to_json())  # JSON values only (lists, str keys)
 
 
@@ -80,7 +84,7 @@ def _rank_models(cfg, datasets, progress) -> dict:
         lrs=tuple(cfg.lrs), weight_decays=tuple(cfg.weight_decays), seeds=(0,))
     results = {d.name: {} for d in datasets}
     for name in cfg.models:
-        opts = {"hidden": cfg.hidden} if name in ("mlp", "neumf") else {}
+        opts = {"hidden": cfg.hidden} if name in interaction.PAIR_MODELS else {}
         built = {}  # one model, compilation and scorer per shape: the planted sets share one
         for d in datasets:
             shape = (d.val.train.num_users, d.val.train.num_items)
@@ -131,56 +135,3 @@ def _reference_rows(cfg, d: Dataset) -> list[list]:
                  {"hr": [float(er[0])], "ndcg": [float(er[1])], "hr_sampled": [float(es[0])],
                   "ndcg_sampled": [float(es[1])]}])
     return rows
-
-
-# --- part 2: can an MLP learn a dot product? -------------------------------------------------
-
-def _fit_models(cfg) -> list[tuple[str, interaction.InteractionModel]]:
-    n = cfg.fit_side
-    out = [("dot", interaction.make_model("dot", n, n, cfg.dim))]
-    out += [(f"MLP w={w}", interaction.make_model("mlp", n, n, cfg.dim,
-                                                  hidden=(w, max(w // 2, 1))))
-            for w in cfg.fit_widths]
-    return out
-
-
-def _fit_data(cfg):
-    """Entries of a rank-``fit_rank`` matrix X Yᵀ (unit variance) in random order: the first
-    max(fit_sizes) are the training pool, the last 1000 never seen (test)."""
-    rng = np.random.default_rng(cfg.data_seed + 7)
-    n, r = cfg.fit_side, cfg.fit_rank
-    X = rng.standard_normal((n, r)) / r ** 0.25  # so that each entry x·y has variance 1
-    Y = rng.standard_normal((n, r)) / r ** 0.25
-    order = rng.permutation(n * n)
-    u, i = order // n, order % n
-    y = np.einsum("nr,nr->n", X[u], Y[i])
-    test = slice(n * n - 1000, n * n)
-    return (jnp.asarray(u, jnp.int32), jnp.asarray(i, jnp.int32), jnp.asarray(y, jnp.float32),
-            test)
-
-
-def _fit(model, cfg, users, items, y, sizes, seeds):
-    """MSE fits of ``model`` on the first ``size`` entries, one vmapped run per (size, seed);
-    returns parameters with a leading run axis."""
-    return interaction_train.fit_mse(model, users, items, y, sizes, seeds, cfg.fit_lr,
-                               cfg.fit_steps).params
-
-
-def _mlp_learns_dot(cfg, progress) -> tuple[dict, dict]:
-    """({model: {size: [relative RMSE per seed]}}, {model: seconds})."""
-    users, items, y, test = _fit_data(cfg)
-    sizes = np.repeat(np.asarray(cfg.fit_sizes), cfg.fit_seeds)
-    seeds = np.tile(np.arange(cfg.fit_seeds), len(cfg.fit_sizes))
-    yt = y[test]
-    scale = float(jnp.std(yt))
-    res, seconds = {}, {}
-    for label, model in _fit_models(cfg):
-        with progress(f"Q5 fit {label} to a dot product ({len(sizes)} runs)"):
-            t = time.perf_counter()
-            params = _fit(model, cfg, users, items, y, sizes, seeds)
-            pred = jax.jit(jax.vmap(lambda p, m=model: m.apply({"params": p}, users[test],
-                                                                items[test])))(params)
-            rel = np.asarray(jnp.sqrt(jnp.mean((pred - yt[None]) ** 2, axis=1)) / scale)
-            seconds[label] = time.perf_counter() - t
-        res[label] = {str(s): rel[sizes == s].tolist() for s in cfg.fit_sizes}
-    return res, seconds
