@@ -105,7 +105,11 @@ def header() -> str:
             "cosine tables' initialisation (length 1) and Q4's MQAR learning rate and batch "
             "were chosen during development by looking at results of the kind reported here, "
             "so comparisons involving them are not free of that selection (Q3's cosine_dotinit "
-            "row measures what the cosine initialisation changes). Intervals are 95% "
+            "row measures what the cosine initialisation changes). Q5 chooses its learning rates, "
+            "widths and temperatures on validation data that it does not report (its dual "
+            "encoders and ranking models on a validation split with seed 0, reported on the "
+            "test split with other seeds; its fits on held-out entries other than the scored "
+            "ones). Intervals are 95% "
             "t-intervals over seeds. "
             f"Decision rule: {stats.DECISION_RULE}\n")
 
