@@ -82,6 +82,8 @@ class SGNSConfig:
     temperature: float = 1.0  # cosine: initial t (logit = t·cos + b)
     learn_temperature: bool = True  # cosine: learn log t
     bias: bool = False  # a learned scalar added to every logit
+    random_out: bool = False  # dot-like scores: the output table starts uniform like the input
+    # table (±0.5/d) instead of word2vec's zeros (the study's Q7 ablation); cosine's always does
     micro_batch: int = 512  # centres per SGD update
     micro_steps: int = 8  # updates per jitted call
     neg_group: int = 64  # centres sharing one pool of negatives
@@ -153,6 +155,7 @@ class SGNS(nn.Module):
     (:func:`score_module`): ``log_t`` (cosine), ``W`` (bilinear, init identity so it starts as
     dot), ``w`` (diagonal bilinear, init ones), ``b`` (optional bias). So the parameter tree is
     the training tree, ``{"in", "out", "score": {...}}`` (see :func:`init_params`).
+    ``random_out`` starts ``out`` uniform like ``in`` for dot-like scores too (Q7's ablation).
     """
 
     vocab_size: int
@@ -171,7 +174,7 @@ class SGNS(nn.Module):
             return jax.random.uniform(key, shape, jnp.float32, -a, a)
 
         self.table_in = self.param("in", uniform, (V, d))
-        zero_ok = cfg.score != "cosine"
+        zero_ok = cfg.score != "cosine" and not cfg.random_out
         self.table_out = self.param("out", nn.initializers.zeros if zero_ok else uniform, (V, d))
         # Created after the tables: their draws depend on the order of params in this scope.
         self.score = score_module(cfg)
