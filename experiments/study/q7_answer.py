@@ -34,14 +34,11 @@ def answer(r) -> str:
 
 
 def _in_out(r) -> str:
-    means = {m: {kd: np.mean(_col(evs, m)) for kd, evs in r.evaluation.items()}
-             for m in ("ws353", "simlex", "3cosadd")}
-    best = {m: max(v, key=v.get) for m, v in means.items()}
     ev = r.evaluation
     return (f"Out is {_vs(ev, 'out', 'ws353')} in on WS353 and {_vs(ev, 'out', 'simlex')} in "
-            f"on SimLex (paired 95% interval over seeds); the best vectors are "
-            f"{best['ws353']} on WS353, {best['simlex']} on SimLex and {best['3cosadd']} on "
-            f"analogies (3CosAdd) (benchmark table).")
+            f"on SimLex, and in+out is {_vs(ev, 'in+out', 'ws353')} in on WS353, "
+            f"{_vs(ev, 'in+out', 'simlex')} it on SimLex and {_vs(ev, 'in+out', '3cosadd')} it "
+            f"on analogies (3CosAdd) (paired 95% intervals over seeds; benchmark table).")
 
 
 def _ablation(r) -> str:
@@ -145,21 +142,21 @@ def _composition(r) -> str:
 
 BACKGROUND = (
     "SGNS's loss depends on the two tables only through the products in_w·out_c. If every "
-    "product could be set freely, its optimum is in_w·out_c = log(#(w,c) / (#(w)·P_n(c))) − "
-    "log k (Levy & Goldberg 2014), with #(w) = Σ_c #(w,c) the plain count of w as a centre and "
+    "product could be set freely, its optimum is in_w·out_c = log(#(w,c) / (#(w)·P_n(c))) − log"
+    " k (Levy & Goldberg 2014), with #(w) = Σ_c #(w,c) the plain count of w as a centre and "
     "P_n(c) ∝ #(c)^0.75 the distribution negatives are drawn from (context-distribution "
     "smoothing, Levy, Goldberg & Dagan 2015): rows are normalised by plain counts and columns "
-    "by smoothed ones, so the matrix is not symmetric although the pair counts are; pairs never "
-    "seen have target −∞. A product in·outᵀ fixes the two tables only up to an invertible d×d "
+    "by smoothed ones, so the matrix is not symmetric although the pair counts are; pairs never"
+    " seen have target −∞. A product in·outᵀ fixes the two tables only up to an invertible d×d "
     "matrix A (in·A and out·A⁻ᵀ give the same products), so the objective alone does not make "
     "output rows describe words the way input rows do; what they become depends on the "
     "optimiser and the start. word2vec starts input vectors uniform in ±0.5/d and output "
-    "vectors at zero, so the gradient of every input vector, proportional to the output "
-    "vectors it meets, is zero at the first step. Levy, Goldberg & Dagan (2015) report that "
-    "in + out can help on similarity benchmarks. The analogy king − man + woman ≈ queen is "
-    "from Mikolov, Yih & Zweig (2013); Levy & Goldberg (2014b) found it in explicit PPMI "
-    "vectors as well and proposed 3CosMul. A truncated SVD U_d·Σ_d·V_dᵀ is the best rank-d "
-    "approximation of the matrix in squared error (Eckart & Young 1936), so a smaller d keeps "
-    "the directions of largest singular value. Mitchell & Lapata (2008, 2010) compared "
-    "additive and multiplicative (element-wise) composition on count-based vectors, whose "
-    "components are non-negative; in SGNS or SVD vectors the components take either sign.")
+    "vectors at zero, so an input vector gets no gradient (it is proportional to the output "
+    "vectors it meets) until those output vectors have moved. Levy, Goldberg & Dagan (2015) "
+    "report that in + out can help on similarity benchmarks. The analogy king − man + woman ≈ "
+    "queen is from Mikolov, Yih & Zweig (2013); Levy & Goldberg (2014b) found it in explicit "
+    "PPMI vectors as well and proposed 3CosMul. A truncated SVD U_d·Σ_d·V_dᵀ is the best rank-d"
+    " approximation of the matrix in squared error (Eckart & Young 1936), so a smaller d keeps "
+    "the directions of largest singular value. Mitchell & Lapata (2008, 2010) compared additive"
+    " and multiplicative (element-wise) composition on count-based vectors, whose components "
+    "are non-negative; in SGNS or SVD vectors the components take either sign.")

@@ -110,34 +110,45 @@ def compose(X: np.ndarray, a: int, b: int, how: str) -> np.ndarray:
     raise ValueError(f"unknown composition {how!r}; use one of {COMPOSITIONS}")
 
 
-def nearest(U: np.ndarray, q: np.ndarray, exclude, k: int) -> np.ndarray:
-    """[k] rows of unit rows ``U`` [V, d] of highest cosine to ``q`` [d], ``exclude`` left out."""
+def _scores(U: np.ndarray, q: np.ndarray, exclude) -> np.ndarray:
+    """[V] cosine of unit rows ``U`` [V, d] to ``q`` [d]; −inf at ``exclude``."""
     s = U @ (q / max(np.linalg.norm(q), 1e-12))
     s[list(exclude)] = -np.inf
-    return np.argsort(-s, kind="stable")[:k]
+    return s
+
+
+def nearest(U: np.ndarray, q: np.ndarray, exclude, k: int) -> np.ndarray:
+    """[k] rows of unit rows ``U`` [V, d] of highest cosine to ``q`` [d], ``exclude`` left out,
+    best first."""
+    s = _scores(U, q, exclude)
+    top = np.argpartition(-s, k - 1)[:k]
+    return top[np.argsort(-s[top], kind="stable")]
 
 
 def composition_metrics(X: np.ndarray, a: int, b: int, how: str, target: int | None = None,
-                        k: int = TOP_K) -> dict:
+                        k: int = TOP_K, U: np.ndarray | None = None) -> dict:
     """How a composition's top-k cosine neighbours N (a and b excluded) relate to a and b:
 
     - ``rel_a``, ``rel_b``: mean over n ∈ N of cos(n, a), cos(n, b);
     - ``base_a``, ``base_b``: the same mean over every other word (what a random word gives);
     - ``overlap``: |N ∩ (N_a ∪ N_b)| / k, with N_a a's own top-k neighbours (b excluded);
     - ``rank``: 1-based cosine rank of ``target`` among all words but a and b (None if none).
+
+    ``U``: the unit rows of ``X`` when the caller has them already.
     """
-    U = unit(X.astype(np.float64))
+    U = unit(X.astype(np.float64)) if U is None else U
     k = min(k, len(U) - 2)
-    N = nearest(U, compose(X, a, b, how), (a, b), k)
+    q = compose(X, a, b, how)
+    N = nearest(U, q, (a, b), k)
     own = set(nearest(U, U[a], (a, b), k)) | set(nearest(U, U[b], (a, b), k))
-    others = np.setdiff1d(np.arange(len(U)), [a, b])
+    total = U.sum(axis=0) - U[a] - U[b]  # Σ over the other words: their mean cosine at once
     rec = {"top": N.tolist(), "rel_a": float((U[N] @ U[a]).mean()),
-           "rel_b": float((U[N] @ U[b]).mean()), "base_a": float((U[others] @ U[a]).mean()),
-           "base_b": float((U[others] @ U[b]).mean()),
+           "rel_b": float((U[N] @ U[b]).mean()), "base_a": float(total @ U[a] / (len(U) - 2)),
+           "base_b": float(total @ U[b] / (len(U) - 2)),
            "overlap": len(own & set(N.tolist())) / k, "rank": None}
     if target is not None:
-        full = nearest(U, compose(X, a, b, how), (a, b), len(U) - 2)
-        rec["rank"] = int(np.flatnonzero(full == target)[0]) + 1
+        s = _scores(U, q, (a, b))
+        rec["rank"] = int(np.sum(s > s[target])) + 1
     return rec
 
 
@@ -151,11 +162,11 @@ def composition(sources: dict, words, pairs) -> dict:
     for label, Xs in sources.items():
         results[label] = []
         for X in Xs:
-            per = {}
+            U, per = unit(X.astype(np.float64)), {}
             for how in COMPOSITIONS:
                 per[how] = []
                 for a, b, t in used:
-                    m = composition_metrics(X, row[a], row[b], how, row.get(t))
+                    m = composition_metrics(X, row[a], row[b], how, row.get(t), U=U)
                     m["top"] = [words[i] for i in m["top"]]
                     per[how].append(m)
             results[label].append(per)
