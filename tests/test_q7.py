@@ -45,9 +45,11 @@ def _composition(odot_rel=(0.40, 0.42, 0.41), sum_rel=(0.50, 0.51, 0.52), base=0
                         "PPMI-SVD d=32": [seed(0)]}}
 
 
-def _sweep(d_ws353=(-0.2, -0.3, -0.1), d_simlex=(-0.1, -0.15, -0.05)):
+def _sweep(d_ws353=(-0.2, -0.3, -0.1), d_simlex=(-0.1, -0.15, -0.05), mid=None):
+    middle = {"100": {"ws353": 0.3, "simlex": 0.15, "3cosadd": 0.02, "d_ws353": list(mid),
+                      "d_simlex": [0.0, -0.1, 0.1]}} if mid else {}
     return {"ppmi": {"10": {"ws353": 0.2, "simlex": 0.1, "3cosadd": 0.01,
-                            "d_ws353": list(d_ws353), "d_simlex": list(d_simlex)},
+                            "d_ws353": list(d_ws353), "d_simlex": list(d_simlex)}, **middle,
                      "300": {"ws353": 0.4, "simlex": 0.2, "3cosadd": 0.05, "d_ws353": None,
                              "d_simlex": None}},
             "sgns": {"32": [_ev(x) for x in (0.40, 0.42, 0.41)]}}
@@ -141,14 +143,19 @@ def test_q7_answer_sweep_follows_the_bootstrap_intervals():
     mixed = q7.answer(_q7(sweep=_sweep((-0.2, -0.3, -0.1), (0.0, -0.1, 0.1))))
     assert "indistinguishable from it on SimLex" in mixed
     assert "the two benchmarks disagree on whether compressing to d = 10 helps" in mixed
-    none = q7.answer(_q7(sweep=_sweep((0.0, -0.1, 0.1), (0.0, -0.1, 0.1))))
-    assert "the word pairs cannot tell d = 10 from d = 300" in none
+    none = q7.answer(_q7(sweep=_sweep((0.0, -0.1, 0.1), (0.0, -0.1, 0.1), mid=(0, -1, 1))))
+    assert "the word pairs cannot tell d = 10 from d = 300; no other d differs from d = 300 " \
+        "either (sweep table" in none
+    mid = q7.answer(_q7(sweep=_sweep(mid=(0.1, 0.05, 0.15))))
+    assert "; in between, d = 100 is higher than d = 300 on WS353 (sweep table" in mid
 
 
 def test_q7_answer_composition_follows_the_numbers():
     text = q7.answer(_q7())
     assert ("Composition on SGNS dot, in (1 pairs): the top-10 neighbours of a⊙b have mean "
-            "cosine 0.420 to the two words, against 0.520 for a+b") in text
+            "cosine 0.420 ± 0.025 to the two words, against 0.520 ± 0.025 for a+b (⊙ − + = "
+            "-0.100 [-0.125, -0.075]), 0.520 ± 0.025 for the cos-average and 0.050 ± 0.000 for "
+            "any word") in text
     assert ("⊙'s neighbours are less related to the words than +'s, and more related to them "
             "than a random word") in text
     assert "20% of ⊙'s top-10 are among the words' own top-10 neighbours, 60% of +'s" in text
@@ -157,7 +164,8 @@ def test_q7_answer_composition_follows_the_numbers():
     assert "⊙'s neighbours are more related to the words than +'s, and less related to them" \
         in flipped
     same = q7.answer(_q7(composition=_composition(odot_rel=(0.50, 0.51, 0.52), base=0.05)))
-    assert "⊙'s neighbours are no more related to the words than +'s" in same
+    assert "⊙'s neighbours are not measurably more or less related to the words than +'s" \
+        in same
 
 
 def test_q7_background_is_apart_and_states_the_corrected_theory():
@@ -198,6 +206,10 @@ def test_q7_render_without_ablation_or_sweep_says_so(tmp_path):
     q7.render(_q7(ablation=False, sweep={"ppmi": None, "sgns": {}}), run)
     assert "Not measured in this run: --sgns.no-init-ablation" in run.sections[0]
     assert "No dimension sweep" in run.sections[0]
+    q7.render(_q7(sweep={"ppmi": None, "sgns": _sweep()["sgns"]}), run)  # the quick run's
+    assert "| 32 | — | — | — | — | — | 0.410 ± 0.025 |" in run.sections[1]
+    assert "WS353 ρ(d) − ρ(largest d)" in run.sections[1]
+    assert "The PPMI-SVD dimension sweep did not run" in run.sections[1]
     run.close()
 
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from experiments.report import answer_text
 from experiments.study.q7_measure import relatedness
+from experiments.study.sgns_common import pm
 from jaxemb.stats import compare, paired_difference
 
 LARGER = "python -m experiments.run study --only q7 --sgns.corpus text8"
@@ -111,10 +112,16 @@ def _sweep(r) -> str:
     def best(m):
         return max(ds, key=lambda d: ppmi[str(d)][m])
 
+    middle = [f"d = {d} is {word[v]} d = {hi} on {name}" for d in ds[1:-1]
+              for m, name in (("ws353", "WS353"), ("simlex", "SimLex"))
+              if (v := _decide(ppmi[str(d)][f"d_{m}"])) != "indistinguishable"]
+    rest = (f"; in between, {'; '.join(middle)}" if middle else
+            f"; no other d differs from d = {hi} either" if len(ds) > 2 else "")
     return (f"PPMI-SVD at d = {', '.join(map(str, ds))}: WS353 ρ {row('ws353')}, SimLex ρ "
             f"{row('simlex')} (highest at d = {best('ws353')} and {best('simlex')}); d = {lo} "
             f"is {word[verdict['ws353']]} d = {hi} on WS353 and {word[verdict['simlex']]} it "
-            f"on SimLex (paired bootstrap over word pairs), so {summary} (sweep table, plot).")
+            f"on SimLex (paired bootstrap over word pairs), so {summary}{rest} (sweep table, "
+            f"plot).")
 
 
 def _composition(r) -> str:
@@ -129,11 +136,13 @@ def _composition(r) -> str:
     vs_sum = compare(rel["a⊙b"], rel["a+b"])
     vs_base = compare(rel["a⊙b"], base)
     word = {"higher": "more related to", "lower": "less related to",
-            "indistinguishable": "no more related to"}
+            "indistinguishable": "not measurably more or less related to"}
+    d = paired_difference(rel["a⊙b"], rel["a+b"])
     return (f"Composition on {label} ({len(c['pairs'])} pairs): the top-10 neighbours of a⊙b "
-            f"have mean cosine {np.mean(rel['a⊙b']):.3f} to the two words, against "
-            f"{np.mean(rel['a+b']):.3f} for a+b, {np.mean(rel['cos-average']):.3f} for the "
-            f"cos-average and {np.mean(base):.3f} for any word: ⊙'s neighbours are "
+            f"have mean cosine {pm(rel['a⊙b'])} to the two words, against {pm(rel['a+b'])} "
+            f"for a+b (⊙ − + = {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]), "
+            f"{pm(rel['cos-average'])} for the cos-average and {pm(base)} for any word: ⊙'s "
+            f"neighbours are "
             f"{word[vs_sum]} the words than +'s, and {word[vs_base]} them than a random "
             f"word (paired over seeds); {100 * ov['a⊙b']:.0f}% of ⊙'s top-10 are among the "
             f"words' own top-10 neighbours, {100 * ov['a+b']:.0f}% of +'s (composition "

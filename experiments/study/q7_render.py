@@ -95,7 +95,7 @@ def _sweep_table(r, run: Run) -> str:
     dims = sorted({int(d) for d in (*ppmi, *sg)})
     if not dims:
         return "(No dimension sweep: --sgns.no-ppmi-svd and no --sgns.sweep-sgns-dims.)\n"
-    top = max((int(d) for d in ppmi), default=None)
+    top = max((int(d) for d in ppmi), default="largest d")
 
     def diff(p, name):
         x = p.get(f"d_{name}")
@@ -134,6 +134,8 @@ def _sweep_figure(r, run: Run, dims, ppmi: dict, sg: dict) -> str:
             m = [np.mean(_col(sg[str(d)], key)) for d in ds]
             ax.plot(ds, m, "s--", label="SGNS dot (mean over seeds)")
         ax.set_xscale("log")
+        ax.set_xticks(dims, [str(d) for d in dims])
+        ax.minorticks_off()
         ax.set_xlabel("dimension d")
         ax.set_ylabel(label)
     axes[0].legend(fontsize=8)
