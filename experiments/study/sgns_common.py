@@ -93,11 +93,13 @@ class SGNSStudyConfig:
     """Q2: the true PMI is compared among this many most frequent planted words."""
     ppmi_svd: bool = True
     """Q7: PPMI-SVD vectors of the same corpus beside SGNS (king − man + woman, the dimension
-    sweep, composition): one SVD at the largest --sweep-dims, truncated (about 15 s on the wiki
-    sample); --no-ppmi-svd skips them."""
+    sweep, composition): one SVD at the largest --sweep-dims, truncated (on the wiki sample the
+    SVD at d = 300 took 8 s wall, the sweep's benchmarks and bootstrap 6 s); --no-ppmi-svd
+    skips them."""
     sweep_dims: tuple[int, ...] = (10, 30, 100, 300)
     """Q7: dimensions of the PPMI-SVD sweep (truncations of one SVD; those ≥ the vocabulary
-    size are left out)."""
+    size are left out); each is compared with the largest by a paired bootstrap over the
+    benchmarks' word pairs."""
     sweep_sgns_dims: tuple[int, ...] = ()
     """Q7: also train SGNS (dot, every seed) at these dimensions for the sweep (none by default:
     on the wiki sample each took about 15 CPU-seconds at d = 10 or 30, 23 at d = 100)."""
