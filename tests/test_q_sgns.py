@@ -205,58 +205,7 @@ def test_q2_with_too_few_pairs_says_so(tmp_path):
 # Q3: tests/test_q3.py
 
 
-# --- Q7 --------------------------------------------------------------------------------------
-
-def _q7(queen=True, out_shift=0.0):
-    ev = {"in": [_ev(x) for x in (0.40, 0.42, 0.41)],
-          "out": [_ev(x + out_shift, simlex=0.3 + (x + out_shift - 0.4) / 10)
-                  for x in (0.50, 0.53, 0.52)],
-          "in+out": [_ev(x, add=0.3) for x in (0.45, 0.46, 0.47)]}
-    geo = {kd: {"rho": [r] * 3, "norm": [1.0] * 3, "iso": [i] * 3, "overlap": [o] * 3}
-           for kd, r, i, o in (("in", 0.8, 0.1, 1.0), ("out", 0.3, 0.05, 0.35),
-                               ("in+out", 0.6, 0.08, 0.7))}
-    top = [["queen", 0.61], ["throne", 0.5]] if queen else [["prince", 0.6]]
-    kq = [{"vectors": "SGNS dot, in (seed 0)", "method": "3cosadd", "top": [["x", 0.7]] + top}]
-    counts = list(range(100, 0, -1))
-    return q7.Results(setup=SETUP, evaluation=ev, geometry=geo, n_queries=50, counts=counts,
-                      norms={"in": [1.0] * 100, "out": [2.0] * 100}, king_queen=kq,
-                      queen_rank={"SGNS dot, in (seed 0) / 3cosadd": 2 if queen else None})
-
-
-def test_q7_results_roundtrip():
-    r = _q7()
-    assert _roundtrip(r) == r
-
-
-def test_q7_answer_follows_the_numbers():
-    text = q7.answer(_q7())
-    assert text.startswith("**Answer (measured in this run).** Out is better than in on WS353 "
-                           "and better than in on SimLex")
-    assert "**Background (not measured here).**" in text and "not symmetric" in text
-    assert "the best vectors are out on WS353, out on SimLex and in+out on analogies" in text
-    assert "Spearman 0.80 (in) vs 0.30 (out), mean pairwise cosine 0.100 vs 0.050" in text
-    assert "out shares 35% of in's top-10 neighbours" in text
-    assert "queen in the top 5 for SGNS dot, in (seed 0) (3cosadd, rank 2)" in text
-    assert "for none of these vectors" in q7.answer(_q7(queen=False))
-    # the opposite outcome turns the words (out below in on every seed, paired)
-    flipped = q7.answer(_q7(out_shift=-0.2))
-    assert "Out is worse than in on WS353 and worse than in on SimLex" in flipped
-    assert "the best vectors are in+out on WS353" in flipped
-
-
-def test_q7_render_writes_its_tables_and_figure(tmp_path):
-    run = _run(tmp_path)
-    q7.render(_q7(), run)
-    logged = _logged(run, tmp_path)
-    tables = {m["section"]: m for m in logged if m.get("kind") == "table"}
-    assert list(tables) == ["q7_benchmarks", "q7_geometry", "q7_king_queen"]
-    assert tables["q7_king_queen"]["rows"] == [
-        ["SGNS dot, in (seed 0)", "3cosadd", "x (0.700), queen (0.610), throne (0.500)"]]
-    assert tables["q7_geometry"]["rows"][1] == ["out", "0.300 ± 0.000", "1.000 ± 0.000",
-                                                "0.050 ± 0.000", "0.350 ± 0.000"]
-    assert len([m for m in logged if m["section"] == "q7_evaluation"]) == 9
-    assert (tmp_path / "q7_norms_in_out.png").stat().st_size > 1000
-
+# --- Q7 (its answers, tables and measured pieces: tests/test_q7.py) ---------------------------
 
 def test_mean_pairwise_cosine_equals_the_mean_over_pairs(rng):
     X = rng.normal(size=(7, 3)) + 0.5
@@ -330,7 +279,8 @@ def tiny_measured(tmp_path_factory):
                               for _ in range(40)))
     config = SGNSStudyConfig(corpus=str(path), min_count=1, dim=8, epochs=1, sample=0.0,
                              variants=("dot",), planted_docs=0, hub_queries=20,
-                             pair_min_count=2.0, pair_top_words=30, pmi_draws=1)
+                             pair_min_count=2.0, pair_top_words=30, pmi_draws=1,
+                             sweep_dims=(2, 4), composition_pairs=("king:woman:queen",))
     shared, labels = {}, []
 
     @contextlib.contextmanager
@@ -371,6 +321,10 @@ def test_measured_results_are_json_and_render(tiny_measured, tmp_path):
     assert np.mean(dot["norm_in_start"]) == pytest.approx(a * np.sqrt(8 / 3), rel=0.05)
     assert results["experiments.study.q3"].configs["dot"]["init"] == "word2vec"
     assert results["experiments.study.q2"].n_pairs >= 3
+    r7 = results["experiments.study.q7"]  # Q7's extras ran: ablation, sweep, composition
+    assert set(r7.evaluation_random) == {"in", "out", "in+out"}
+    assert list(r7.sweep["ppmi"]) == ["2", "4", "8"] and list(r7.sweep["sgns"]) == ["8"]
+    assert r7.composition["pairs"] == [["king", "woman", "queen"]]
     run.close()
     text = "".join(run.sections)
     for title in (q1.TITLE, q2.TITLE, q3.TITLE, q7.TITLE):

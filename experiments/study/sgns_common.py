@@ -100,11 +100,31 @@ class SGNSStudyConfig:
     """Q2: documents of 1000 tokens drawn from the planted model (0: skip the planted check)."""
     planted_words: int = 200
     """Q2: the true PMI is compared among this many most frequent planted words."""
-    ppmi_svd: bool = False
-    """Q7: also show king − man + woman on PPMI-SVD vectors of the same corpus (about 15 s
-    more on the wiki sample)."""
+    ppmi_svd: bool = True
+    """Q7: PPMI-SVD vectors of the same corpus beside SGNS (king − man + woman, the dimension
+    sweep, composition): one SVD at the largest --sweep-dims, truncated (on the wiki sample the
+    SVD at d = 300 took 8 s wall, the sweep's benchmarks and bootstrap 6 s); --no-ppmi-svd
+    skips them."""
+    sweep_dims: tuple[int, ...] = (10, 30, 100, 300)
+    """Q7: dimensions of the PPMI-SVD sweep (truncations of one SVD; those ≥ the vocabulary
+    size are left out); each is compared with the largest by a paired bootstrap over the
+    benchmarks' word pairs."""
+    sweep_sgns_dims: tuple[int, ...] = ()
+    """Q7: also train SGNS (dot, every seed) at these dimensions for the sweep (none by default:
+    on the wiki sample each took about 15 CPU-seconds at d = 10 or 30, 23 at d = 100)."""
+    init_ablation: bool = True
+    """Q7: also train dot with random output vectors (dot_out_random, same seeds) beside
+    word2vec's zero init (as long as training dot: about 23 CPU-seconds on the wiki sample)."""
+    composition_pairs: tuple[str, ...] = ("blood:color:red", "water:cold:ice",
+                                          "capital:france:paris", "king:female:queen",
+                                          "war:sea:navy", "sun:night:moon")
+    """Q7: word pairs 'a:b' (or 'a:b:target') whose compositions a⊙b, a+b and (â + b̂)/2 are
+    looked up among all words by cosine; a target's rank is reported when given. Pairs with a
+    word outside the vocabulary are listed as skipped. The defaults were fixed before any
+    result was seen, checked only to be in the wiki sample's vocabulary."""
     quick: bool = False
-    """Smoke-test size: 20 documents, dim 32, 2 epochs, small planted corpus."""
+    """Smoke-test size: 20 documents, dim 32, 2 epochs, small planted corpus; Q7 without
+    PPMI-SVD and the initialisation ablation."""
 
     def resolved(self) -> SGNSStudyConfig:
         if self.quick:
@@ -112,7 +132,7 @@ class SGNSStudyConfig:
                                        planted_docs=min(self.planted_docs, 20), planted_words=50,
                                        pair_min_count=min(self.pair_min_count, 5.0),
                                        example_min_count=min(self.example_min_count, 2.0),
-                                       pmi_draws=1)
+                                       pmi_draws=1, ppmi_svd=False, init_ablation=False)
         return self
 
     def model_config(self, variant: str) -> sgns.SGNSConfig:
@@ -126,7 +146,9 @@ class SGNSStudyConfig:
                  "cosine_learned": dict(score="cosine",
                                         temperature=self.learned_temperature_init,
                                         learn_temperature=True),
-                 "bilinear": dict(score="bilinear")}
+                 "bilinear": dict(score="bilinear"),
+                 # Q7's ablation: dot with output vectors drawn like the inputs (±0.5/d)
+                 "dot_out_random": dict(score="dot", init="small")}
         fixed = COSINE_T.fullmatch(variant)  # the sweep: cosine_t<T>, t = T fixed
         score = (dict(score="cosine", temperature=float(fixed[1]), learn_temperature=False)
                  if fixed else named[variant])
@@ -164,6 +186,13 @@ class SGNSStudyConfig:
                 "> 1 (t = 1 is the cosine_t1 variant)")
         if not self.learned_temperature_init > 0:
             bad("learned-temperature-init", self.learned_temperature_init, "> 0")
+        if not self.sweep_dims or min(self.sweep_dims) < 1 or min(
+                self.sweep_sgns_dims, default=1) < 1:
+            bad("sweep-dims", (self.sweep_dims, self.sweep_sgns_dims), "dimensions >= 1 (at "
+                "least one in --sweep-dims)")
+        if any(len(p.split(":")) not in (2, 3) or not all(p.split(":"))
+               for p in self.composition_pairs):
+            bad("composition-pairs", tuple(self.composition_pairs), "words 'a:b' or 'a:b:target'")
         if self.corpus not in datasets.CORPORA and not Path(self.corpus).is_file():
             bad("corpus", self.corpus, f"one of {', '.join(datasets.CORPORA)} or an existing "
                 "text file (one document per line)")
@@ -282,14 +311,31 @@ class SGNSStudy:
                           progress, lambda: _train_planted(
                               self.config, _work(self.work_dir, "planted")))
 
-    def ppmi_vectors(self, progress) -> np.ndarray | None:
-        """PPMI-SVD vectors of the same corpus (None unless --ppmi-svd)."""
+    def ppmi_vectors(self, progress) -> dict[int, np.ndarray] | None:
+        """{d: [V, d] PPMI-SVD vectors of the same corpus} at --dim and each --sweep-dims below
+        the vocabulary size, truncations of one SVD (None unless --ppmi-svd)."""
         if not self.config.ppmi_svd:
             return None
-        dim = min(self.config.dim, len(self.vocab) - 1)
-        return self._once("ppmi_svd", f"PPMI-SVD reference (d={self.config.dim})", progress,
-                          lambda: ppmi.svd_vectors(ppmi.ppmi(ppmi.cooccurrence(
-                              self.ids, len(self.vocab), self.config.window)), dim))
+        dims = sorted({d for d in (*self.config.sweep_dims, self.config.dim)
+                       if d < len(self.vocab)})
+
+        def make():
+            matrix = ppmi.ppmi(ppmi.cooccurrence(self.ids, len(self.vocab), self.config.window))
+            u, s = ppmi.svd_factors(matrix, dims[-1])
+            return {d: ppmi.truncated_vectors(u, s, d) for d in dims}
+
+        return self._once("ppmi_svd", f"PPMI-SVD (one SVD at d={dims[-1]}, truncated)",
+                          progress, make) if dims else None
+
+    def extra_variant(self, name: str, progress, dim: int | None = None) -> VariantRun:
+        """A variant outside --variants trained on first use with every seed (Q7: dot_out_random,
+        or dot at another ``dim``), checkpointed under work_dir/sgns-<name>[-d<dim>]."""
+        config = self.config if dim is None else dataclasses.replace(self.config, dim=dim)
+        key = name if dim is None else f"{name}-d{dim}"
+        return self._once(f"train {key}", f"Q7: train {key} ({len(config.seeds)} seeds, "
+                          f"{config.epochs} epochs)", progress, lambda: _train_variant(
+                              name, config, self.ids, self.vocab.counts,
+                              _work(self.work_dir, key)))
 
     def evaluation(self, variant: str, kind: str, seed_index: int, score: str = "cosine",
                    methods: tuple[str, ...] = ("3cosadd",)) -> dict:
