@@ -156,3 +156,15 @@ def test_quick_q5_models_learn_the_non_linear_truth(quick_run):
     for name, m in ranked.items():
         assert len(m["hr"]) == 3  # one per seed
         assert 2 * chance < sum(m["hr"]) / 3 < oracle, (name, m["hr"], chance, oracle)
+
+
+def test_the_method_paragraph_names_each_parts_seeds_from_the_config():
+    cfg = study.StudyConfig()
+    text = study.header(cfg)
+    assert f"Q1–Q3, Q7: {len(cfg.sgns.seeds)} seeds" in text and "paired by seed" in text
+    assert "Decision rule: " in text
+    other = study.StudyConfig(sgns=study.SGNSStudyConfig(seeds=(4, 5, 6)),
+                              attention=study.AttentionStudyConfig(seeds=7))
+    text = study.header(other)
+    assert "Q1–Q3, Q7: 3 seeds" in text and "Q4: 7," in text
+    assert "Q1–Q3" not in study.header()  # without a config: the rule only

@@ -68,7 +68,7 @@ class InteractionStudyConfig:
     """MLP-learns-dot: rank of the true matrix."""
     fit_steps: int = 1200
     """MLP-learns-dot: Adam steps (batch 256) for every size."""
-    fit_seeds: int = 3
+    fit_seeds: int = 5
     """MLP-learns-dot: seeds per (model, size) of the chosen setting (after tuning on seed 0),
     vmapped."""
     enc_scores: tuple[str, ...] = ("dot", "cosine_fixed", "cosine_learned", "neg_sq_euclidean")
