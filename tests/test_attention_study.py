@@ -162,6 +162,10 @@ def test_words_when_the_scores_cannot_be_told_apart():
     # without the reference score nothing is compared, and nothing is ranked
     alone = dataclasses.replace(r, char={**r.char, "members": {"raw": members["raw"]}})
     assert "On held-out characters: raw 3.310 ± 0.025 bits per character." in q4.answer(alone)
+    # nor is raw similarity set against a score picked by its mean when the reference is absent
+    rel = {k: ({"raw": v["raw"]} if k in ("negation", "lookup", "negation_far") else v)
+           for k, v in r.relevance.items()}
+    assert "raw similarity (no W_Q, W_K)" not in q4.answer(dataclasses.replace(r, relevance=rel))
 
 
 def _masses(v, layers):

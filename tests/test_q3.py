@@ -171,7 +171,8 @@ def test_answer_groups_the_variants_against_dot_and_flips():
     text = q3.answer(_q3())
     assert "By mean" not in text and "best" not in text and "worst" not in text
     assert ("Against dot on the same benchmark items and seeds (Δ = variant − dot, 95% "
-            "bootstrap interval over the items and seeds; difference table): WS353 ρ: lower "
+            "interval: bootstrap over the items and seeds, widened to the seeds' paired "
+            "t-interval; difference table): WS353 ρ: lower "
             "than dot: cosine_t1 -0.197 [-0.211, -0.182], cosine_t3 -0.100 [-0.100, -0.100], "
             "cosine_fixed") in text
     assert "; indistinguishable from dot: cosine_learned +0.010 [-0.040, +0.060]. SimLex" in text

@@ -144,13 +144,22 @@ def test_the_seeds_are_resampled_too():
     items = np.zeros(30)
     offsets = np.array([0.1, 0.2, 0.3])
     a, b = items + offsets[:, None], np.zeros((3, 30))
-    fixed = stats.item_bootstrap_difference(a, b, n_resamples=500, resample_seeds=False)
+    boot = dict(with_seed_t=False)  # the bootstrap alone
+    fixed = stats.item_bootstrap_difference(a, b, n_resamples=500, resample_seeds=False, **boot)
     assert fixed.low == pytest.approx(0.2) and fixed.high == pytest.approx(0.2)
-    both = stats.item_bootstrap_difference(a, b, n_resamples=2000)
+    both = stats.item_bootstrap_difference(a, b, n_resamples=2000, **boot)
     assert both.mean == pytest.approx(0.2)
     assert 0.1 - 1e-12 <= both.low < 0.17 and 0.23 < both.high <= 0.3 + 1e-12
     assert stats.verdict(both) == "higher" and stats.verdict(
-        stats.item_bootstrap_difference(b, a, n_resamples=500)) == "lower"
+        stats.item_bootstrap_difference(b, a, n_resamples=500, **boot)) == "lower"
+    # three seeds' bootstrap is narrower than Student's t allows: the default interval is
+    # widened to the paired t-interval (0.2 ± 4.303 · 0.1 / √3), which includes 0 here
+    iv = stats.item_bootstrap_difference(a, b, n_resamples=500)
+    half = T975[2] * 0.1 / math.sqrt(3)
+    assert (iv.low, iv.high) == pytest.approx((0.2 - half, 0.2 + half))
+    assert stats.verdict(iv) == "indistinguishable"
+    assert stats.verdict(stats.item_bootstrap_difference(a * 10 + 1, b, n_resamples=500)) \
+        == "higher"
     # the same seed gives the same interval
     assert stats.item_bootstrap_difference(a, b, n_resamples=500, seed=7) == \
         stats.item_bootstrap_difference(a, b, n_resamples=500, seed=7)
@@ -166,3 +175,16 @@ def test_item_bootstrap_refuses_what_it_cannot_pair():
     with pytest.raises(stats.StatsError, match="two items"):
         stats.item_bootstrap_difference([1.0], [0.0])
     assert "bootstrap" in stats.DECISION_RULE and "items" in stats.DECISION_RULE
+
+
+def test_samples_drawn_once_pair_with_any_other_scoring():
+    """A scoring resampled once (ItemSamples) gives the same difference as the one-call form,
+    and samples of other draws are refused."""
+    rng = np.random.default_rng(8)
+    gold, a, b = rng.normal(size=60), rng.normal(size=(3, 60)), rng.normal(size=(3, 60))
+    sa, sb = (stats.item_bootstrap_samples(x, "spearman", gold, n_resamples=300) for x in (a, b))
+    assert stats.item_difference(sa, sb) == stats.item_bootstrap_difference(
+        a, b, "spearman", gold, n_resamples=300)
+    other = stats.item_bootstrap_samples(b, "spearman", gold, n_resamples=300, seed=1)
+    with pytest.raises(stats.StatsError, match="same"):
+        stats.item_difference(sa, other)

@@ -12,7 +12,6 @@ vocabulary, case-insensitive), so an item's mean reproduces the table's figure.
 from __future__ import annotations
 
 import contextlib
-import time
 
 import numpy as np
 
@@ -26,8 +25,8 @@ N_RESAMPLES = 2000
 """Bootstrap resamples of every benchmark difference (numpy seed :data:`BOOTSTRAP_SEED`)."""
 BOOTSTRAP_SEED = 0
 METHOD_TEXT = (f"percentile bootstrap, {N_RESAMPLES} resamples (numpy seed {BOOTSTRAP_SEED}) "
-               f"of the benchmark's items and of the seeds together, paired "
-               f"(jaxemb.stats.item_bootstrap_difference)")
+               f"of the benchmark's items and of the seeds together, paired, widened to contain "
+               f"the paired t-interval over seeds (jaxemb.stats.item_bootstrap_difference)")
 
 
 def items(study: SGNSStudy, variant: str, kind: str, seed_index: int, score: str) -> dict:
@@ -68,33 +67,44 @@ def in_out_items(study: SGNSStudy, seed_index: int) -> dict:
     return out
 
 
-def difference(a: list[dict], b: list[dict], metric: str) -> dict | None:
-    """{"mean", "low", "high", "n"}: the paired difference a − b of ``metric`` (ρ or accuracy)
-    between two scorings, each [seeds] of :func:`items` dicts, averaged over seeds, with its
-    item-and-seed bootstrap interval; None when a seed lacks the items."""
-    if any(x.get(metric) is None for x in a + b):
+def samples(its: list[dict], metric: str) -> stats.ItemSamples | None:
+    """``metric``'s statistic (ρ against gold, or accuracy) of one scoring, [seeds] of
+    :func:`items` dicts, on all items and in every resample (the same draws for every scoring
+    of the benchmark); None when a seed lacks the items."""
+    if any(x.get(metric) is None for x in its):
         return None
+    kw = dict(n_resamples=N_RESAMPLES, seed=BOOTSTRAP_SEED)
     if metric == "3cosadd":
-        iv = stats.item_bootstrap_difference(
-            [x[metric] for x in a], [x[metric] for x in b], "mean",
-            n_resamples=N_RESAMPLES, seed=BOOTSTRAP_SEED)
-    else:
-        gold = a[0][metric][0]
-        iv = stats.item_bootstrap_difference(
-            [x[metric][1] for x in a], [x[metric][1] for x in b], "spearman", gold,
-            n_resamples=N_RESAMPLES, seed=BOOTSTRAP_SEED)
+        return stats.item_bootstrap_samples([x[metric] for x in its], "mean", **kw)
+    return stats.item_bootstrap_samples([x[metric][1] for x in its], "spearman",
+                                        its[0][metric][0], **kw)
+
+
+def difference(a: stats.ItemSamples | None, b: stats.ItemSamples | None) -> dict | None:
+    """{"mean", "low", "high", "n"}: the paired difference a − b averaged over seeds, with its
+    item-and-seed bootstrap interval (JSON for the results); None when a side is missing."""
+    if a is None or b is None:
+        return None
+    iv = stats.item_difference(a, b)
     return {"mean": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n}
 
 
-def differences(a: list[dict], b: list[dict], metrics=METRICS) -> dict:
-    """{metric: :func:`difference` or None} for every metric both sides have."""
-    return {m: difference(a, b, m) for m in metrics if m in a[0] and m in b[0]}
+def differences(its: dict, pairs) -> dict:
+    """{a: {b: {metric: :func:`difference`}}} for each (a, b) of ``pairs`` and every metric both
+    scorings have; ``its``: {scoring: [seeds] of :func:`items` dicts}. Each scoring is resampled
+    once for all the pairs it is in."""
+    smp: dict = {}
 
+    def get(name, metric):
+        if (name, metric) not in smp:
+            smp[name, metric] = samples(its[name], metric)
+        return smp[name, metric]
 
-def timed(f, *args) -> tuple:
-    """(f(*args), wall seconds): what the bootstrap adds to a study is reported."""
-    t = time.perf_counter()
-    return f(*args), time.perf_counter() - t
+    out: dict = {}
+    for a, b in pairs:
+        out.setdefault(a, {})[b] = {m: difference(get(a, m), get(b, m)) for m in METRICS
+                                    if m in its[a][0] and m in its[b][0]}
+    return out
 
 
 # --- from the results (render, answer) ---------------------------------------------------------

@@ -104,9 +104,7 @@ def _differences(study: SGNSStudy) -> tuple[dict, dict]:
     its = {n: [bench_items.items(study, n, "in", i, "cosine") for i in study.seed_indices]
            for n in trained_}
     t_items = time.perf_counter() - t
-    out: dict = {}
-    for a, b in comparisons(trained_):
-        out.setdefault(a, {})[b] = bench_items.differences(its[a], its[b])
+    out = bench_items.differences(its, comparisons(trained_))
     return out, {"items": t_items, "bootstrap": time.perf_counter() - t - t_items}
 
 

@@ -259,5 +259,6 @@ def quality_words(r, ok: dict) -> list[str]:
     if not said:
         return []
     return ["Against dot on the same benchmark items and seeds (Δ = variant − dot, 95% "
-            "bootstrap interval over the items and seeds; difference table): "
+            "interval: bootstrap over the items and seeds, widened to the seeds' paired "
+            "t-interval; difference table): "
             + ". ".join(said) + "."]
