@@ -67,7 +67,7 @@ def _roundtrip(r):
 # --- Q1 --------------------------------------------------------------------------------------
 
 def _d(mean, low, high, n=3):
-    """A stored paired difference (bench_items.difference) with its bootstrap interval."""
+    """A stored paired difference (item_differences.difference) with its bootstrap interval."""
     return {"mean": mean, "low": low, "high": high, "n": n}
 
 

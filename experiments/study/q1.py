@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments.report import Run, answer_text  # noqa: E402
-from experiments.study import bench_items  # noqa: E402
+from experiments.study import item_differences  # noqa: E402
 from experiments.study.results import Results as _Results  # noqa: E402
 from experiments.study.sgns_common import (  # noqa: E402
     SGNSStudyConfig,
@@ -52,7 +52,7 @@ class Results(_Results):
     neighbours: list  # [[word, top 5 by cosine, top 5 by dot]] (first seed)
     benchmarks: dict  # {"cosine" | "dot": [evaluate_vectors per seed] (in·in), "in_out":
     #                   [{"ws353", "simlex": ρ of in·out}] (SGNS's own score; no analogies)}
-    differences: dict  # {"dot" | "in_out": {metric: bench_items.difference against cosine}}
+    differences: dict  # {"dot" | "in_out": {metric: item_differences.difference against cosine}}
     #                    paired over the same items and seeds (item-and-seed bootstrap)
     bootstrap_seconds: dict  # {"items": per-item re-evaluation, "bootstrap": the resampling}
     hubness: dict  # {"cosine" | "dot": [hubness per seed]}
@@ -99,10 +99,11 @@ def _differences(study) -> tuple[dict, dict]:
     differences of the benchmark table, and the seconds they took."""
     t = time.perf_counter()
     seeds = study.seed_indices
-    its = {s: [bench_items.items(study, "dot", "in", i, s) for i in seeds] for s in EVAL_SCORES}
-    io = [bench_items.in_out_items(study, i) for i in seeds]
+    its = {s: [item_differences.items(study, "dot", "in", i, s) for i in seeds]
+           for s in EVAL_SCORES}
+    its["in_out"] = [item_differences.in_out_items(study, i) for i in seeds]
     t_items = time.perf_counter() - t
-    pairs = bench_items.differences(its | {"in_out": io}, [("dot", "cosine"), ("in_out", "cosine")])
+    pairs = item_differences.differences(its, [("dot", "cosine"), ("in_out", "cosine")])
     diffs = {a: by["cosine"] for a, by in pairs.items()}
     return diffs, {"items": t_items, "bootstrap": time.perf_counter() - t - t_items}
 
@@ -189,16 +190,16 @@ def differences_table(r: Results, run: Run) -> str:
     """Each score minus cosine (in, in) on the same benchmark items and seeds, with the
     item-and-seed bootstrap interval the answer decides by."""
     run.log("q1_benchmark_differences", **r.differences, seconds=r.bootstrap_seconds)
-    rows = [(f"{BENCH_LABELS[s]} − cosine", *(bench_items.format_difference(d.get(m))
+    rows = [(f"{BENCH_LABELS[s]} − cosine", *(item_differences.format_difference(d.get(m))
                                                if m in d else "— (undefined)"
                                                for m in ("ws353", "simlex")),
-             bench_items.format_difference(d["3cosadd"], 2, 100) if "3cosadd" in d
+             item_differences.format_difference(d["3cosadd"], 2, 100) if "3cosadd" in d
              else "— (undefined)") for s, d in r.differences.items()]
     return run.table(
         "q1_benchmark_differences", ("paired difference", "Δ WS353 ρ", "Δ SimLex ρ",
                                      "Δ analogy 3CosAdd (points)"), rows,
         f"The same items scored both ways, mean over {len(r.setup['seeds'])} seeds [95% "
-        f"interval: {bench_items.METHOD_TEXT}; it covers the benchmark's sample of items and "
+        f"interval: {item_differences.METHOD_TEXT}; it covers the benchmark's sample of items and "
         f"the seeds]. The decision rule (method section) uses this interval.")
 
 
@@ -217,7 +218,7 @@ def answer(r: Results) -> str:
     def versus(m):  # "0.312 against 0.451, lower than" (analogy accuracy in %)
         d, c = ([e[m] for e in r.benchmarks[s]] for s in ("dot", "cosine"))
         show = (lambda x: f"{100 * x:.2f}%") if m == "3cosadd" else (lambda x: f"{x:.3f}")
-        word = WORDS[bench_items.verdict(r.differences["dot"].get(m))]
+        word = WORDS[item_differences.verdict(r.differences["dot"].get(m))]
         return f"{show(np.mean(d))} against {show(np.mean(c))}, {word}"
 
     cmp = {m: versus(m) for m in ("ws353", "simlex", "3cosadd")}
@@ -259,7 +260,7 @@ def _in_out_sentence(r: Results) -> str:
         return "SGNS itself trained in·out, which this run did not evaluate."
     io, diff = r.benchmarks["in_out"], r.differences.get("in_out", {})
     said = [f"{name} ρ {np.mean([e[key] for e in io]):.3f}, "
-            f"{WORDS[bench_items.verdict(diff.get(key))]} cosine's"
+            f"{WORDS[item_differences.verdict(diff.get(key))]} cosine's"
             for key, name in (("ws353", "WS353"), ("simlex", "SimLex"))]
     return f"Scored by in·out, the score SGNS trained, the same model gives {' and '.join(said)}."
 

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from experiments.study import bench_items
+from experiments.study import item_differences
 from experiments.study.q3_answer import answer, comparisons  # noqa: F401  (q3.answer: entry)
 from experiments.study.q3_render import TITLE, render  # noqa: F401  (the study's entries)
 from experiments.study.results import Results as _Results
@@ -45,7 +45,7 @@ class Results(_Results):
     configs: dict  # {variant: config_record(its SGNSConfig)}: what differs between variants
     errors: dict  # {variant: the training error, or None}
     evaluations: dict  # {variant: [evaluate_vectors of the in-vectors per seed]}
-    differences: dict  # {a: {b: {metric: bench_items.difference}}}: a − b on the same items
+    differences: dict  # {a: {b: {metric: item_differences.difference}}}: a − b on the same items
     #                    and seeds (cosine evaluation), for every pair of q3_answer.comparisons
     bootstrap_seconds: dict  # {"items": per-item re-evaluation, "bootstrap": the resampling}
     unbounded_floor: float  # least loss per pair on these data with free logits
@@ -101,10 +101,10 @@ def _differences(study: SGNSStudy) -> tuple[dict, dict]:
     in-vectors under cosine, paired over the same items and seeds, and their seconds."""
     t = time.perf_counter()
     trained_ = [n for n, v in study.variants.items() if v.result is not None]
-    its = {n: [bench_items.items(study, n, "in", i, "cosine") for i in study.seed_indices]
+    its = {n: [item_differences.items(study, n, "in", i, "cosine") for i in study.seed_indices]
            for n in trained_}
     t_items = time.perf_counter() - t
-    out = bench_items.differences(its, comparisons(trained_))
+    out = item_differences.differences(its, comparisons(trained_))
     return out, {"items": t_items, "bootstrap": time.perf_counter() - t - t_items}
 
 

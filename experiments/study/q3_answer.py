@@ -14,7 +14,7 @@ Declared thresholds and rules (each sentence's flip is tested):
   of dot's final loss, and not when it lies below it.
 - Benchmark scores (WS353, SimLex, analogy) are compared only for the declared pairs of
   :func:`comparisons`, by the decision rule with the item-and-seed bootstrap interval of the
-  paired difference (``Results.differences``; :mod:`experiments.study.bench_items`); no variant
+  paired difference (``Results.differences``; :mod:`experiments.study.item_differences`); no variant
   is ranked by its mean.
 """
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from experiments.report import answer_text
-from experiments.study.bench_items import format_difference, verdict
+from experiments.study.item_differences import format_difference, verdict
 from jaxemb import stats
 from jaxemb.ppmi import cosine_loss_floor
 

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments.report import Run  # noqa: E402
-from experiments.study import bench_items  # noqa: E402
+from experiments.study import item_differences  # noqa: E402
 from experiments.study.q3_answer import answer, comparisons, growth, share_left  # noqa: E402
 from experiments.study.sgns_common import pm, protocol_text, settings_text  # noqa: E402
 from jaxemb.ppmi import cosine_loss_floor  # noqa: E402
@@ -99,7 +99,7 @@ def differences_table(r, run: Run) -> str:
     """The declared benchmark comparisons a − b (q3_answer.comparisons) on the same items and
     seeds, with the item-and-seed bootstrap interval the answer decides by."""
     run.log("q3_benchmark_differences", differences=r.differences, seconds=r.bootstrap_seconds)
-    fmt = bench_items.format_difference
+    fmt = item_differences.format_difference
     pairs = [(a, b) for a, b in comparisons(r.variants) if b in r.differences.get(a, {})]
     rows = [(f"{a} − {b}", *(fmt(r.differences[a][b].get(m)) for m in ("ws353", "simlex")),
              fmt(r.differences[a][b].get("3cosadd"), 2, 100)) for a, b in pairs]
@@ -109,7 +109,7 @@ def differences_table(r, run: Run) -> str:
         f"Each trained variant against dot, then the declared controls (t = 1 against larger "
         f"t and learned t; dot's initialisation against cosine's at the same t): the in-vectors "
         f"scored by cosine on the same items, mean over {len(r.setup['seeds'])} seeds [95% "
-        f"interval: {bench_items.METHOD_TEXT}; it covers the benchmark's sample of items and "
+        f"interval: {item_differences.METHOD_TEXT}; it covers the benchmark's sample of items and "
         f"the seeds]. The decision rule (method section) uses this interval.")
 
 
