@@ -227,10 +227,24 @@ def _check_score(score: str) -> None:
         raise EvaluationError(f"unknown score {score!r}; use one of {SCORES}")
 
 
-def word_pairs(wv: WordVectors, pairs: WordPairs | PathLike, restrict_vocab: int | None = 300000,
-               case_insensitive: bool = True, score: str = "cosine") -> WordPairsResult:
-    """Spearman ρ and Pearson r between ``pairs``' gold scores and ``score`` ("cosine" or "dot")
-    of the two words' vectors in ``wv``."""
+@dataclasses.dataclass(frozen=True, eq=False)
+class WordPairItems:
+    """The scored pairs behind a :class:`WordPairsResult`, in file order (pairs with a word
+    outside the vocabulary left out): what a bootstrap over the benchmark's pairs resamples."""
+
+    name: str
+    gold: np.ndarray  # [n] float64, the human ratings
+    model: np.ndarray  # [n] float64, the model's score of each pair
+    n_oov: int  # pairs left out
+    restrict_vocab: int  # words used (the first ones)
+    score: str
+
+
+def word_pair_items(wv: WordVectors, pairs: WordPairs | PathLike,
+                    restrict_vocab: int | None = 300000, case_insensitive: bool = True,
+                    score: str = "cosine") -> WordPairItems:
+    """Gold rating and ``score`` of every pair in the vocabulary (the items of
+    :func:`word_pairs`, whose ρ is ``spearmanr(items.gold, items.model)``)."""
     _check_score(score)
     if not isinstance(pairs, WordPairs):
         pairs = load_word_pairs(pairs)
@@ -242,14 +256,25 @@ def word_pairs(wv: WordVectors, pairs: WordPairs | PathLike, restrict_vocab: int
             rows_a.append(ia)
             rows_b.append(ib)
             gold.append(g)
-    n_oov = len(pairs) - len(gold)
     if len(gold) < 2:
         raise EvaluationError(
             f"{pairs.name}: only {len(gold)} of {len(pairs)} pairs have both words in the first "
             f"{n} words of the vocabulary; a correlation is undefined with fewer than 2")
     Va, Vb = (jnp.asarray(wv.vectors[r].astype(np.float32)) for r in (rows_a, rows_b))
     model = np.asarray(_pair_score[score](Va, Vb), np.float64)
-    gold = np.asarray(gold, np.float64)
+    return WordPairItems(pairs.name, np.asarray(gold, np.float64), model,
+                         len(pairs) - len(gold), n, score)
+
+
+def word_pairs(wv: WordVectors, pairs: WordPairs | PathLike, restrict_vocab: int | None = 300000,
+               case_insensitive: bool = True, score: str = "cosine") -> WordPairsResult:
+    """Spearman ρ and Pearson r between ``pairs``' gold scores and ``score`` ("cosine" or "dot")
+    of the two words' vectors in ``wv``."""
+    _check_score(score)
+    if not isinstance(pairs, WordPairs):
+        pairs = load_word_pairs(pairs)
+    items = word_pair_items(wv, pairs, restrict_vocab, case_insensitive, score)
+    gold, model, n_oov, n = items.gold, items.model, items.n_oov, items.restrict_vocab
     for what, x in (("gold scores", gold), (f"model scores ({score})", model)):
         if np.ptp(x) == 0:
             raise EvaluationError(f"{pairs.name}: the {what} of the {len(gold)} pairs in the "

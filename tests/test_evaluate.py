@@ -119,6 +119,10 @@ def test_word_pairs_hand_checked(tmp_path):
     assert ev.word_pairs(wv, pairs, case_insensitive=False).spearman == pytest.approx(1.0)
     assert "first 4 of 4 words" in r.protocol and "case-insensitively" in r.protocol
     assert "OOV (1 of 4)" in r.protocol
+    it = ev.word_pair_items(wv, pairs)  # the pairs a bootstrap over items resamples
+    np.testing.assert_array_equal(it.gold, [8.0, 2.0, 1.0])
+    np.testing.assert_allclose(it.model, cos, rtol=1e-6)
+    assert it.n_oov == 1
 
 
 def test_analogies_hand_checked(tmp_path):
@@ -353,6 +357,12 @@ def test_word_pairs_dot_equals_numpy_reference(rng):
         assert (r.n_pairs, r.n_oov, r.score) == (10, 1, score)
     assert "dot product" in ev.word_pairs(wv, pairs, score="dot").protocol
     assert "cosine similarity" in ev.word_pairs(wv, pairs).protocol
+    # the items behind the figures: each in-vocabulary pair's gold and model score, in order
+    for score, model in (("dot", dots), ("cosine", cos)):
+        it = ev.word_pair_items(wv, pairs, score=score)
+        np.testing.assert_array_equal(it.gold, gold)
+        np.testing.assert_allclose(it.model, model, rtol=1e-5)
+        assert (it.n_oov, it.score, it.restrict_vocab) == (1, score, 12)
 
 
 def _loop_3cosadd(X, rows):

@@ -13,7 +13,7 @@ from experiments.study import q3
 from experiments.study.q3_answer import NORM_GREW, loss_at_zero, share_left
 from experiments.study.q3_render import differences_text
 from experiments.study.sgns_common import SGNSStudyConfig, SGNSStudyError
-from jaxemb import sgns
+from jaxemb import sgns, stats
 
 SEEDS = [0, 1, 2]
 SETUP = {"corpus": "wiki", "n_docs": 20, "n_tokens": 12345, "vocab_size": 200, "min_count": 5,
@@ -45,7 +45,22 @@ def _rec(final, ws353, floor=1.3, t=None, norm_start=(1.0, 1.0), norm_end=(1.1, 
     return rec
 
 
-def _q3(**change):
+def _diffs(variants, items=None):
+    """Stand-in benchmark differences for the declared comparisons: the per-seed t-interval of
+    a − b (what a bootstrap would give on these fixtures), unless ``items`` {(a, b, metric):
+    (mean, low, high)} sets one (e.g. an item interval that includes 0)."""
+    ok = [n for n, v in variants.items() if v["status"] == "ok"]
+    out = {}
+    for a, b in q3.comparisons(ok):
+        for m in ("ws353", "simlex", "3cosadd"):
+            iv = stats.paired_difference(variants[a][m], variants[b][m])
+            mean, low, high = (items or {}).get((a, b, m), (iv.mean, iv.low, iv.high))
+            out.setdefault(a, {}).setdefault(b, {})[m] = {"mean": mean, "low": low,
+                                                          "high": high, "n": 3}
+    return out
+
+
+def _q3(items=None, **change):
     """Fixture results: cosine at t = 1 as close to its floor as dot (the floor), larger t
     further from it, dot's initialisation worse for cosine at t = 10."""
     variants = {
@@ -77,6 +92,7 @@ def _q3(**change):
         errors={n: None for n in NAMES} | {"bilinear": "NaN loss in epoch 2"},
         evaluations={n: [_ev(x) for x in v["ws353"]] if v["status"] == "ok" else []
                      for n, v in variants.items()},
+        differences=_diffs(variants, items), bootstrap_seconds={"items": 1.0, "bootstrap": 0.5},
         unbounded_floor=1.321, t1_data_floor=2.465)
 
 
@@ -133,7 +149,8 @@ def test_answer_on_dots_initialisation_and_its_flip():
     assert ("Started from word2vec's draw on both tables (±0.0156, mean length 0.050 instead "
             "of 1.000), cosine at t = 10 ends with a loss higher than cosine_fixed's (the same "
             "t from length 1; Δ = +1.287 ± ") in text
-    assert "and a WS353 lower than cosine_fixed's (Δ = -0.350 ± " in text
+    assert ("and a WS353 lower than cosine_fixed's (Δ = -0.350 [-0.350, -0.350], items and "
+            "seeds resampled)") in text
     assert "its ‖in‖ grew ×500.00 against ×2.50" in text
     assert "So the initialisation changes what cosine learns at this t" in text
     assert "hence the same floor, the start whose norms grew more ended further" in text
@@ -144,17 +161,40 @@ def test_answer_on_dots_initialisation_and_its_flip():
     assert "a WS353 indistinguishable from cosine_fixed's" in flipped
     assert "So the initialisation does not measurably change what cosine learns" in flipped
     assert "hence the same floor" not in flipped
+    # WS353 is decided by the items' interval: one that includes 0 leaves the seeds' verdict
+    wide = q3.answer(_q3(items={("cosine_dotinit", "cosine_fixed", "ws353"): (-0.35, -0.7, 0.01)}))
+    assert "a WS353 indistinguishable from cosine_fixed's (Δ = -0.350 [-0.700, +0.010]" in wide
+    assert "ends with a loss higher than cosine_fixed's" in wide
 
 
 def test_answer_groups_the_variants_against_dot_and_flips():
     text = q3.answer(_q3())
-    assert "Against dot on WS353 (paired 95% interval over seeds): lower than dot: " \
-           "cosine_t1, cosine_t3, cosine_fixed, cosine_t30, cosine_dotinit; " \
-           "indistinguishable from dot: cosine_learned." in text
+    assert "By mean" not in text and "best" not in text and "worst" not in text
+    assert ("Against dot on the same benchmark items and seeds (Δ = variant − dot, 95% "
+            "interval: bootstrap over the items and seeds, widened to the seeds' paired "
+            "t-interval; difference table): WS353 ρ: lower "
+            "than dot: cosine_t1 -0.197 [-0.211, -0.182], cosine_t3 -0.100 [-0.100, -0.100], "
+            "cosine_fixed") in text
+    assert "; indistinguishable from dot: cosine_learned +0.010 [-0.040, +0.060]. SimLex" in text
+    assert "analogy accuracy: indistinguishable from dot: cosine_t1 +0.00 [+0.00, +0.00] points" \
+        in text
     r = _q3(cosine_t1={"ws353": [0.60, 0.62, 0.61], "final_loss": [2.0] * 3})
     flipped = q3.answer(r)
-    assert "higher than dot: cosine_t1;" in flipped and "and below dot's 2.850" in flipped
-    assert "Going from t = 1 to cosine_learned lowers WS353" in flipped
+    assert "WS353 ρ: higher than dot: cosine_t1 +0.100 [" in flipped
+    assert "and below dot's 2.850" in flipped
+    assert "0.650 above that bound, and above dot's 2.850 (paired over seeds" in text
+    tie = q3.answer(_q3(cosine_t1={"final_loss": [2.9, 2.8, 2.85]}))
+    assert "and indistinguishable from dot's 2.850 (paired over seeds" in tie
+    assert "Going from t = 1 to cosine_learned lowers WS353 (0.610 → 0.520; Δ = -0.090 [" \
+        in flipped
+    # an item interval that includes 0 is not 'higher', whatever the seeds say
+    wide = q3.answer(_q3(items={("cosine_t1", "dot", "ws353"): (0.1, -0.02, 0.2),
+                                ("cosine_learned", "cosine_t1", "ws353"): (0.2, -0.01, 0.4),
+                                ("cosine_learned", "dot", "3cosadd"): (0.05, 0.01, 0.09)},
+                         cosine_t1={"ws353": [0.60, 0.62, 0.61]}))
+    assert "indistinguishable from dot: cosine_t1 +0.100 [-0.020, +0.200]" in wide
+    assert "Going from t = 1 to cosine_learned does not measurably change WS353" in wide
+    assert "analogy accuracy: higher than dot: cosine_learned +5.00 [+1.00, +9.00] points" in wide
     assert "Training diverged (NaN loss) for: bilinear" in text
 
 
@@ -194,7 +234,14 @@ def test_render_writes_both_tables_the_figure_and_records(tmp_path):
     run.finish("t")
     logged = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     tables = {m["section"]: m for m in logged if m.get("kind") == "table"}
-    assert list(tables) == ["q3_scores", "q3_mechanism"]
+    assert list(tables) == ["q3_scores", "q3_benchmark_differences", "q3_mechanism"]
+    diffs = {row[0]: row for row in tables["q3_benchmark_differences"]["rows"]}
+    assert list(diffs) == [f"{n} − dot" for n in NAMES[1:]] + [
+        "cosine_fixed − cosine_t1", "cosine_learned − cosine_t1", "cosine_dotinit − cosine_fixed"]
+    assert diffs["cosine_dotinit − cosine_fixed"][1:] == ["-0.350 [-0.350, -0.350]",
+                                                          "+0.000 [+0.000, +0.000]",
+                                                          "+0.00 [+0.00, +0.00]"]
+    assert "items and of the seeds together" in tables["q3_benchmark_differences"]["caption"]
     assert "in uniform ±0.5/d = ±0.0156, out = 0 (word2vec)" in tables["q3_scores"]["caption"]
     scores = {row[0]: row for row in tables["q3_scores"]["rows"]}
     assert scores["bilinear"][5] == "0.0150 ± 0.0124" and scores["dot"][5] == "—"

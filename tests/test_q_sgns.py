@@ -66,7 +66,15 @@ def _roundtrip(r):
 
 # --- Q1 --------------------------------------------------------------------------------------
 
-def _q1(dot_ws353=(0.30, 0.32, 0.31), rho=(0.80, 0.82, 0.84), in_out_ws353=(0.60, 0.62, 0.61)):
+def _d(mean, low, high, n=3):
+    """A stored paired difference (item_differences.difference) with its bootstrap interval."""
+    return {"mean": mean, "low": low, "high": high, "n": n}
+
+
+def _q1(dot_ws353=(0.30, 0.32, 0.31), rho=(0.80, 0.82, 0.84), in_out_ws353=(0.60, 0.62, 0.61),
+        dot_diff=(-0.21, -0.30, -0.12), in_out_diff=(0.10, 0.04, 0.16)):
+    """Benchmark words follow the item-bootstrap differences (dot_diff, in_out_diff: WS353's
+    mean, low, high); SimLex's differences include 0, analogy's is above it."""
     counts = np.arange(200, 0, -1)
     hub = {"cosine": [{"share_top": 0.02, "k_occurrence_skew": 2.0, "max_k_occurrence": 9}] * 3,
            "dot": [{"share_top": 0.40, "k_occurrence_skew": 12.0, "max_k_occurrence": 60}] * 3}
@@ -78,6 +86,10 @@ def _q1(dot_ws353=(0.30, 0.32, 0.31), rho=(0.80, 0.82, 0.84), in_out_ws353=(0.60
         benchmarks={"cosine": [_ev(x) for x in (0.50, 0.53, 0.51)],
                     "dot": [_ev(x) for x in dot_ws353],
                     "in_out": [{"ws353": x, "simlex": 0.3} for x in in_out_ws353]},
+        differences={"dot": {"ws353": _d(*dot_diff), "simlex": _d(0.0, -0.05, 0.05),
+                             "3cosadd": _d(0.02, 0.01, 0.03)},
+                     "in_out": {"ws353": _d(*in_out_diff), "simlex": _d(0.0, -0.05, 0.05)}},
+        bootstrap_seconds={"items": 0.5, "bootstrap": 0.2},
         hubness=hub, frequent=2, n_queries=50)
 
 
@@ -91,17 +103,38 @@ def test_q1_answer_follows_the_numbers():
     assert "a·b = 9.08 > a·a = 9.04" in text and "ranks the identical vector first" in text
     assert "the norm rises with word frequency (Spearman ρ = 0.82" in text
     assert "take 40.0% of the top-10 slots vs 2.0% under cosine" in text
-    assert "more concentrated on a few hubs" in text
-    # dot is below cosine on every seed (paired): called lower; SimLex equal: indistinguishable
+    assert "more concentrated on a few hubs (k-occurrence skew 12.0 vs 2.0, paired" in text
+    # the item-bootstrap interval of dot − cosine excludes 0 below: lower; SimLex's includes 0
     assert re.search(r"WS353 ρ 0\.310 against 0\.\d+, lower than cosine's; "
-                     r"SimLex ρ [\d.]+ against [\d.]+, indistinguishable from cosine's", text)
-    text = q1.answer(_q1(dot_ws353=(0.45, 0.58, 0.51), rho=(-0.5, -0.4, -0.45)))
-    assert re.search(r"WS353 ρ 0\.513 against 0\.\d+, indistinguishable from", text)
+                     r"SimLex ρ [\d.]+ against [\d.]+, indistinguishable from cosine's; and "
+                     r"3CosAdd accuracy [\d.]+% against [\d.]+%, higher than cosine's", text)
+    assert ("'indistinguishable': the 95% interval of the paired difference, a bootstrap over "
+            "the benchmark's items and the seeds widened to the seeds' paired t-interval, "
+            "includes 0") in text
+    # the seeds alone would call dot lower (t-interval), but the items' interval includes 0
+    assert stats.compare([0.30, 0.32, 0.31], [0.50, 0.53, 0.51]) == "lower"
+    text = q1.answer(_q1(dot_diff=(-0.21, -0.45, 0.02), rho=(-0.5, -0.4, -0.45)))
+    assert re.search(r"WS353 ρ 0\.310 against 0\.\d+, indistinguishable from", text)
     assert "falls with word frequency" in text
+    assert re.search(r"WS353 ρ 0\.310 against 0\.\d+, higher than",
+                     q1.answer(_q1(dot_diff=(0.1, 0.05, 0.15))))
     assert ("Scored by in·out, the score SGNS trained, the same model gives WS353 ρ 0.610, "
             "higher than cosine's and SimLex ρ 0.300, indistinguishable from cosine's") in text
-    flipped = q1.answer(_q1(in_out_ws353=(0.40, 0.42, 0.41)))
+    flipped = q1.answer(_q1(in_out_ws353=(0.40, 0.42, 0.41), in_out_diff=(-0.1, -0.16, -0.04)))
     assert "WS353 ρ 0.410, lower than cosine's" in flipped
+
+
+def test_q1_hub_words_follow_the_paired_seeds():
+    r = _q1()
+
+    def skew(dot):
+        hub = dict(r.hubness, dot=[h | {"k_occurrence_skew": x}
+                                   for h, x in zip(r.hubness["dot"], dot, strict=True)])
+        return q1.answer(dataclasses.replace(r, hubness=hub))
+
+    assert "less concentrated on a few hubs (k-occurrence skew 1.0 vs 2.0" in skew([1.0] * 3)
+    assert "neither measurably more nor less concentrated on a few hubs (k-occurrence skew " \
+           "2.0 vs 2.0" in skew([1.0, 3.0, 2.0])
 
 
 def test_q1_render_writes_its_tables_figure_and_answer(tmp_path):
@@ -110,7 +143,12 @@ def test_q1_render_writes_its_tables_figure_and_answer(tmp_path):
     logged = _logged(run, tmp_path)
     tables = {m["section"]: m for m in logged if m.get("kind") == "table"}
     assert list(tables) == ["q1_seed_arithmetic", "q1_norms", "q1_neighbours", "q1_benchmarks",
-                            "q1_hubness"]
+                            "q1_benchmark_differences", "q1_hubness"]
+    assert tables["q1_benchmark_differences"]["rows"] == [
+        ["dot (in·in) − cosine", "-0.210 [-0.300, -0.120]", "+0.000 [-0.050, +0.050]",
+         "+2.00 [+1.00, +3.00]"],
+        ["in·out − cosine", "+0.100 [+0.040, +0.160]", "+0.000 [-0.050, +0.050]",
+         "— (undefined)"]]
     assert tables["q1_benchmarks"]["rows"][1][:2] == ["dot (in·in)", "0.310 ± 0.025"]
     assert tables["q1_benchmarks"]["rows"][2] == ["in·out", "0.610 ± 0.025", "0.300 ± 0.000",
                                                   "— (undefined)"]
@@ -325,6 +363,21 @@ def test_measured_results_are_json_and_render(tiny_measured, tmp_path):
     assert set(r7.evaluation_random) == {"in", "out", "in+out"}
     assert list(r7.sweep["ppmi"]) == ["2", "4", "8"] and list(r7.sweep["sgns"]) == ["8"]
     assert r7.composition["pairs"] == [["king", "woman", "queen"]]
+    # the per-item data reproduce the tables: each paired difference's mean is the difference
+    # of the two scorings' mean figures (a metric undefined on this corpus is None)
+    r1, r3 = results["experiments.study.q1"], results["experiments.study.q3"]
+
+    def check(d, want):
+        assert (d is None and not np.isfinite(want)) or d["mean"] == pytest.approx(want)
+
+    for score, diffs in r1.differences.items():
+        for m, d in diffs.items():
+            check(d, np.mean([e[m] for e in r1.benchmarks[score]])
+                  - np.mean([e[m] for e in r1.benchmarks["cosine"]]))
+    for a_, by in r3.differences.items():
+        for b_, diffs in by.items():
+            for m, d in diffs.items():
+                check(d, np.mean(r3.variants[a_][m]) - np.mean(r3.variants[b_][m]))
     run.close()
     text = "".join(run.sections)
     for title in (q1.TITLE, q2.TITLE, q3.TITLE, q7.TITLE):

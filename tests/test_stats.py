@@ -79,3 +79,112 @@ def test_bootstrap_interval_covers_the_statistic_and_shrinks_with_items():
         assert iv.mean == pytest.approx(rho(x, y))
         widths.append(iv.half_width)
     assert widths[1] < widths[0] / 2  # ~1/sqrt(n): 10× the items, ~3× narrower
+
+
+# --- the item-and-seed bootstrap of a paired difference ----------------------------------------
+
+def test_identical_scorings_give_exactly_zero():
+    rng = np.random.default_rng(1)
+    gold, x = rng.normal(size=50), rng.normal(size=(3, 50))
+    for kind, ref, a in (("spearman", gold, x), ("mean", None, x > 0)):
+        iv = stats.item_bootstrap_difference(a, a, kind, ref, n_resamples=300)
+        assert (iv.mean, iv.low, iv.high, iv.n) == (0.0, 0.0, 0.0, 3)
+        assert stats.verdict(iv) == "indistinguishable"
+
+
+def test_tie_ranks_are_the_ranks_of_the_expanded_resample():
+    """The one-sort ranks with counts equal scipy's rankdata of the resample written out."""
+    from scipy.stats import rankdata
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 6, 40).astype(float)  # many ties, as gold ratings have
+    y = rng.normal(size=40)
+    w = rng.multinomial(40, np.full(40, 1 / 40), size=6).astype(float)
+    ranks, ry = stats._tie_ranks(x, w), stats._tie_ranks(y, w)
+    r = stats._weighted_pearson(ranks, ry, w)
+    for k in range(6):
+        c = w[k].astype(int)
+        np.testing.assert_allclose(np.repeat(ranks[k], c), rankdata(np.repeat(x, c)))
+        assert r[k] == pytest.approx(spearmanr(np.repeat(x, c), np.repeat(y, c)).statistic)
+
+
+def test_spearman_difference_matches_scipys_percentile_bootstrap():
+    """One seed: the same interval as scipy.stats.bootstrap (paired, percentile) of
+    ρ(gold, a) − ρ(gold, b) with scipy.stats.spearmanr, up to Monte Carlo error."""
+    from scipy.stats import bootstrap
+    rng = np.random.default_rng(3)
+    gold = rng.integers(0, 11, 150).astype(float)
+    a, b = gold + 3 * rng.normal(size=150), gold + 5 * rng.normal(size=150)
+
+    def diff(g, x, y):
+        return spearmanr(g, x).statistic - spearmanr(g, y).statistic
+
+    want = bootstrap((gold, a, b), diff, paired=True, vectorized=False, n_resamples=3000,
+                     method="percentile", random_state=np.random.default_rng(4))
+    iv = stats.item_bootstrap_difference(a, b, "spearman", gold, n_resamples=3000, seed=5)
+    assert iv.mean == pytest.approx(diff(gold, a, b), abs=1e-12)
+    lo, hi = want.confidence_interval
+    assert (iv.low, iv.high) == pytest.approx((lo, hi), abs=0.02)
+    assert iv.n == 1 and stats.verdict(iv) == "indistinguishable"  # one seed decides nothing
+
+
+def test_mean_difference_at_large_n_is_the_normal_interval():
+    rng = np.random.default_rng(6)
+    n = 20000
+    a, b = rng.random(n) < 0.32, rng.random(n) < 0.30  # e.g. analogy correctness
+    d = a.astype(float) - b
+    half = 1.959964 * d.std(ddof=1) / np.sqrt(n)
+    iv = stats.item_bootstrap_difference(a, b, "mean", n_resamples=2000)
+    assert iv.mean == pytest.approx(d.mean())
+    assert (iv.low, iv.high) == pytest.approx((d.mean() - half, d.mean() + half), abs=0.1 * half)
+
+
+def test_the_seeds_are_resampled_too():
+    """Per-seed offsets that no item resampling can move: only the seed draw gives width,
+    and the interval stays within the seeds' range."""
+    items = np.zeros(30)
+    offsets = np.array([0.1, 0.2, 0.3])
+    a, b = items + offsets[:, None], np.zeros((3, 30))
+    boot = dict(with_seed_t=False)  # the bootstrap alone
+    fixed = stats.item_bootstrap_difference(a, b, n_resamples=500, resample_seeds=False, **boot)
+    assert fixed.low == pytest.approx(0.2) and fixed.high == pytest.approx(0.2)
+    both = stats.item_bootstrap_difference(a, b, n_resamples=2000, **boot)
+    assert both.mean == pytest.approx(0.2)
+    assert 0.1 - 1e-12 <= both.low < 0.17 and 0.23 < both.high <= 0.3 + 1e-12
+    assert stats.verdict(both) == "higher" and stats.verdict(
+        stats.item_bootstrap_difference(b, a, n_resamples=500, **boot)) == "lower"
+    # three seeds' bootstrap is narrower than Student's t allows: the default interval is
+    # widened to the paired t-interval (0.2 ± 4.303 · 0.1 / √3), which includes 0 here
+    iv = stats.item_bootstrap_difference(a, b, n_resamples=500)
+    half = T975[2] * 0.1 / math.sqrt(3)
+    assert (iv.low, iv.high) == pytest.approx((0.2 - half, 0.2 + half))
+    assert stats.verdict(iv) == "indistinguishable"
+    assert stats.verdict(stats.item_bootstrap_difference(a * 10 + 1, b, n_resamples=500)) \
+        == "higher"
+    # the same seed gives the same interval
+    assert stats.item_bootstrap_difference(a, b, n_resamples=500, seed=7) == \
+        stats.item_bootstrap_difference(a, b, n_resamples=500, seed=7)
+
+
+def test_item_bootstrap_refuses_what_it_cannot_pair():
+    with pytest.raises(stats.StatsError, match="same"):
+        stats.item_bootstrap_difference(np.zeros((3, 5)), np.zeros((2, 5)))
+    with pytest.raises(stats.StatsError, match="gold"):
+        stats.item_bootstrap_difference(np.zeros(5), np.ones(5), "spearman")
+    with pytest.raises(stats.StatsError, match="unknown"):
+        stats.item_bootstrap_difference(np.zeros(5), np.ones(5), "median")
+    with pytest.raises(stats.StatsError, match="two items"):
+        stats.item_bootstrap_difference([1.0], [0.0])
+    assert "bootstrap" in stats.DECISION_RULE and "items" in stats.DECISION_RULE
+
+
+def test_samples_drawn_once_pair_with_any_other_scoring():
+    """A scoring resampled once (ItemSamples) gives the same difference as the one-call form,
+    and samples of other draws are refused."""
+    rng = np.random.default_rng(8)
+    gold, a, b = rng.normal(size=60), rng.normal(size=(3, 60)), rng.normal(size=(3, 60))
+    sa, sb = (stats.item_bootstrap_samples(x, "spearman", gold, n_resamples=300) for x in (a, b))
+    assert stats.item_difference(sa, sb) == stats.item_bootstrap_difference(
+        a, b, "spearman", gold, n_resamples=300)
+    other = stats.item_bootstrap_samples(b, "spearman", gold, n_resamples=300, seed=1)
+    with pytest.raises(stats.StatsError, match="same"):
+        stats.item_difference(sa, other)

@@ -5,6 +5,7 @@ encode in trained SGNS vectors, and what changes when dot replaces cosine at eva
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import jax.numpy as jnp
 import matplotlib
@@ -15,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments.report import Run, answer_text  # noqa: E402
+from experiments.study import item_differences  # noqa: E402
 from experiments.study.results import Results as _Results  # noqa: E402
 from experiments.study.sgns_common import (  # noqa: E402
     SGNSStudyConfig,
@@ -50,6 +52,9 @@ class Results(_Results):
     neighbours: list  # [[word, top 5 by cosine, top 5 by dot]] (first seed)
     benchmarks: dict  # {"cosine" | "dot": [evaluate_vectors per seed] (in·in), "in_out":
     #                   [{"ws353", "simlex": ρ of in·out}] (SGNS's own score; no analogies)}
+    differences: dict  # {"dot" | "in_out": {metric: item_differences.difference against cosine}}
+    #                    paired over the same items and seeds (item-and-seed bootstrap)
+    bootstrap_seconds: dict  # {"items": per-item re-evaluation, "bootstrap": the resampling}
     hubness: dict  # {"cosine" | "dot": [hubness per seed]}
     frequent: int  # how many most frequent words count as hubs
     n_queries: int  # random query words of the hubness measure
@@ -78,13 +83,29 @@ def measure(config: SGNSStudyConfig, shared: dict, progress) -> Results:
                [study.vocab.words[j] for j in by["dot"][i]]] for i, w in enumerate(words)]
         bench = {s: [study.evaluation("dot", "in", i, s) for i in seeds] for s in EVAL_SCORES}
         bench["in_out"] = [_in_out_benchmarks(study, i) for i in seeds]
+        diffs, seconds = _differences(study)
         queries = random_queries(len(counts), config.hub_queries)
         frequent = max(1, len(counts) // 100)
         hub = {s: [hubness(v, queries, frequent, s) for v in V] for s in EVAL_SCORES}
     return Results(setup=setup(study), seed=seed_arithmetic(), rho=rho,
                    norms=np.linalg.norm(V[0], axis=1).astype(np.float64).tolist(),
                    counts=np.asarray(counts).tolist(), neighbours=nb, benchmarks=bench,
-                   hubness=hub, frequent=frequent, n_queries=len(queries))
+                   differences=diffs, bootstrap_seconds=seconds, hubness=hub,
+                   frequent=frequent, n_queries=len(queries))
+
+
+def _differences(study) -> tuple[dict, dict]:
+    """dot (in·in) and in·out against cosine (in, in) on the same items and seeds: the paired
+    differences of the benchmark table, and the seconds they took."""
+    t = time.perf_counter()
+    seeds = study.seed_indices
+    its = {s: [item_differences.items(study, "dot", "in", i, s) for i in seeds]
+           for s in EVAL_SCORES}
+    its["in_out"] = [item_differences.in_out_items(study, i) for i in seeds]
+    t_items = time.perf_counter() - t
+    pairs = item_differences.differences(its, [("dot", "cosine"), ("in_out", "cosine")])
+    diffs = {a: by["cosine"] for a, by in pairs.items()}
+    return diffs, {"items": t_items, "bootstrap": time.perf_counter() - t - t_items}
 
 
 def _in_out_benchmarks(study, seed_index: int) -> dict:
@@ -143,6 +164,7 @@ def _tables(r: Results, run: Run) -> dict[str, str]:
         f"averaged), the score SGNS trained; mean ± 95% over {len(seeds)} seeds. "
         f"{protocol_text(r.setup, 'the score')} Under dot, 3CosAdd is argmax_x x·(b − a + c) on "
         f"unnormalised vectors; an analogy under in·out has no standard definition.")
+    out["differences"] = differences_table(r, run)
     out["hubness"] = run.table(
         "q1_hubness", ("score", f"top-10 slots taken by the {r.frequent} most frequent words %",
                        "skew of k-occurrence", "max k-occurrence"),
@@ -160,7 +182,25 @@ def render(results: Results, run: Run) -> None:
             + "\n### What the norm encodes in trained SGNS vectors\n\n" + t["norms"] + "\n"
             + t["norm_figure"] + "\n### Nearest neighbours: cosine vs dot\n\n" + t["neighbours"]
             + "\n### Benchmarks: the same vectors scored by cosine or dot\n\n" + t["benchmarks"]
+            + "\n" + t["differences"]
             + "\n### Hubness\n\n" + t["hubness"] + "\n" + answer(results) + "\n")
+
+
+def differences_table(r: Results, run: Run) -> str:
+    """Each score minus cosine (in, in) on the same benchmark items and seeds, with the
+    item-and-seed bootstrap interval the answer decides by."""
+    run.log("q1_benchmark_differences", **r.differences, seconds=r.bootstrap_seconds)
+    rows = [(f"{BENCH_LABELS[s]} − cosine", *(item_differences.format_difference(d.get(m))
+                                               if m in d else "— (undefined)"
+                                               for m in ("ws353", "simlex")),
+             item_differences.format_difference(d["3cosadd"], 2, 100) if "3cosadd" in d
+             else "— (undefined)") for s, d in r.differences.items()]
+    return run.table(
+        "q1_benchmark_differences", ("paired difference", "Δ WS353 ρ", "Δ SimLex ρ",
+                                     "Δ analogy 3CosAdd (points)"), rows,
+        f"The same items scored both ways, mean over {len(r.setup['seeds'])} seeds [95% "
+        f"interval: {item_differences.METHOD_TEXT}; it covers the benchmark's sample of items and "
+        f"the seeds]. The decision rule (method section) uses this interval.")
 
 
 # --- answer ------------------------------------------------------------------------------------
@@ -178,7 +218,8 @@ def answer(r: Results) -> str:
     def versus(m):  # "0.312 against 0.451, lower than" (analogy accuracy in %)
         d, c = ([e[m] for e in r.benchmarks[s]] for s in ("dot", "cosine"))
         show = (lambda x: f"{100 * x:.2f}%") if m == "3cosadd" else (lambda x: f"{x:.3f}")
-        return f"{show(np.mean(d))} against {show(np.mean(c))}, {WORDS[compare(d, c)]}"
+        word = WORDS[item_differences.verdict(r.differences["dot"].get(m))]
+        return f"{show(np.mean(d))} against {show(np.mean(c))}, {word}"
 
     cmp = {m: versus(m) for m in ("ws353", "simlex", "3cosadd")}
     return answer_text(
@@ -190,24 +231,36 @@ def answer(r: Results) -> str:
         f"vectors the norm {trend} word frequency (Spearman ρ = {rho:.2f}, mean over seeds; "
         f"plot). Under dot the {r.frequent} most frequent words take {100 * share['dot']:.1f}% "
         f"of the top-10 slots vs {100 * share['cosine']:.1f}% under cosine, and neighbour lists "
-        f"are {'more' if skew['dot'] > skew['cosine'] else 'less'} concentrated on a few hubs "
-        f"(k-occurrence skew {skew['dot']:.1f} vs {skew['cosine']:.1f}; the largest hub is in "
+        f"are {CONCENTRATED[_hub_compare(r, 'k_occurrence_skew')]} concentrated on a few hubs "
+        f"(k-occurrence skew {skew['dot']:.1f} vs {skew['cosine']:.1f}, paired over seeds; the "
+        f"largest hub is in "
         f"{top['dot']:.0f} vs {top['cosine']:.0f} of {r.n_queries} lists; hubness table, "
         f"neighbour table). On the benchmarks, scoring the same vectors with dot "
         f"gives WS353 ρ {cmp['ws353']} cosine's; SimLex ρ {cmp['simlex']} cosine's; and "
-        f"3CosAdd accuracy {cmp['3cosadd']} cosine's (benchmark table; 'indistinguishable': "
-        f"the 95% interval of the paired per-seed differences includes 0). Here dot scores input "
+        f"3CosAdd accuracy {cmp['3cosadd']} cosine's (benchmark and difference tables; "
+        f"'indistinguishable': the 95% interval of the paired difference, a bootstrap over the "
+        f"benchmark's items and the seeds widened to the seeds' paired t-interval, includes 0). "
+        f"Here dot scores input "
         f"vectors against input vectors (in·in), like cosine. {_in_out_sentence(r)}",
         BACKGROUND)
+
+
+CONCENTRATED = {"higher": "more", "lower": "less",
+                "indistinguishable": "neither measurably more nor less"}
+
+
+def _hub_compare(r: Results, key: str) -> str:
+    """dot against cosine on one hubness statistic, paired over seeds (the decision rule)."""
+    return compare(*([h[key] for h in r.hubness[s]] for s in ("dot", "cosine")))
 
 
 def _in_out_sentence(r: Results) -> str:
     """in·out, the score SGNS trained, against cosine (in, in) on the pair benchmarks."""
     if "in_out" not in r.benchmarks:
         return "SGNS itself trained in·out, which this run did not evaluate."
-    io, cos = r.benchmarks["in_out"], r.benchmarks["cosine"]
+    io, diff = r.benchmarks["in_out"], r.differences.get("in_out", {})
     said = [f"{name} ρ {np.mean([e[key] for e in io]):.3f}, "
-            f"{WORDS[compare([e[key] for e in io], [e[key] for e in cos])]} cosine's"
+            f"{WORDS[item_differences.verdict(diff.get(key))]} cosine's"
             for key, name in (("ws353", "WS353"), ("simlex", "SimLex"))]
     return f"Scored by in·out, the score SGNS trained, the same model gives {' and '.join(said)}."
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 
 import numpy as np
 
-from experiments.study.q3_answer import answer  # noqa: F401  (q3.answer: the study's entry)
+from experiments.study import item_differences
+from experiments.study.q3_answer import answer, comparisons  # noqa: F401  (q3.answer: entry)
 from experiments.study.q3_render import TITLE, render  # noqa: F401  (the study's entries)
 from experiments.study.results import Results as _Results
 from experiments.study.sgns_common import (
@@ -43,6 +45,9 @@ class Results(_Results):
     configs: dict  # {variant: config_record(its SGNSConfig)}: what differs between variants
     errors: dict  # {variant: the training error, or None}
     evaluations: dict  # {variant: [evaluate_vectors of the in-vectors per seed]}
+    differences: dict  # {a: {b: {metric: item_differences.difference}}}: a − b on the same items
+    #                    and seeds (cosine evaluation), for every pair of q3_answer.comparisons
+    bootstrap_seconds: dict  # {"items": per-item re-evaluation, "bootstrap": the resampling}
     unbounded_floor: float  # least loss per pair on these data with free logits
     t1_data_floor: float  # ... with every logit in [−1, 1]
 
@@ -74,6 +79,7 @@ def measure(config: SGNSStudyConfig, shared: dict, progress) -> Results:
         for name, v in study.variants.items():
             variants[name], evaluations[name] = _variant(study, v, floor_on_data)
         t1_floor = floor_on_data(1.0)
+        diffs, boot_seconds = _differences(study)
     return Results(
         setup=setup(study), pmi_draws=study.config.pmi_draws,
         learned_temperature_init=study.config.learned_temperature_init,
@@ -86,7 +92,20 @@ def measure(config: SGNSStudyConfig, shared: dict, progress) -> Results:
         scores={n: v.model.score for n, v in study.variants.items()},
         configs={n: config_record(v.model) for n, v in study.variants.items()},
         errors={n: v.error for n, v in study.variants.items()}, evaluations=evaluations,
+        differences=diffs, bootstrap_seconds=boot_seconds,
         unbounded_floor=floor_on_data(None), t1_data_floor=t1_floor)
+
+
+def _differences(study: SGNSStudy) -> tuple[dict, dict]:
+    """The declared benchmark comparisons (q3_answer.comparisons) of the trained variants'
+    in-vectors under cosine, paired over the same items and seeds, and their seconds."""
+    t = time.perf_counter()
+    trained_ = [n for n, v in study.variants.items() if v.result is not None]
+    its = {n: [item_differences.items(study, n, "in", i, "cosine") for i in study.seed_indices]
+           for n in trained_}
+    t_items = time.perf_counter() - t
+    out = item_differences.differences(its, comparisons(trained_))
+    return out, {"items": t_items, "bootstrap": time.perf_counter() - t - t_items}
 
 
 def mean_norms(params: dict) -> dict:

@@ -12,6 +12,10 @@ Declared thresholds and rules (each sentence's flip is tested):
   :data:`NORM_GREW` (mean over seeds).
 - The floor "keeps t = 1 above dot" when t = 1's floor on these data lies above the 95% interval
   of dot's final loss, and not when it lies below it.
+- Benchmark scores (WS353, SimLex, analogy) are compared only for the declared pairs of
+  :func:`comparisons`, by the decision rule with the item-and-seed bootstrap interval of the
+  paired difference (``Results.differences``; :mod:`experiments.study.item_differences`); no variant
+  is ranked by its mean.
 """
 
 from __future__ import annotations
@@ -19,10 +23,34 @@ from __future__ import annotations
 import numpy as np
 
 from experiments.report import answer_text
+from experiments.study.item_differences import format_difference, verdict
 from jaxemb import stats
 from jaxemb.ppmi import cosine_loss_floor
 
 NORM_GREW = 2.0  # growth (end / start of the mean row length) called "the norms grew"
+REFERENCE = "dot"  # the variant every other one's benchmarks are compared with
+# Further declared benchmark comparisons (a, b): the temperature's and the initialisation's.
+CONTROLS = (("cosine_fixed", "cosine_t1"), ("cosine_learned", "cosine_t1"),
+            ("cosine_dotinit", "cosine_fixed"))
+METRIC_NAMES = {"ws353": "WS353 ρ", "simlex": "SimLex ρ", "3cosadd": "analogy accuracy"}
+
+
+def comparisons(names) -> list[tuple[str, str]]:
+    """[(a, b)] the benchmark differences a − b measured among the trained ``names``: each
+    against :data:`REFERENCE`, then :data:`CONTROLS` (declared before the run)."""
+    names = list(names)
+    pairs = [(n, REFERENCE) for n in names if n != REFERENCE and REFERENCE in names]
+    return pairs + [(a, b) for a, b in CONTROLS if a in names and b in names]
+
+
+def bench_diff(r, a: str, b: str, metric: str) -> dict | None:
+    """The stored paired difference a − b of ``metric`` (None if not measured)."""
+    return (getattr(r, "differences", None) or {}).get(a, {}).get(b, {}).get(metric)
+
+
+def _show(d, metric) -> str:
+    return (format_difference(d, 2, 100) + " points" if metric == "3cosadd"
+            else format_difference(d))
 
 
 def loss_at_zero(k: int) -> float:
@@ -58,6 +86,7 @@ def _x(values) -> str:
 
 THAN = {"higher": "higher than", "lower": "lower than",
         "indistinguishable": "indistinguishable from"}
+ABOVE = {"higher": "above", "lower": "below", "indistinguishable": "indistinguishable from"}
 MORE = {"higher": "more than", "lower": "less than", "indistinguishable": "indistinguishable from"}
 
 
@@ -72,14 +101,16 @@ def answer(r) -> str:
     out = r.variants
     ok = {n: rec for n, rec in out.items() if rec["status"] == "ok"}
     if "cosine_t1" in out and "dot" in out and out["cosine_t1"]["final_loss"]:
-        c1, d = np.mean(out["cosine_t1"]["final_loss"]), np.mean(out["dot"]["final_loss"])
+        l1, ld = out["cosine_t1"]["final_loss"], out["dot"]["final_loss"]
+        c1, d = np.mean(l1), np.mean(ld)
         parts.append(f"Measured: cosine with t = 1 ends at {c1:.3f}, "
                      f"{c1 - np.mean(out['cosine_t1']['data_floor']):.3f} above that bound, "
-                     f"and {'above' if c1 > d else 'below'} dot's {d:.3f} (tables, plot).")
+                     f"and {ABOVE[stats.compare(l1, ld)]} dot's {d:.3f} (paired over seeds; "
+                     f"tables, plot).")
     if "cosine_t1" in ok and "dot" in ok:
         parts += t1_mechanism(ok["cosine_t1"], ok["dot"], k)
     parts += sweep_words(r, k) + init_words(r)
-    parts += _quality_words(ok)
+    parts += quality_words(r, ok)
     if "cosine_learned" in out and out["cosine_learned"]["temperature"] is not None:
         ts = out["cosine_learned"]["temperature"]
         parts.append(f"The learned temperature ends at t = {', '.join(f'{x:.3g}' for x in ts)}"
@@ -98,12 +129,12 @@ def answer(r) -> str:
         parts.append(f"Training diverged (NaN loss) for: {', '.join(failed)}; see the table.")
     for name in ("cosine_fixed", "cosine_learned"):
         if name in ok and "cosine_t1" in ok:
+            d = bench_diff(r, name, "cosine_t1", "ws353")
             word = {"higher": "raises", "lower": "lowers",
-                    "indistinguishable": "does not measurably change"}[
-                        stats.compare(ok[name]["ws353"], ok["cosine_t1"]["ws353"])]
+                    "indistinguishable": "does not measurably change"}[verdict(d)]
             parts.append(f"Going from t = 1 to {name} {word} WS353 "
                          f"({np.mean(ok['cosine_t1']['ws353']):.3f} → "
-                         f"{np.mean(ok[name]['ws353']):.3f}).")
+                         f"{np.mean(ok[name]['ws353']):.3f}; Δ = {_show(d, 'ws353')}).")
     return answer_text(" ".join(parts), BACKGROUND)
 
 
@@ -177,11 +208,10 @@ def init_words(r) -> list[str]:
         return []
     a, b, c = ok["cosine_dotinit"], ok["cosine_fixed"], r.configs["cosine_dotinit"]
 
-    def diff(key):
-        d = stats.paired_difference(a[key], b[key])
-        return stats.compare(a[key], b[key]), f"Δ = {d.mean:+.3f} ± {d.half_width:.3f}"
-
-    (loss, dl), (ws, dw) = diff("final_loss"), diff("ws353")
+    d = stats.paired_difference(a["final_loss"], b["final_loss"])
+    loss, dl = stats.verdict(d), f"Δ = {d.mean:+.3f} ± {d.half_width:.3f}"
+    wd = bench_diff(r, "cosine_dotinit", "cosine_fixed", "ws353")
+    ws, dw = verdict(wd), f"Δ = {_show(wd, 'ws353')}, items and seeds resampled"
     changes = loss != "indistinguishable" or ws != "indistinguishable"
     grew_more = stats.compare(growth(a, "in"), growth(b, "in")) == "higher"
     same_floor = ("At the same t, hence the same floor, the start whose norms grew more ended "
@@ -211,22 +241,24 @@ BACKGROUND = (
     "is compared with dot's.")
 
 
-def _quality_words(ok: dict) -> list[str]:
-    """Which trained variant is best and worst, and each against dot (the decision rule)."""
-    if not ok:
+def quality_words(r, ok: dict) -> list[str]:
+    """Each trained variant's benchmarks against dot's: the paired difference with its 95%
+    item-and-seed bootstrap interval, grouped by the decision rule (no ranking by mean)."""
+    if REFERENCE not in ok:
         return []
-    best = max(ok, key=lambda n: np.mean(ok[n]["ws353"]))
-    worst = min(ok, key=lambda n: np.mean(ok[n]["ws353"]))
-    parts = [f"By mean, the best score on WS353 is {best} ({np.mean(ok[best]['ws353']):.3f}) and "
-             f"the worst {worst} ({np.mean(ok[worst]['ws353']):.3f}); on analogies the best is "
-             f"{max(ok, key=lambda n: np.mean(ok[n]['3cosadd']))}."]
-    if "dot" in ok:
-        groups = {}
+    said = []
+    for metric, label in METRIC_NAMES.items():
+        groups: dict = {}
         for name in ok:
-            if name != "dot":
-                groups.setdefault(stats.compare(ok[name]["ws353"], ok["dot"]["ws353"]),
-                                  []).append(name)
+            if name != REFERENCE:
+                d = bench_diff(r, name, REFERENCE, metric)
+                groups.setdefault(verdict(d), []).append(f"{name} {_show(d, metric)}")
         if groups:
-            parts.append("Against dot on WS353 (paired 95% interval over seeds): " + "; ".join(
-                f"{THAN[w]} dot: {', '.join(groups[w])}" for w in THAN if w in groups) + ".")
-    return parts
+            said.append(f"{label}: " + "; ".join(f"{THAN[w]} dot: {', '.join(groups[w])}"
+                                                 for w in THAN if w in groups))
+    if not said:
+        return []
+    return ["Against dot on the same benchmark items and seeds (Δ = variant − dot, 95% "
+            "interval: bootstrap over the items and seeds, widened to the seeds' paired "
+            "t-interval; difference table): "
+            + ". ".join(said) + "."]

@@ -10,7 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments.report import Run  # noqa: E402
-from experiments.study.q3_answer import answer, growth, share_left  # noqa: E402
+from experiments.study import item_differences  # noqa: E402
+from experiments.study.q3_answer import answer, comparisons, growth, share_left  # noqa: E402
 from experiments.study.sgns_common import pm, protocol_text, settings_text  # noqa: E402
 from jaxemb.ppmi import cosine_loss_floor  # noqa: E402
 
@@ -33,7 +34,8 @@ def render(results, run: Run) -> None:
         for seed, e in zip(r.setup["seeds"], r.evaluations[name], strict=False):
             run.log("q3_evaluation", variant=name, seed=seed, **e)
         run.log("q3_variant", variant=name, error=r.errors[name], config=r.configs[name], **rec)
-    tables = _table(r, run) + "\n" + _mechanism_table(r, run)
+    tables = (_table(r, run) + "\n" + differences_table(r, run) + "\n"
+              + _mechanism_table(r, run))
     figure = _figure(r, run)
     run.add(TITLE + "\n\n" + tables + "\n" + figure + "\n" + answer(r) + "\n")
 
@@ -91,6 +93,24 @@ def _table(r, run: Run) -> str:
         f"per pair as jaxemb.train reports it (−log σ(positive) − k·mean log σ(−negative)), "
         f"last epoch. Evaluation of the in-vectors by cosine, mean ± 95% over seeds. "
         f"{protocol_text(r.setup, 'the cosine')}")
+
+
+def differences_table(r, run: Run) -> str:
+    """The declared benchmark comparisons a − b (q3_answer.comparisons) on the same items and
+    seeds, with the item-and-seed bootstrap interval the answer decides by."""
+    run.log("q3_benchmark_differences", differences=r.differences, seconds=r.bootstrap_seconds)
+    fmt = item_differences.format_difference
+    pairs = [(a, b) for a, b in comparisons(r.variants) if b in r.differences.get(a, {})]
+    rows = [(f"{a} − {b}", *(fmt(r.differences[a][b].get(m)) for m in ("ws353", "simlex")),
+             fmt(r.differences[a][b].get("3cosadd"), 2, 100)) for a, b in pairs]
+    return run.table(
+        "q3_benchmark_differences", ("paired difference", "Δ WS353 ρ", "Δ SimLex ρ",
+                                     "Δ analogy 3CosAdd (points)"), rows,
+        f"Each trained variant against dot, then the declared controls (t = 1 against larger "
+        f"t and learned t; dot's initialisation against cosine's at the same t): the in-vectors "
+        f"scored by cosine on the same items, mean over {len(r.setup['seeds'])} seeds [95% "
+        f"interval: {item_differences.METHOD_TEXT}; it covers the benchmark's sample of items and "
+        f"the seeds]. The decision rule (method section) uses this interval.")
 
 
 def _ratio(rec: dict, kind: str) -> str:

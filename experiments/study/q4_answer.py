@@ -1,6 +1,7 @@
 """Q4's answer: the words, and the per-seed statistics they and the tables share, from the
 results only (no training). Every comparison is ``jaxemb.stats.compare`` (paired over the shared
-seeds: the one decision rule)."""
+seeds: the one decision rule), against a declared reference score (:data:`REFERENCE`): no score is
+ranked by its mean."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ CONTROL_TASKS = {"lookup": ("successor lookup", "accuracy", "the successor"),
                  "negation_far": ("the negator at a random distance", "negated_accuracy",
                                   "the negator")}
 _RELATION = {"lower": "below", "higher": "above", "indistinguishable": "indistinguishable from"}
+REFERENCE = "scaled_dot"  # the standard score every other one is compared with (Vaswani et al.)
 
 
 # --- per-seed statistics, shared with the tables (q4_render) ----------------------------------
@@ -68,13 +70,12 @@ def lr_sensitivity(sweeps: dict, cap: float) -> dict[str, float]:
 
 def _raw_sentence(task: str, by_score: dict, key: str, what: str, threshold: float
                   ) -> str | None:
-    """Raw similarity against scaled_dot (or, without it, the best other score) on one task."""
-    others = {s: rows for s, rows in by_score.items() if s != "raw"}
-    if "raw" not in by_score or not others:
+    """Raw similarity against the reference score (:data:`REFERENCE`) on one task; None when
+    either did not run."""
+    if "raw" not in by_score or REFERENCE not in by_score:
         return None
-    ref = ("scaled_dot" if "scaled_dot" in others
-           else max(others, key=lambda s: avg(others[s], key)))
-    raw, std = by_score["raw"], others[ref]
+    ref = REFERENCE
+    raw, std = by_score["raw"], by_score[ref]
     raw_ok, std_ok = avg(raw, key) >= threshold, avg(std, key) >= threshold
     verdict = {(False, True): "failed where learned projections succeeded",
                (True, True): "solved it too", (True, False): "solved it where learned "
@@ -174,28 +175,40 @@ def _mqar_sentence(mqar: dict, cfg) -> str:
         return (f"MQAR was solved (mean ≥ {cfg.solve_threshold}) "
                 + "; ".join(f"from width {w} by {', '.join(ss)}" for w, ss in by_width.items())
                 + (f"; not within the grid by {', '.join(never)}" if never else "") + ".")
-    means = {s: max(avg(rows, "accuracy") for rows in by_w.values())
-             for s, by_w in mqar.items()}
-    best = max(means, key=means.get)
+    widest = {s: max(by_w, key=int) for s, by_w in mqar.items()}
+    at = ", ".join(f"{s} {fmt(by_w[widest[s]], 'accuracy')} at width {widest[s]}"
+                   for s, by_w in mqar.items())
     return (f"No score solved MQAR (mean ≥ {cfg.solve_threshold}) at any width of the grid "
-            f"within {cfg.mqar_steps} steps (best: {best}, {means[best]:.3f}; answering with a "
-            f"random value of the sequence scores {1 / cfg.kv_pairs:.3f}).")
+            f"within {cfg.mqar_steps} steps (accuracy at the widest width: {at}; answering with "
+            f"a random value of the sequence scores {1 / cfg.kv_pairs:.3f}).")
 
 
 def _char_sentences(members: dict, first_seed: int, cfg) -> list[str]:
-    bits = {s: [m["bits_per_char"] for m in ms if not m["sweep"]] for s, ms in members.items()}
-    means = {s: stats.t_interval(b).mean for s, b in bits.items()}
-    best = min(means, key=means.get)
-    tied = [s for s in bits if s != best and stats.compare(bits[s], bits[best]) ==
-            "indistinguishable"]
-    lines = [f"On held-out characters {best} had the lowest loss ({means[best]:.3f} bits)"
-             + (f"; {', '.join(tied)} {'is' if len(tied) == 1 else 'are'} indistinguishable "
-                f"from it (paired over seeds)" if tied else
-                ", below every other score (paired over seeds)") + "."]
+    """Each score's held-out bits per character against :data:`REFERENCE`'s: the paired
+    difference with its 95% t-interval over seeds, grouped by the decision rule; and the
+    learning-rate sensitivity of each (first seed only, so listed, not compared)."""
+    bits = {s: [m["bits_per_char"] for m in sorted(ms, key=lambda m: m["seed"])
+                if not m["sweep"]] for s, ms in members.items()}
+    if REFERENCE in bits:
+        groups: dict = {}
+        for s in bits:
+            if s != REFERENCE:
+                d = stats.paired_difference(bits[s], bits[REFERENCE])
+                groups.setdefault(stats.verdict(d), []).append(
+                    f"{s} {d.mean:+.3f} ± {d.half_width:.3f}")
+        said = "; ".join(f"{_RELATION[w]} {REFERENCE}: {', '.join(groups[w])}"
+                         for w in ("lower", "higher", "indistinguishable") if w in groups)
+        lines = [f"On held-out characters {REFERENCE} had "
+                 f"{stats.format_interval(bits[REFERENCE])} bits per character"
+                 + (f"; the other scores' loss, as the difference from it in bits (paired 95% "
+                    f"t-interval over seeds): {said}." if said else ".")]
+    else:
+        lines = ["On held-out characters: " + ", ".join(
+            f"{s} {stats.format_interval(b)}" for s, b in bits.items()) + " bits per character."]
     sens = lr_sensitivity(lr_sweeps(members, first_seed), math.log2(cfg.vocab))
-    order = sorted(sens, key=sens.get)
-    lines.append(f"Across the learning-rate sweep the least sensitive score was {order[0]} "
-                 f"({sens[order[0]]:.3f} bits), the most {order[-1]} ({sens[order[-1]]:.3f}).")
+    lines.append("Learning-rate sensitivity (Wortsman et al. 2023; first seed only, so no "
+                 "interval and no comparison): " + ", ".join(
+                     f"{s} {v:.3f}" for s, v in sens.items()) + " bits.")
     return lines
 
 
