@@ -125,7 +125,8 @@ def header(cfg: StudyConfig | None = None) -> str:
             "encoders and ranking models on a validation split with seed 0, reported on the "
             "test split with other seeds; its fits on held-out entries other than the scored "
             "ones). Intervals are 95% "
-            "t-intervals over seeds. " + seeds_sentence(cfg) + " "
+            "t-intervals over seeds, except for the benchmark differences that the decision rule "
+            "names. " + seeds_sentence(cfg) + " "
             f"Decision rule: {stats.DECISION_RULE}\n")
 
 
@@ -227,7 +228,8 @@ def render_saved(run_dir, run: Run) -> list[str]:
     saved = results_io.load(run_dir)
     run.add(f"Rendered from `{run_dir}/{results_io.RESULTS_FILE}` (no training); the machine "
             f"and versions of the measurement are in `{run_dir}/config.json`. Intervals are 95% "
-            f"t-intervals over seeds. Decision rule: {stats.DECISION_RULE}\n")
+            f"t-intervals over seeds, except for the benchmark differences that the decision "
+            f"rule names. Decision rule: {stats.DECISION_RULE}\n")
     for q in QUESTIONS:
         if q in saved:
             mod = question(q)
