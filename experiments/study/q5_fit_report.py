@@ -79,22 +79,28 @@ def _chosen(t: dict | None) -> str:
 
 
 def sentence(cfg, sizes: list[str], fit: dict) -> str:
-    """The errors of learning a dot product: dot against the best MLP at the largest and the
-    smallest N, whether dot is lowest at every N, and the MLP on u⊙v against the MLP on
-    [u, v] (paired over seeds)."""
+    """The errors of learning a dot product: every model at the largest and the smallest N,
+    the dot model against each MLP at every N (paired over seeds, no ranking by mean), and the
+    MLP on u⊙v against the MLP on [u, v]."""
     big, small = max(sizes, key=int), min(sizes, key=int)
-    dot_err = np.mean(fit["dot"][big])
-    mlps = {m: np.mean(v[big]) for m, v in fit.items() if m != "dot"}
-    best = min(mlps, key=mlps.get)
-    lowest = all(np.mean(fit["dot"][n]) < min(np.mean(v[n]) for m, v in fit.items()
-                                              if m != "dot") for n in sizes)
-    text = (f"Learning a dot product from {big} entries (every model tuned over {_budget(cfg)} "
-            f"on validation entries), the dot model reaches a relative RMSE of "
-            f"{dot_err:.3f} and the best MLP ({best}) {mlps[best]:.3f} "
-            f"({mlps[best] / max(dot_err, 1e-12):.1f}× the dot's error); from {small} entries: "
-            f"dot {np.mean(fit['dot'][small]):.3f}, {best} {np.mean(fit[best][small]):.3f}. "
-            + ("At every size the dot model's error is the lowest." if lowest else
-               "The dot model's error is not the lowest at every size."))
+    mlps = [m for m in fit if m != "dot"]
+
+    def errors(n):
+        return ", ".join(f"{m} {np.mean(fit[m][n]):.3f}" for m in ["dot", *mlps])
+
+    text = (f"Learning a dot product (every model tuned over {_budget(cfg)} on validation "
+            f"entries), the relative RMSE from {big} entries is {errors(big)}; from {small}: "
+            f"{errors(small)}.")
+    if mlps:
+        said = {n: {m: stats.compare(fit["dot"][n], fit[m][n]) for m in mlps} for n in sizes}
+        below = [n for n in sizes if set(said[n].values()) == {"lower"}]
+        rest = [f"at N = {n} it " + ", ".join(f"{VERBS[v].removeprefix('is ')} {m}'s"
+                                              for m, v in said[n].items()).join(("is ", ""))
+                for n in sizes if n not in below]
+        where = ("at every size" if not rest else
+                 "at N = " + ", ".join(below) if below else "at no size")
+        text += f" The dot model's error is below every MLP's {where} (paired over seeds)"
+        text += "." if not rest else "; " + "; ".join(rest) + "."
     prod, cat = "MLP on u⊙v", "MLP on [u, v]"
     if {prod, cat} <= set(fit):
         said = [f"N = {n}: {_fmt(fit[prod][n])} {VERBS[stats.compare(fit[prod][n], fit[cat][n])]}"

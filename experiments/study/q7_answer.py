@@ -109,16 +109,13 @@ def _sweep(r) -> str:
     def row(m):
         return ", ".join(f"{ppmi[str(d)][m]:.3f}" for d in ds)
 
-    def best(m):
-        return max(ds, key=lambda d: ppmi[str(d)][m])
-
     middle = [f"d = {d} is {word[v]} d = {hi} on {name}" for d in ds[1:-1]
               for m, name in (("ws353", "WS353"), ("simlex", "SimLex"))
               if (v := _decide(ppmi[str(d)][f"d_{m}"])) != "indistinguishable"]
     rest = (f"; in between, {'; '.join(middle)}" if middle else
             f"; no other d differs from d = {hi} either" if len(ds) > 2 else "")
     return (f"PPMI-SVD at d = {', '.join(map(str, ds))}: WS353 ρ {row('ws353')}, SimLex ρ "
-            f"{row('simlex')} (highest at d = {best('ws353')} and {best('simlex')}); d = {lo} "
+            f"{row('simlex')}; d = {lo} "
             f"is {word[verdict['ws353']]} d = {hi} on WS353 and {word[verdict['simlex']]} it "
             f"on SimLex (paired bootstrap over word pairs), so {summary}{rest} (sweep table, "
             f"plot).")
