@@ -245,27 +245,22 @@ class MLP(PairModel):
 
     def __call__(self, users: Array, items: Array) -> Array:
         self._check(users, items)
-        x = self.tower(jnp.concatenate([self.P[users], self.Q[items]], axis=-1))
+        x = self.tower(self.tower_input(self.P[users], self.Q[items]))
         return self.out(x)[..., 0] + self.b_user[users] + self.b_item[items]
 
+    def tower_input(self, p: Array, q: Array) -> Array:
+        """[..., 2k] the concatenation [P_u, Q_i]."""
+        return jnp.concatenate([p, q], axis=-1)
 
-class ProductMLP(PairModel):
+
+class ProductMLP(MLP):
     """MLP(P_u ⊙ Q_i): the element-wise product vector as the input of a ReLU tower, then one
     linear unit (its bias is the global bias). With no hidden layer it would be GMF; the tower
     may also learn non-linear functions of the products."""
 
-    hidden: tuple[int, ...] = (32, 16)
-
-    def setup(self):
-        self.P, self.Q = self._tables()
-        self.b_user, self.b_item, _ = self._biases(global_bias=False)
-        self.tower = MLPTower(self.hidden)
-        self.out = nn.Dense(1, kernel_init=_dense_init)
-
-    def __call__(self, users: Array, items: Array) -> Array:
-        self._check(users, items)
-        x = self.tower(self.P[users] * self.Q[items])
-        return self.out(x)[..., 0] + self.b_user[users] + self.b_item[items]
+    def tower_input(self, p: Array, q: Array) -> Array:
+        """[..., k] the element-wise product P_u ⊙ Q_i."""
+        return p * q
 
 
 class NeuMF(PairModel):
