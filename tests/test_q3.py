@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from study_fixtures import SETUP
 
 from experiments import report
 from experiments.study import q3
@@ -15,12 +16,6 @@ from experiments.study.q3_render import differences_text
 from experiments.study.sgns_common import SGNSStudyConfig, SGNSStudyError
 from jaxemb import sgns, stats
 
-SEEDS = [0, 1, 2]
-SETUP = {"corpus": "wiki", "n_docs": 20, "n_tokens": 12345, "vocab_size": 200, "min_count": 5,
-         "dim": 32, "window": 5, "negative": 5, "sample": 0.001, "epochs": 2, "lr": 0.025,
-         "seeds": SEEDS, "protocol": {"ws353_pairs": 40, "simlex_pairs": 30, "ws353_oov": 313,
-                                      "simlex_oov": 969, "3cosadd_answered": 50,
-                                      "3cosadd_oov": 19494}}
 NAMES = ("dot", "cosine_t1", "cosine_t3", "cosine_fixed", "cosine_t30", "cosine_dotinit",
          "cosine_learned", "bilinear")
 
