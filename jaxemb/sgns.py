@@ -371,20 +371,11 @@ def sequential_update_general(cfg: SGNSConfig, params: dict, ids: Array, neg_ids
     masks = (pair_mask, centre_mask)
     n_pairs = pair_mask.sum()
     rows_out, rows_neg = params["out"][ids], params["out"][neg_ids]
-    sharded = mesh is not None and mesh.size > 1
-    plain = dataclasses.replace(cfg, update="sum")
     # 1. the input side, against the output rows as they are
-    rows_in = params["in"][ids]
-    if sharded:
-        (loss, _), (g_sp, g_in, _, _) = sharded_block_grads(
-            plain, mesh, params["score"], rows_in, rows_out, rows_neg, *masks)
-        _, terms = block_loss_terms(cfg, params["score"], rows_in, rows_out, rows_neg, *masks)
-    else:  # only the input side's cotangents: no matmuls for the output rows' gradient
-        (loss, terms), (g_sp, g_in) = jax.value_and_grad(
-            lambda sp, r: block_loss_terms(cfg, sp, r, rows_out, rows_neg, *masks),
-            argnums=(0, 1), has_aux=True)(params["score"], rows_in)
-    q, k, k_neg, pos, neg, band, weight = map(jax.lax.stop_gradient, terms)
-    g_c = jax.lax.stop_gradient(g_in)[w:w + b]  # only the centres' rows enter the loss
+    loss, terms, (g_sp, g_in) = _side_grads(cfg, mesh, params["score"], params["in"][ids],
+                                            rows_out, rows_neg, masks, (0, 1))
+    q, k, k_neg, pos, neg, band, weight = terms
+    g_c = g_in[w:w + b]  # only the centres' rows enter the loss
     seg = word_segments(ids[w:w + b], V)
     s_in, _, _ = input_side(tiles(k, w, T), k_neg, (pos, neg),
                             (jax.nn.sigmoid(pos), jax.nn.sigmoid(neg)), band, weight, seg,
@@ -393,24 +384,33 @@ def sequential_update_general(cfg: SGNSConfig, params: dict, ids: Array, neg_ids
     score = jax.tree.map(lambda p, g: p - lr / jnp.maximum(n_pairs, 1.0) * g,
                          params["score"], g_sp)
     # 2. the output side, against the moved input rows (and score)
-    rows_in = table_in[ids]
-    if sharded:
-        _, (_, _, g_out, g_neg) = sharded_block_grads(plain, mesh, score, rows_in, rows_out,
-                                                      rows_neg, *masks)
-        _, terms = block_loss_terms(cfg, score, rows_in, rows_out, rows_neg, *masks)
-    else:
-        (_, terms), (g_out, g_neg) = jax.value_and_grad(
-            lambda r_out, r_neg: block_loss_terms(cfg, score, rows_in, r_out, r_neg, *masks),
-            argnums=(0, 1), has_aux=True)(rows_out, rows_neg)
-    q, _, _, pos, neg, _, _ = map(jax.lax.stop_gradient, terms)
-    d = g_out.shape[-1]
+    _, (q, _, _, pos, neg, _, _), (g_out, g_neg) = _side_grads(
+        cfg, mesh, score, table_in[ids], rows_out, rows_neg, masks, (2, 3))
     out_ids = jnp.concatenate([ids, neg_ids.reshape(-1)])
-    g_outs = jax.lax.stop_gradient(jnp.concatenate([g_out, g_neg.reshape(-1, d)]))
+    g_outs = jnp.concatenate([g_out, g_neg.reshape(-1, g_out.shape[-1])])
     seg = word_segments(out_ids, V)
     s_out = output_side(q, (pos, neg), (jax.nn.sigmoid(pos), jax.nn.sigmoid(neg)), band, weight,
                         seg, word_sums(seg, g_outs), lr, w, T)
     table_out = params["out"].at[out_ids].add(-lr * s_out[:, None] * g_outs)
     return {"in": table_in, "out": table_out, "score": score}, loss, n_pairs
+
+
+def _side_grads(cfg: SGNSConfig, mesh: Mesh | None, sp: dict, rows_in: Array, rows_out: Array,
+                rows_neg: Array, masks, argnums: tuple[int, ...]):
+    """(loss, terms of :func:`block_loss_terms`, the gradients with respect to ``argnums`` of
+    (sp, rows_in, rows_out, rows_neg)), all without gradient: on one device by autodiff of only
+    those (no matmuls for the other side's), on a mesh by :func:`sharded_block_grads`."""
+    rows = (rows_in, rows_out, rows_neg)
+    if mesh is not None and mesh.size > 1:
+        (loss, _), grads = sharded_block_grads(dataclasses.replace(cfg, update="sum"), mesh, sp,
+                                               *rows, *masks)
+        _, terms = block_loss_terms(cfg, sp, *rows, *masks)
+        grads = tuple(grads[i] for i in argnums)
+    else:
+        (loss, terms), grads = jax.value_and_grad(
+            lambda *a: block_loss_terms(cfg, *a, *masks), argnums=argnums,
+            has_aux=True)(sp, *rows)
+    return jax.lax.stop_gradient((loss, terms, grads))
 
 
 def _block_grads(cfg: SGNSConfig, sp: dict, rows_in: Array, rows_out: Array, rows_neg: Array,
