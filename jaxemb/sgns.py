@@ -61,10 +61,14 @@ from jaxemb.sgns_update import (
     band_selector,
     block_curvature,
     damped_gradients,
+    input_side,
+    output_side,
     positive_logits,
-    sequential_input_scale,
-    sequential_output_scale,
+    sequential_dot_update,
     sparse_sgd_update,
+    tiles,
+    word_segments,
+    word_sums,
 )
 
 Array = jax.Array
@@ -268,15 +272,22 @@ def block_loss_terms(cfg: SGNSConfig, sp: dict, rows_in: Array, rows_out: Array,
     q = phi_in(rows_in[w:w + b])  # [b, f]
     k = phi_out(rows_out)
     pos = positive_logits(q, k, w, T) + bias  # [b/T, T, T+2w]
-    band = jnp.einsum("tis,isj->tij", pair_mask.reshape(b // T, T, 2 * w),
-                      band_selector(T, w))  # the pair mask laid out like pos
     g = cfg.neg_group
     k_neg = phi_out(rows_neg)
     neg = jnp.einsum("gif,gsf->gis", q.reshape(b // g, g, -1), k_neg) + bias
-    n_pairs = pair_mask.sum(1) * centre_mask
-    weight = (cfg.negative * n_pairs / pool_size(cfg)).reshape(b // g, g, 1)
+    band, weight = block_weights(cfg, pair_mask, centre_mask)
     loss = -(jnp.sum(band * jax.nn.log_sigmoid(pos)) + jnp.sum(weight * jax.nn.log_sigmoid(-neg)))
     return loss, (q, k, k_neg, pos, neg, band, weight)
+
+
+def block_weights(cfg: SGNSConfig, pair_mask: Array, centre_mask: Array):
+    """(band [b/T, T, T + 2w], the pair mask [b, 2w] laid out like the positive logits;
+    weight [b/g, g, 1], each centre's negative-term weight negative·n_pairs/pool)."""
+    w, b, T = cfg.window, pair_mask.shape[0], positive_tile(cfg)
+    band = jnp.einsum("tis,isj->tij", pair_mask.reshape(b // T, T, 2 * w), band_selector(T, w))
+    n_pairs = pair_mask.sum(1) * centre_mask
+    weight = (cfg.negative * n_pairs / pool_size(cfg)).reshape(b // cfg.neg_group, cfg.neg_group, 1)
+    return band, weight
 
 
 def block_masks(cfg: SGNSConfig, key: Array, docs: Array, valid: Array):
@@ -336,43 +347,70 @@ def sequential_update(cfg: SGNSConfig, params: dict, ids: Array, neg_ids: Array,
     step −lr·φ(lr·H)·G; then the output rows' gradient and curvature are evaluated against the
     *moved* input rows and they take theirs. Returns (params, loss, pair count); the loss is
     the block's before the update. ids, neg_ids, pair_mask, centre_mask: :func:`_block_sample`.
+
+    The dot score without a bias on one device takes :func:`jaxemb.sgns_update.
+    sequential_dot_update` (the same update, cheaper); other scores and a mesh the general
+    path, :func:`sequential_update_general`.
     """
-    w, T, V = cfg.window, positive_tile(cfg), params["in"].shape[0]
+    if cfg.score == "dot" and not cfg.bias and (mesh is None or mesh.size == 1):
+        band, weight = block_weights(cfg, pair_mask, centre_mask)
+        table_in, table_out, loss = sequential_dot_update(
+            (params["in"], params["out"]), ids, neg_ids, band, weight, lr, cfg.window,
+            positive_tile(cfg), cfg.neg_group)
+        return ({"in": table_in, "out": table_out, "score": params["score"]}, loss,
+                pair_mask.sum())
+    return sequential_update_general(cfg, params, ids, neg_ids, pair_mask, centre_mask, lr, mesh)
+
+
+def sequential_update_general(cfg: SGNSConfig, params: dict, ids: Array, neg_ids: Array,
+                              pair_mask: Array, centre_mask: Array, lr: Array,
+                              mesh: Mesh | None = None):
+    """:func:`sequential_update` for any score and a mesh: gradients by autodiff, a second
+    forward pass against the moved input rows and score."""
+    w, T, V, b = cfg.window, positive_tile(cfg), params["in"].shape[0], pair_mask.shape[0]
     masks = (pair_mask, centre_mask)
     n_pairs = pair_mask.sum()
     rows_out, rows_neg = params["out"][ids], params["out"][neg_ids]
-    sharded = mesh is not None and mesh.size > 1
-    plain = dataclasses.replace(cfg, update="sum")
     # 1. the input side, against the output rows as they are
-    rows_in = params["in"][ids]
-    if sharded:
-        (loss, _), (g_sp, g_in, _, _) = sharded_block_grads(
-            plain, mesh, params["score"], rows_in, rows_out, rows_neg, *masks)
-        _, terms = block_loss_terms(cfg, params["score"], rows_in, rows_out, rows_neg, *masks)
-    else:  # only the input side's cotangents: no matmuls for the output rows' gradient
-        (loss, terms), (g_sp, g_in) = jax.value_and_grad(
-            lambda sp, r: block_loss_terms(cfg, sp, r, rows_out, rows_neg, *masks),
-            argnums=(0, 1), has_aux=True)(params["score"], rows_in)
-    s_in = sequential_input_scale(terms, ids, g_in, lr, V, w, T)
-    table_in = params["in"].at[ids].add(-lr * s_in[:, None] * g_in)
+    loss, terms, (g_sp, g_in) = _side_grads(cfg, mesh, params["score"], params["in"][ids],
+                                            rows_out, rows_neg, masks, (0, 1))
+    q, k, k_neg, pos, neg, band, weight = terms
+    g_c = g_in[w:w + b]  # only the centres' rows enter the loss
+    seg = word_segments(ids[w:w + b], V)
+    s_in, _, _ = input_side(tiles(k, w, T), k_neg, (pos, neg),
+                            (jax.nn.sigmoid(pos), jax.nn.sigmoid(neg)), band, weight, seg,
+                            word_sums(seg, g_c), lr)
+    table_in = params["in"].at[ids[w:w + b]].add(-lr * s_in[:, None] * g_c)
     score = jax.tree.map(lambda p, g: p - lr / jnp.maximum(n_pairs, 1.0) * g,
                          params["score"], g_sp)
     # 2. the output side, against the moved input rows (and score)
-    rows_in = table_in[ids]
-    if sharded:
-        _, (_, _, g_out, g_neg) = sharded_block_grads(plain, mesh, score, rows_in, rows_out,
-                                                      rows_neg, *masks)
-        _, terms = block_loss_terms(cfg, score, rows_in, rows_out, rows_neg, *masks)
-    else:
-        (_, terms), (g_out, g_neg) = jax.value_and_grad(
-            lambda r_out, r_neg: block_loss_terms(cfg, score, rows_in, r_out, r_neg, *masks),
-            argnums=(0, 1), has_aux=True)(rows_out, rows_neg)
-    d = g_out.shape[-1]
+    _, (q, _, _, pos, neg, _, _), (g_out, g_neg) = _side_grads(
+        cfg, mesh, score, table_in[ids], rows_out, rows_neg, masks, (2, 3))
     out_ids = jnp.concatenate([ids, neg_ids.reshape(-1)])
-    g_outs = jnp.concatenate([g_out, g_neg.reshape(-1, d)])
-    s_out = sequential_output_scale(terms, out_ids, g_outs, lr, V, w, T)
+    g_outs = jnp.concatenate([g_out, g_neg.reshape(-1, g_out.shape[-1])])
+    seg = word_segments(out_ids, V)
+    s_out = output_side(q, (pos, neg), (jax.nn.sigmoid(pos), jax.nn.sigmoid(neg)), band, weight,
+                        seg, word_sums(seg, g_outs), lr, w, T)
     table_out = params["out"].at[out_ids].add(-lr * s_out[:, None] * g_outs)
     return {"in": table_in, "out": table_out, "score": score}, loss, n_pairs
+
+
+def _side_grads(cfg: SGNSConfig, mesh: Mesh | None, sp: dict, rows_in: Array, rows_out: Array,
+                rows_neg: Array, masks, argnums: tuple[int, ...]):
+    """(loss, terms of :func:`block_loss_terms`, the gradients with respect to ``argnums`` of
+    (sp, rows_in, rows_out, rows_neg)), all without gradient: on one device by autodiff of only
+    those (no matmuls for the other side's), on a mesh by :func:`sharded_block_grads`."""
+    rows = (rows_in, rows_out, rows_neg)
+    if mesh is not None and mesh.size > 1:
+        (loss, _), grads = sharded_block_grads(dataclasses.replace(cfg, update="sum"), mesh, sp,
+                                               *rows, *masks)
+        _, terms = block_loss_terms(cfg, sp, *rows, *masks)
+        grads = tuple(grads[i] for i in argnums)
+    else:
+        (loss, terms), grads = jax.value_and_grad(
+            lambda *a: block_loss_terms(cfg, *a, *masks), argnums=argnums,
+            has_aux=True)(sp, *rows)
+    return jax.lax.stop_gradient((loss, terms, grads))
 
 
 def _block_grads(cfg: SGNSConfig, sp: dict, rows_in: Array, rows_out: Array, rows_neg: Array,

@@ -65,8 +65,13 @@ directions, the full step diverged: dim 300, window 10, negative 15, seed 1 of 3
   analogy −1.05 points), and Böhning & Lindsay's (1988) global bound 1/4 far too damped
   (WS353 0.24 against 0.36).
 
-Cost: a second forward pass and two curvature passes per side (elementwise), 12 batched
-matmuls per block instead of 10.
+Cost: two curvature passes per side (elementwise) and 10 batched matmuls per block, as
+``update="implicit"`` (the plain sum: 6): the forward pass, each side's gradient and each side's
+products v = u·φ_t of its words' directions with their partners. The output side needs no
+second forward pass: a word's input row moves by −a·u, so each logit of its positions moves by
+exactly −a·v, the products its curvature already formed (:func:`sequential_dot_update`, the
+dot score; a score with parameters, or a mesh, takes the general path of
+:func:`jaxemb.sgns.sequential_update_general`, with a second forward pass: 12).
 
 ``update="implicit"``: both sides at once from the same state, each bounded at φ(2·lr·H)
 (:data:`SIDES`: half a Newton step per side, so that their sum stays within one). It never
@@ -117,54 +122,73 @@ def row_step_scale(ids: Array, h: Array, lr: Array, vocab_size: int,
     return saturation((SIDES if sides is None else sides) * lr * H[ids])
 
 
-def word_sums(ids: Array, x: Array) -> Array:
-    """[n, ...] per position, the sum of ``x`` [n, ...] over the positions holding the same id:
-    a word's whole gradient, the direction its one row moves in (a segment sum over the n
-    positions; no [V, d] buffer)."""
+def word_segments(ids: Array, vocab_size: int) -> Array:
+    """[n] int: for each position, the last position holding the same id, a segment id in
+    [0, n) shared by exactly the positions of one word (one [V] int index written at the n ids
+    and read back: no sort, no [V] float buffer)."""
     n = ids.shape[0]
-    _, inv = jnp.unique(ids, return_inverse=True, size=n, fill_value=0)
-    inv = inv.reshape(-1)
-    return jax.ops.segment_sum(x, inv, num_segments=n)[inv]
+    last = jnp.zeros((vocab_size,), jnp.int32).at[ids].max(jnp.arange(n, dtype=jnp.int32))
+    return last[ids]
 
 
-def sigmoid_prime_secant(s: Array, ds: Array) -> Array:
+def word_sums(seg: Array, x: Array) -> Array:
+    """[n, ...] per position, the sum of ``x`` [n, ...] over the positions of the same word
+    (``seg``: :func:`word_segments`): a word's whole gradient, the direction its one row moves
+    in, or its whole curvature (a segment sum over the n positions; no [V, d] buffer)."""
+    return jax.ops.segment_sum(x, seg, num_segments=seg.shape[0])[seg]
+
+
+def sigmoid_prime_secant(s: Array, ds: Array, sig: Array | None = None) -> Array:
     """The mean of σ'(x) = σ(x)σ(−x) over x from s to s + ds: (σ(s + ds) − σ(s))/ds, σ'(s)
-    where ds ≈ 0."""
+    where ds ≈ 0; ``sig``: σ(s) if already computed."""
+    sig = jax.nn.sigmoid(s) if sig is None else sig
     small = jnp.abs(ds) < 1e-4
     safe = jnp.where(small, 1.0, ds)
-    sp = jax.nn.sigmoid(s) * jax.nn.sigmoid(-s)
-    return jnp.where(small, sp, (jax.nn.sigmoid(s + safe) - jax.nn.sigmoid(s)) / safe)
+    return jnp.where(small, sig * (1.0 - sig), (jax.nn.sigmoid(s + safe) - sig) / safe)
 
 
-def _segment_scale(ids, v_terms, logits, weights, reduce, u, lr, vocab_size):
-    """φ(lr·H) per position, in two passes: H₀, with σ' at the current logits, gives the step
-    a₀ = lr·φ(lr·H₀) along −u; H takes each term's σ' as its mean over the logit's move to
-    there, s → s − a₀·v (:func:`sigmoid_prime_secant`), so that H·a₀ is the exact change of the
-    directional derivative over that move.
+def log_sigmoid_of(s: Array, sig: Array, sign: float) -> Array:
+    """log σ(sign·s) from sig = σ(s) with one log (jax.nn.log_sigmoid costs an exp and a log1p
+    more): log σ(s) = log sig, = s where sig underflows; log σ(−s) = log(1 − sig) for s ≤ 0,
+    −s + log sig for s > 0 (each log of a number in [½, 1] or of an accurate σ, so the error
+    is float rounding)."""
+    if sign > 0:
+        return jnp.where(s < -80.0, s, jnp.log(jnp.maximum(sig, 1e-37)))
+    return jnp.where(s > 0, -s, 0.0) + jnp.log(jnp.where(s > 0, sig, 1.0 - sig))
 
-    v_terms: per family of terms (positive tiles, negatives), u·φ_t laid out like its logits;
-    weights: w_t (pair mask, negative weight); ``reduce`` sums per-term values into positions
-    [n] and ``reduce.spread`` lays per-position steps [n] out like the terms; u: [n, d] each
-    position's direction (its word's whole gradient)."""
-    uu = jnp.sum(u * u, -1)
-    norm = lambda h: jnp.where(uu > 0, h / jnp.maximum(uu, 1e-30), 0.0)  # noqa: E731
-    sp = lambda x: jax.nn.sigmoid(x) * jax.nn.sigmoid(-x)  # noqa: E731
-    h0 = norm(reduce([w * sp(s) * v * v for v, s, w in zip(v_terms, logits, weights,
-                                                              strict=True)]))
-    a0 = lr * row_step_scale(ids, h0, lr, vocab_size, sides=1.0)
-    moves = reduce.spread(a0)
-    h = norm(reduce([w * sigmoid_prime_secant(s, -a * v) * v * v
-                     for v, s, w, a in zip(v_terms, logits, weights, moves, strict=True)]))
-    return row_step_scale(ids, h, lr, vocab_size, sides=1.0)
+
+def side_scale(seg: Array, v_terms, logits, sigs, weights, reduce, spread, uu: Array,
+               lr: Array) -> Array:
+    """[n] φ(lr·H) per position of one side, in two passes: H₀, with σ' at the current logits,
+    gives the step a₀ = lr·φ(lr·H₀) along −u; H takes each term's σ' as its mean over the
+    logit's move to there, s → s − a₀·v (:func:`sigmoid_prime_secant`), so that H·a₀ is the
+    exact change of the directional derivative over that move.
+
+    seg: [n] :func:`word_segments` (a word's positions share one row, so one scale: H sums
+    over them); v_terms: per family of terms (positive tiles, negatives), u·φ_t laid out like
+    its logits ``logits`` (σ of them: ``sigs``); weights: w_t (pair mask, negative weight);
+    ``reduce`` sums per-term values into positions [n], ``spread`` lays per-position steps [n]
+    out like the terms; uu: [n] ‖u‖², u each position's direction (its word's whole
+    gradient)."""
+    def curvature(sps):
+        h = word_sums(seg, reduce([w * sp * v * v for v, sp, w in zip(v_terms, sps, weights,
+                                                                       strict=True)]))
+        return jnp.where(uu > 0, h / jnp.maximum(uu, 1e-30), 0.0)
+
+    h0 = curvature([sg * (1.0 - sg) for sg in sigs])
+    moves = spread(lr * saturation(lr * h0))
+    h = curvature([sigmoid_prime_secant(s, -a * v, sg)
+                   for v, s, sg, a in zip(v_terms, logits, sigs, moves, strict=True)])
+    return saturation(lr * h)
 
 
 def tiles(x: Array, w: int, T: int) -> Array:
     """[b + 2w, ...] rows with w rows of margin → [b/T, T + 2w, ...]: tile t holds rows
-    tT .. tT+T+2w−1 (all the window positions of its T centres)."""
-    b = x.shape[0] - 2 * w
-    pad = jnp.zeros((T - 2 * w, *x.shape[1:]), x.dtype)
-    xp = jnp.concatenate([x, pad]).reshape(b // T + 1, T, *x.shape[1:])
-    return jnp.concatenate([xp[:-1], xp[1:, :2 * w]], axis=1)
+    tT .. tT+T+2w−1 (all the window positions of its T centres). A gather at a constant index:
+    as a concatenation, XLA fused into the elementwise passes recomputed it per term with
+    index arithmetic (measured: 9 % of a block at window 10, negative 15)."""
+    n = (x.shape[0] - 2 * w) // T
+    return x[np.arange(n)[:, None] * T + np.arange(T + 2 * w)[None, :]]
 
 
 def band_selector(T: int, w: int) -> np.ndarray:
@@ -191,10 +215,14 @@ def positive_logits(q: Array, k: Array, w: int, T: int) -> Array:
 
 
 def untile_add(t: Array, w: int, T: int) -> Array:
-    """The transpose of :func:`tiles` for [b/T, T + 2w]: overlap-add back to [b + 2w]."""
-    n = t.shape[0]
-    where = (jnp.arange(n)[:, None] * T + jnp.arange(T + 2 * w)[None, :]).reshape(-1)
-    return jnp.zeros((n * T + 2 * w,), t.dtype).at[where].add(t.reshape(-1))
+    """The transpose of :func:`tiles`: [b/T, T + 2w, ...] overlap-added back to [b + 2w, ...]
+    (tile t's first T rows are rows tT.., its last 2w the next tile's first; pads, no
+    scatter)."""
+    n, rest = t.shape[0], t.shape[2:]
+    zeros = [(0, 0)] * len(rest)
+    y = (jnp.pad(t[:, :T], [(0, 1), (0, 0), *zeros])
+         + jnp.pad(t[:, T:], [(1, 0), (0, T - 2 * w), *zeros]))
+    return y.reshape((n + 1) * T, *rest)[:n * T + 2 * w]
 
 
 def input_curvature(terms, g_in: Array, w: int, T: int) -> Array:
@@ -251,51 +279,45 @@ def block_curvature(terms, grads, w: int, T: int):
     return (input_curvature(terms, g_in, w, T), *output_curvature(terms, g_out, g_neg, w, T))
 
 
-class _Reduce:
-    """Per-term arrays → per-position sums, and back (see :func:`_segment_scale`)."""
+def input_side(k_tiles: Array, k_neg: Array, logits, sigs, band: Array, weight: Array,
+               seg: Array, u: Array, lr: Array):
+    """(φ(lr·H) [b], v_pos, v_neg) of the block's b centres (input rows) for
+    ``update="sequential"``: H the curvature of each word's block loss along its whole gradient
+    u [b, d] (:func:`word_sums` over ``seg``, the centres' :func:`word_segments`), bounded over
+    the step (:func:`side_scale`); v = u·k, laid out like the logits (pos [b/T, T, T + 2w],
+    neg [b/g, g, pool], σ of them ``sigs``), so a step −a·u moves them by −a·v.
 
-    def __init__(self, fwd, spread):
-        self.fwd, self.spread = fwd, spread
+    k_tiles: [b/T, T + 2w, f] the context features in tiles (:func:`tiles`); k_neg:
+    [b/g, pool, f]; band, weight: the terms' weights (pair mask laid out like pos;
+    [b/g, g, 1])."""
+    pos, neg = logits
+    b = u.shape[0]
+    v_pos = jnp.einsum("tif,tjf->tij", u.reshape(pos.shape[:2] + (-1,)), k_tiles)
+    v_neg = jnp.einsum("gif,gsf->gis", u.reshape(neg.shape[:2] + (-1,)), k_neg)
 
-    def __call__(self, xs):
-        return self.fwd(xs)
-
-
-def sequential_input_scale(terms, ids: Array, g_in: Array, lr: Array, vocab_size: int,
-                           w: int, T: int) -> Array:
-    """[b + 2w] φ(lr·H) of each input position for ``update="sequential"``: H the curvature of
-    the word's block loss along its whole gradient (``g_in`` summed over the word's
-    positions), bounded over the step (:func:`_segment_scale`)."""
-    q, k, k_neg, pos, neg, band, weight = map(jax.lax.stop_gradient, terms)
-    u = word_sums(ids, jax.lax.stop_gradient(g_in))
-    b = q.shape[0]
-    uc = u[w:w + b]
-    v_pos = jnp.einsum("tif,tjf->tij", uc.reshape(pos.shape[:2] + (-1,)), tiles(k, w, T))
-    v_neg = jnp.einsum("gif,gsf->gis", uc.reshape(neg.shape[:2] + (-1,)), k_neg)
-
-    def fwd(xs):
-        return jnp.pad(jnp.sum(xs[0], -1).reshape(b) + jnp.sum(xs[1], -1).reshape(b), (w, w))
+    def reduce(xs):
+        return jnp.sum(xs[0], -1).reshape(b) + jnp.sum(xs[1], -1).reshape(b)
 
     def spread(a):
-        ac = a[w:w + b]
-        return ac.reshape(pos.shape[:2] + (1,)), ac.reshape(neg.shape[:2] + (1,))
+        return a.reshape(pos.shape[:2] + (1,)), a.reshape(neg.shape[:2] + (1,))
 
-    return _segment_scale(ids, (v_pos, v_neg), (pos, neg), (band, weight),
-                          _Reduce(fwd, spread), u, lr, vocab_size)
+    scale = side_scale(seg, (v_pos, v_neg), logits, sigs, (band, weight), reduce, spread,
+                       jnp.sum(u * u, -1), lr)
+    return scale, v_pos, v_neg
 
 
-def sequential_output_scale(terms, out_ids: Array, g_outs: Array, lr: Array, vocab_size: int,
-                            w: int, T: int) -> Array:
+def output_side(q: Array, logits, sigs, band: Array, weight: Array, seg: Array, u: Array,
+                lr: Array, w: int, T: int) -> Array:
     """[b + 2w + b/g·pool] φ(lr·H) of each output position (contexts, then negatives) for
-    ``update="sequential"``, as :func:`sequential_input_scale`."""
-    q, k, k_neg, pos, neg, band, weight = map(jax.lax.stop_gradient, terms)
-    u = word_sums(out_ids, jax.lax.stop_gradient(g_outs))
-    n_out = k.shape[0]
-    u_out, u_neg = u[:n_out], u[n_out:].reshape(k_neg.shape)
+    ``update="sequential"``, as :func:`input_side`: q [b, f] the centres' features, u the
+    output positions' word gradients (``seg``: their :func:`word_segments`)."""
+    pos, neg = logits
+    n_out = seg.shape[0] - neg.shape[0] * neg.shape[2]
+    u_out, u_neg = u[:n_out], u[n_out:].reshape(neg.shape[0], neg.shape[2], -1)
     v_pos = jnp.einsum("tif,tjf->tij", q.reshape(pos.shape[:2] + (-1,)), tiles(u_out, w, T))
     v_neg = jnp.einsum("gif,gsf->gis", q.reshape(neg.shape[:2] + (-1,)), u_neg)
 
-    def fwd(xs):
+    def reduce(xs):
         return jnp.concatenate([untile_add(jnp.sum(xs[0], 1), w, T),
                                 jnp.sum(xs[1], 1).reshape(-1)])
 
@@ -303,8 +325,60 @@ def sequential_output_scale(terms, out_ids: Array, g_outs: Array, lr: Array, voc
         return (tiles(a[:n_out], w, T)[:, None, :],
                 a[n_out:].reshape(neg.shape[0], 1, neg.shape[2]))
 
-    return _segment_scale(out_ids, (v_pos, v_neg), (pos, neg), (band, weight),
-                          _Reduce(fwd, spread), u, lr, vocab_size)
+    return side_scale(seg, (v_pos, v_neg), logits, sigs, (band, weight), reduce, spread,
+                      jnp.sum(u * u, -1), lr)
+
+
+def sequential_dot_update(tables, ids: Array, neg_ids: Array, band: Array, weight: Array,
+                          lr: Array, w: int, T: int, g: int):
+    """``update="sequential"`` for the dot score without parameters: (table_in, table_out,
+    the block's loss before the update), the same update as the general path
+    (:func:`jaxemb.sgns.sequential_update`) to float rounding, at lower cost: gradients
+    written out (σ computed once per logit and shared by the loss gradient and the
+    curvature), only the b centres' input rows gathered and moved, and no second forward
+    pass. A word's row moves by −a·u (its per-position steps −a·g summed), so a logit q·k of
+    its positions moves by exactly −a·(u·k) = −a·v, with v the tiles the input side's
+    curvature already formed: the output side's logits are the first pass's minus a·v and its
+    features q − a·u.
+
+    tables: (in [V, d], out [V, d]); ids: [b + 2w]; neg_ids: [b/g, pool]; band:
+    [b/T, T, T + 2w] the pair mask laid out like the positive logits; weight: [b/g, g, 1] the
+    negative terms' weights (:func:`jaxemb.sgns.block_weights`); lr: [].
+    """
+    table_in, table_out = tables
+    V, d = table_in.shape
+    b = band.shape[0] * T
+    cids = ids[w:w + b]
+    q, k_neg = table_in[cids], table_out[neg_ids]
+    k_tiles = tiles(table_out[ids], w, T)
+    shape_t, shape_g = (b // T, T, d), (b // g, g, d)
+    pos = jnp.einsum("tif,tjf->tij", q.reshape(shape_t), k_tiles)
+    neg = jnp.einsum("gif,gsf->gis", q.reshape(shape_g), k_neg)
+    # 1. the input side, against the output rows as they are
+    sigs = jax.nn.sigmoid(pos), jax.nn.sigmoid(neg)
+    loss = -(jnp.sum(band * log_sigmoid_of(pos, sigs[0], 1.0))
+             + jnp.sum(weight * log_sigmoid_of(neg, sigs[1], -1.0)))
+    g_q = (jnp.einsum("tij,tjf->tif", band * (sigs[0] - 1.0), k_tiles).reshape(b, d)
+           + jnp.einsum("gis,gsf->gif", weight * sigs[1], k_neg).reshape(b, d))
+    seg = word_segments(cids, V)
+    u = word_sums(seg, g_q)
+    s_in, v_pos, v_neg = input_side(k_tiles, k_neg, (pos, neg), sigs, band, weight, seg, u, lr)
+    a = lr * s_in
+    table_in = table_in.at[cids].add(-a[:, None] * g_q)
+    # 2. the output side, against the moved input rows: exact logit change −a·v
+    q = q - a[:, None] * u
+    pos = pos - a.reshape(shape_t[:2] + (1,)) * v_pos
+    neg = neg - a.reshape(shape_g[:2] + (1,)) * v_neg
+    sigs = jax.nn.sigmoid(pos), jax.nn.sigmoid(neg)
+    g_out = untile_add(jnp.einsum("tij,tif->tjf", band * (sigs[0] - 1.0), q.reshape(shape_t)),
+                       w, T)
+    g_neg = jnp.einsum("gis,gif->gsf", weight * sigs[1], q.reshape(shape_g))
+    out_ids = jnp.concatenate([ids, neg_ids.reshape(-1)])
+    g_outs = jnp.concatenate([g_out, g_neg.reshape(-1, d)])
+    seg = word_segments(out_ids, V)
+    s_out = output_side(q, (pos, neg), sigs, band, weight, seg, word_sums(seg, g_outs), lr, w, T)
+    table_out = table_out.at[out_ids].add(-lr * s_out[:, None] * g_outs)
+    return table_in, table_out, loss
 
 
 DAMP_ALPHA = 0.3  # update="damped": a row repeated c times in a block moves c^-0.3 of its sum

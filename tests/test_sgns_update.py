@@ -121,7 +121,10 @@ def _sequential_reference(P_in, P_out, ids, neg_ids, pair, centre, w, negative, 
     return new_in, new_out, min(f_in.min(), f_out.min())
 
 
-def test_sequential_update_matches_a_term_by_term_reference(rng):
+@pytest.mark.parametrize("path", ["sequential_update", "sequential_update_general"])
+def test_sequential_update_matches_a_term_by_term_reference(rng, path):
+    """Both paths: the dot score's (gradients written out, no second forward pass) and the
+    general one (autodiff, a second forward pass against the moved rows)."""
     import jax
     import jax.numpy as jnp
 
@@ -136,7 +139,7 @@ def test_sequential_update_matches_a_term_by_term_reference(rng):
     centre = (rng.random(b) < 0.9).astype(np.float64)
     pair = (rng.random((b, 2 * w)) < 0.7) * centre[:, None]
     f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
-    got, loss, n_pairs = jax.jit(lambda P: sgns.sequential_update(
+    got, loss, n_pairs = jax.jit(lambda P: getattr(sgns, path)(
         cfg, P, jnp.asarray(ids, jnp.int32), jnp.asarray(neg_ids, jnp.int32), f32(pair),
         f32(centre), jnp.float32(lr)))({"in": f32(P["in"]), "out": f32(P["out"]), "score": {}})
     want_in, want_out, smallest = _sequential_reference(P["in"], P["out"], ids, neg_ids, pair,
@@ -149,3 +152,31 @@ def test_sequential_update_matches_a_term_by_term_reference(rng):
     plain_in, plain_out, _ = _sequential_reference(P["in"], P["out"], ids, neg_ids, pair, centre,
                                                    w, 2, g, lr, segment=False)
     assert not np.allclose(want_out, plain_out, atol=1e-3)
+
+
+@pytest.mark.parametrize("window,negative,g", [(2, 5, 16), (5, 3, 32), (10, 2, 64)])
+def test_the_dot_path_equals_the_general_path(rng, window, negative, g):
+    """update="sequential" for the dot score (logits after the input step from the first
+    pass's, −a·(u·k)) equals the general path (a second forward pass through the moved rows)
+    to float rounding, on blocks where words repeat as centres, contexts and negatives."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxemb import sgns
+
+    V, d, b = 40, 16, 128
+    cfg = SGNSConfig(dim=d, window=window, negative=negative, micro_batch=b, neg_group=g)
+    P = {"in": jnp.asarray(rng.standard_normal((V, d)), jnp.float32),
+         "out": jnp.asarray(rng.standard_normal((V, d)), jnp.float32), "score": {}}
+    ids = jnp.asarray(np.minimum(rng.zipf(1.5, b + 2 * window), V) - 1, jnp.int32)
+    neg_ids = jnp.asarray(rng.integers(0, V, (b // g, sgns.pool_size(cfg))), jnp.int32)
+    centre = (rng.random(b) < 0.95).astype(np.float32)
+    pair = ((rng.random((b, 2 * window)) < 0.7) * centre[:, None]).astype(np.float32)
+    args = (ids, neg_ids, jnp.asarray(pair), jnp.asarray(centre), jnp.float32(0.3))
+    fast, loss_f, _ = jax.jit(lambda P: sgns.sequential_update(cfg, P, *args))(P)
+    general, loss_g, _ = jax.jit(lambda P: sgns.sequential_update_general(cfg, P, *args))(P)
+    moved = np.abs(np.asarray(general["out"]) - np.asarray(P["out"])).max()
+    assert moved > 0.1  # the update does something
+    np.testing.assert_allclose(fast["in"], general["in"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fast["out"], general["out"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(loss_f, loss_g, rtol=1e-5)
