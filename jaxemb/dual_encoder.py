@@ -231,23 +231,9 @@ def log_share(data: recdata.Interactions) -> np.ndarray:
 def pair_ranks(score_all, users, items, exclude, block: int = 256) -> np.ndarray:
     """[..., n] 1-based ranks (:func:`jaxemb.ranking.rank_of`: ties and NaN pessimistic) of
     held-out pairs (``users``, ``items`` [n]) among all items but ``exclude`` [n, I] (the user's
-    known positives). ``score_all(users [b]) -> [..., b, I]``; blocks of ``block`` pairs, the
-    last padded, so one shape compiles."""
-    users, items, exclude = np.asarray(users), np.asarray(items), np.asarray(exclude, bool)
-    n = len(users)
-    idx = np.concatenate([np.arange(n), np.zeros(-n % block, np.int64)])
-    out = [_block_ranks(score_all(jnp.asarray(users[idx[a:a + block]])),
-                        jnp.asarray(items[idx[a:a + block]]),
-                        jnp.asarray(exclude[idx[a:a + block]]))
-           for a in range(0, len(idx), block)]
-    return np.concatenate([np.asarray(r) for r in out], axis=-1)[..., :n]
-
-
-@jax.jit
-def _block_ranks(s, items, exclude):
-    flat = s.reshape(-1, *exclude.shape)
-    r = jax.vmap(lambda x: jax.vmap(ranking.rank_of)(x, items, exclude))(flat)
-    return r.reshape(*s.shape[:-2], -1)
+    known positives). ``score_all(users [b]) -> [..., b, I]``, in blocks of ``block`` pairs
+    (:func:`jaxemb.ranking.block_ranks`)."""
+    return np.asarray(ranking.block_ranks(score_all, users, items, exclude, block=block)[0])
 
 
 def recall_by_group(ranks: np.ndarray, items, groups: dict[str, np.ndarray],

@@ -116,11 +116,26 @@ def evaluate(score_all: Callable[[Array], Array], users, positives, exclude, k: 
              negatives=None, block: int = 512) -> dict[str, Array]:
     """HR@k and NDCG@k of the held-out ``positives`` [n] of ``users`` [n].
 
+    ``score_all``, ``exclude``, ``negatives``, ``block``: as in :func:`block_ranks`. Returns
+    ``hr``, ``ndcg`` (and, with ``negatives``, ``hr_sampled``, ``ndcg_sampled``), each [...].
+    """
+    r, rs = block_ranks(score_all, users, positives, exclude, negatives=negatives, block=block,
+                        k=k)
+    out = {"hr": hit_rate(r, k), "ndcg": ndcg(r, k)}
+    if negatives is not None:
+        out |= {"hr_sampled": hit_rate(rs, k), "ndcg_sampled": ndcg(rs, k)}
+    return out
+
+
+def block_ranks(score_all: Callable[[Array], Array], users, positives, exclude, *,
+                negatives=None, block: int = 512, k: int = 1) -> tuple[Array, Array | None]:
+    """1-based ranks (:func:`rank_of`) [..., n] of the held-out ``positives`` [n] of ``users``
+    [n] among the full catalogue, and with ``negatives`` among them (else None).
+
     ``score_all(users [b]) -> scores [..., b, C]`` (leading axes, e.g. seeds, are kept);
     ``exclude`` [n, C] bool: non-candidates for the full-catalogue ranking (the positive is never
-    excluded). With ``negatives`` [n, m] (from :func:`sample_unseen`) the sampled metrics are
-    returned too. Users are scored in blocks of ``block`` (the last one padded, so one shape).
-    Returns ``hr``, ``ndcg`` (and ``hr_sampled``, ``ndcg_sampled``), each [...].
+    excluded). ``negatives`` [n, m] (from :func:`sample_unseen`). Users are scored in blocks of
+    ``block`` (the last one padded, so one shape). ``k`` is checked against the candidates.
     """
     users = np.asarray(users)
     positives = np.asarray(positives)
@@ -150,11 +165,9 @@ def evaluate(score_all: Callable[[Array], Array], users, positives, exclude, k: 
         full.append(r)
         samp.append(rs)
     r = jnp.concatenate(full, axis=-1)[..., :n]
-    out = {"hr": hit_rate(r, k), "ndcg": ndcg(r, k)}
-    if negatives is not None:
-        rs = jnp.concatenate(samp, axis=-1)[..., :n]
-        out |= {"hr_sampled": hit_rate(rs, k), "ndcg_sampled": ndcg(rs, k)}
-    return out
+    if negatives is None:
+        return r, None
+    return r, jnp.concatenate(samp, axis=-1)[..., :n]
 
 
 def _block_ranks(score_all, users, positives, exclude, negatives):
