@@ -27,8 +27,6 @@ replacement from softmax(X_u Yᵀ) (Gumbel top-k; the first draw is exactly the 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import time
 
 import jax
 import jax.numpy as jnp
@@ -196,27 +194,13 @@ def train(model: InteractionModel, data: recdata.Interactions, cfg: ContrastiveC
     pairs of ``data``: ``loss`` [epochs, runs]; InteractionError if a loss became NaN/inf."""
     cfg.validate()
     runs = cfg.runs if runs is None else [tuple(r) for r in runs]
-    if data.num_users != model.num_users or data.num_items != model.num_items:
-        raise InteractionError(f"the data has {data.num_users} users and {data.num_items} items "
-                               f"but the model was built for {model.num_users} and "
-                               f"{model.num_items}")
+    interaction_train.check_sizes(model, data)
     epoch_fn = epoch_fn or make_epoch(model, cfg)
     state = interaction_train.init_runs(model, [r[0] for r in runs],
                                         [(lr, 0.0, t, float(c)) for _, c, lr, t in runs])
     args = (jnp.asarray(data.users), jnp.asarray(data.items), jnp.asarray(log_share(data)))
-    losses = []
-
-    def describe(r, e):
-        return (f"the in-batch softmax became NaN/inf in epoch {e + 1} for run (seed, logq, lr, τ) "
-                f"{runs[r]}; lower the learning rate")
-
-    t0 = time.perf_counter()
-    state = engine.run_steps(
-        epoch_fn, state, cfg.epochs, lambda e: args, log_every=cfg.epochs,
-        on_log=lambda e, s, metrics: losses.extend(m["loss"] for m in metrics),
-        fail=functools.partial(engine.check_finite, describe=describe, error=InteractionError))
-    return engine.RunsResult(state["params"], np.asarray(losses, np.float64), runs,
-                             np.asarray(state["first_bad"]), time.perf_counter() - t0)
+    return interaction_train.run_epochs(epoch_fn, state, args, cfg.epochs, runs,
+                                        "(seed, logq, lr, τ)", "the in-batch softmax")
 
 
 def log_share(data: recdata.Interactions) -> np.ndarray:

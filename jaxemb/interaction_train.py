@@ -180,36 +180,52 @@ def train(model: InteractionModel, data: Interactions, cfg: InteractionTrainConf
     same model and config, to reuse its compilation. A run whose loss became NaN/inf raises
     InteractionError unless ``may_diverge`` (then its ``first_bad`` epoch says so)."""
     cfg.validate()
-    if data.num_users != model.num_users or data.num_items != model.num_items:
-        raise InteractionError(f"the data has {data.num_users} users and {data.num_items} items "
-                               f"but the model was built for {model.num_users} and "
-                               f"{model.num_items}")
+    check_sizes(model, data)
     seen = data.seen()
     if data.num_items - seen.sum(axis=1).max() < 1:
         raise InteractionError("some user has seen every item: no negatives can be sampled")
     epoch_fn = epoch_fn or make_epoch(model, cfg)
-    state = init_state(model, cfg)
     args = (jnp.asarray(data.users), jnp.asarray(data.items), jnp.asarray(seen))
+    return run_epochs(epoch_fn, init_state(model, cfg), args, cfg.epochs, cfg.runs,
+                      "(seed, lr, weight decay)", "the loss", desc=type(model).__name__,
+                      progress=progress, may_diverge=may_diverge)
+
+
+def check_sizes(model: InteractionModel, data: Interactions) -> None:
+    """InteractionError unless ``data`` has the users and items ``model`` was built for."""
+    if data.num_users != model.num_users or data.num_items != model.num_items:
+        raise InteractionError(f"the data has {data.num_users} users and {data.num_items} items "
+                               f"but the model was built for {model.num_users} and "
+                               f"{model.num_items}")
+
+
+def run_epochs(epoch_fn, state: dict, args: tuple, epochs: int, runs: list, runs_label: str,
+               loss_label: str, desc: str = "", progress: bool = False,
+               may_diverge: bool = False) -> engine.RunsResult:
+    """``epochs`` of ``epoch_fn`` (:func:`epoch_step`) on the runs' ``state`` with the same
+    ``args`` every epoch: ``loss`` [epochs, runs]. A run whose loss became NaN/inf raises
+    InteractionError naming it (``runs_label``: what its tuple of ``runs`` holds) unless
+    ``may_diverge``."""
     losses = []
-    bar = tqdm(total=cfg.epochs, desc=type(model).__name__, disable=not progress, leave=False)
+    bar = tqdm(total=epochs, desc=desc, disable=not progress, leave=False)
 
     def on_log(e, state, metrics):
         losses.extend(m["loss"] for m in metrics)
         bar.update(e + 1 - bar.n)
 
     def describe(r, e):
-        return (f"the loss became NaN/inf in epoch {e + 1} for run (seed, lr, weight decay) "
-                f"{cfg.runs[r]}; lower the learning rate")
+        return (f"{loss_label} became NaN/inf in epoch {e + 1} for run {runs_label} {runs[r]}; "
+                "lower the learning rate")
 
     t0 = time.perf_counter()
     # the host syncs once, at the end (every epoch with a progress bar)
     state = engine.run_steps(
-        epoch_fn, state, cfg.epochs, lambda e: args, log_every=1 if progress else cfg.epochs,
+        epoch_fn, state, epochs, lambda e: args, log_every=1 if progress else epochs,
         on_log=on_log, fail=None if may_diverge else functools.partial(
             engine.check_finite, describe=describe, error=InteractionError))
     seconds = time.perf_counter() - t0
     bar.close()
-    return engine.RunsResult(state["params"], np.asarray(losses, np.float64), cfg.runs,
+    return engine.RunsResult(state["params"], np.asarray(losses, np.float64), runs,
                              np.asarray(state["first_bad"]), seconds)
 
 
