@@ -128,3 +128,14 @@ def format_difference(d: dict | None, digits: int = 3, scale: float = 1.0) -> st
     if not (np.isfinite(lo) and np.isfinite(hi)) or d["n"] < 2:
         return f"{m:+.{digits}f}"
     return f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+DIFFERENCE_HEADER = ("paired difference", "Δ WS353 ρ", "Δ SimLex ρ", "Δ analogy 3CosAdd (points)")
+"""The columns of a benchmark-differences table (:func:`difference_cells` fills a row)."""
+
+
+def difference_cells(d: dict, missing: str = "—") -> tuple[str, str, str]:
+    """The Δ WS353, Δ SimLex and Δ 3CosAdd (in points) cells of one comparison's differences
+    ``d`` ({benchmark: difference or None}); ``missing`` where ``d`` lacks a benchmark."""
+    return tuple(format_difference(d[m], *fmt) if m in d else missing
+                 for m, fmt in (("ws353", ()), ("simlex", ()), ("3cosadd", (2, 100))))

@@ -190,14 +190,11 @@ def differences_table(r: Results, run: Run) -> str:
     """Each score minus cosine (in, in) on the same benchmark items and seeds, with the
     item-and-seed bootstrap interval the answer decides by."""
     run.log("q1_benchmark_differences", **r.differences, seconds=r.bootstrap_seconds)
-    rows = [(f"{BENCH_LABELS[s]} − cosine", *(item_differences.format_difference(d.get(m))
-                                               if m in d else "— (undefined)"
-                                               for m in ("ws353", "simlex")),
-             item_differences.format_difference(d["3cosadd"], 2, 100) if "3cosadd" in d
-             else "— (undefined)") for s, d in r.differences.items()]
+    rows = [(f"{BENCH_LABELS[s]} − cosine",
+             *item_differences.difference_cells(d, missing="— (undefined)"))
+            for s, d in r.differences.items()]
     return run.table(
-        "q1_benchmark_differences", ("paired difference", "Δ WS353 ρ", "Δ SimLex ρ",
-                                     "Δ analogy 3CosAdd (points)"), rows,
+        "q1_benchmark_differences", item_differences.DIFFERENCE_HEADER, rows,
         f"The same items scored both ways, mean over {len(r.setup['seeds'])} seeds [95% "
         f"interval: {item_differences.METHOD_TEXT}; it covers the benchmark's sample of items and "
         f"the seeds]. The decision rule (method section) uses this interval.")

@@ -99,13 +99,11 @@ def differences_table(r, run: Run) -> str:
     """The declared benchmark comparisons a − b (q3_answer.comparisons) on the same items and
     seeds, with the item-and-seed bootstrap interval the answer decides by."""
     run.log("q3_benchmark_differences", differences=r.differences, seconds=r.bootstrap_seconds)
-    fmt = item_differences.format_difference
     pairs = [(a, b) for a, b in comparisons(r.variants) if b in r.differences.get(a, {})]
-    rows = [(f"{a} − {b}", *(fmt(r.differences[a][b].get(m)) for m in ("ws353", "simlex")),
-             fmt(r.differences[a][b].get("3cosadd"), 2, 100)) for a, b in pairs]
+    rows = [(f"{a} − {b}", *item_differences.difference_cells(r.differences[a][b]))
+            for a, b in pairs]
     return run.table(
-        "q3_benchmark_differences", ("paired difference", "Δ WS353 ρ", "Δ SimLex ρ",
-                                     "Δ analogy 3CosAdd (points)"), rows,
+        "q3_benchmark_differences", item_differences.DIFFERENCE_HEADER, rows,
         f"Each trained variant against dot, then the declared controls (t = 1 against larger "
         f"t and learned t; dot's initialisation against cosine's at the same t): the in-vectors "
         f"scored by cosine on the same items, mean over {len(r.setup['seeds'])} seeds [95% "
