@@ -51,6 +51,12 @@ _FINE, _FLAT, _NONFINITE = 0, 1, 2
 DEFAULT_BLOCK_BYTES = 32 << 20
 DEFAULT_QUERY_BLOCK = 1024
 SCAN_ROWS = 8  # query blocks of at most this many rows take the one-pass fp32 scan
+# Databases of fewer keys take the fp32 scan unless two_stage=True: there the bfloat16 first
+# pass, its bound and the rescoring cost more than they save, and the two-stage program takes
+# several times longer to compile (measured 2026-12-07 on the 2-core Xeon, loaded, 512 queries,
+# cosine: d = 100, 60k keys 344 ms two-stage vs 256 ms scan, 100k keys 321 vs 423 ms; d = 300,
+# 60k 536 vs 432, 100k 620 vs 701; at 3k keys 192 vs 16 ms, compiling in 5.8 s vs 1.1 s).
+TWO_STAGE_MIN_KEYS = 1 << 16
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -91,11 +97,13 @@ class Index:
 
     def search(self, queries, k: int, *, approx: bool = False, recall_target: float = 0.95,
                chunk_size: int | None = None, query_block: int = DEFAULT_QUERY_BLOCK,
-               two_stage: bool = True):
+               two_stage: bool | None = None):
         """Top-``k`` keys for each query: (scores [n, k], indices [n, k]), best first.
 
-        ``two_stage=False`` runs the plain fp32 scan only (the same results; for measuring what
-        the bfloat16 first pass of :func:`jaxemb.search_two_stage.two_stage_top_k` gains).
+        ``two_stage``: None (default) uses the bfloat16 first pass of
+        :func:`jaxemb.search_two_stage.two_stage_top_k` from :data:`TWO_STAGE_MIN_KEYS` keys
+        and the plain fp32 scan below; True uses it at any size, False never (the same results
+        either way; for measuring what the first pass gains).
 
         ``queries`` [n, d] (or [d], giving [k] results). Ties go to the lower index.
         ``approx`` uses ``jax.lax.approx_max_k`` per chunk (fast on TPU; exact elsewhere).
@@ -121,6 +129,8 @@ class Index:
         indices = np.empty((n, int(k)), np.int32)
         ok = np.empty(n, bool)
         flags = np.empty(n, np.int8)
+        if two_stage is None:
+            two_stage = len(self) >= TWO_STAGE_MIN_KEYS
         method = "two_stage" if two_stage else "scan"
         for i in range(0, n, int(query_block)):
             rows = np.arange(i, min(i + int(query_block), n))
@@ -196,14 +206,16 @@ def index(database, score: str | Score = "cosine", *params, **options) -> Index:
 
 def top_k(queries, database, k: int, score: str | Score = "cosine", *params,
           approx: bool = False, recall_target: float = 0.95, chunk_size: int | None = None,
-          **options):
+          two_stage: bool | None = None, **options):
     """Exact top-``k`` of ``database`` [m, d] for each of ``queries`` [n, d] under ``score``.
 
     Returns (scores [n, k], indices [n, k]), best first. ``params``/``options`` go to the score
-    (e.g. ``W`` for bilinear, ``t`` for cosine). For repeated queries build :func:`index` once.
+    (e.g. ``W`` for bilinear, ``t`` for cosine); ``two_stage`` as :meth:`Index.search`. For
+    repeated queries build :func:`index` once.
     """
     return index(database, score, *params, **options).search(
-        queries, k, approx=approx, recall_target=recall_target, chunk_size=chunk_size)
+        queries, k, approx=approx, recall_target=recall_target, chunk_size=chunk_size,
+        two_stage=two_stage)
 
 
 def _as_float_array(name: str, x) -> Array:

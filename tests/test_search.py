@@ -11,6 +11,33 @@ from jaxemb.wordvectors import VocabularyError, WordVectors
 D = 9
 
 
+@pytest.fixture(autouse=True)
+def two_stage_at_any_size(monkeypatch):
+    """These tests' databases are small, where search() would take the fp32 scan: make it take
+    the two-stage path (bfloat16 first pass, bound, rescoring, fallback), which they pin."""
+    monkeypatch.setattr(search, "TWO_STAGE_MIN_KEYS", 0)
+
+
+def test_small_databases_take_the_scan_and_large_ones_two_stage(monkeypatch, rng):
+    """The method follows TWO_STAGE_MIN_KEYS (None: by size; True/False: forced), with the same
+    top-k either way."""
+    methods = []
+    block = search._search_block
+    monkeypatch.setattr(search, "_search_block",
+                        lambda *a, **kw: methods.append(kw["method"]) or block(*a, **kw))
+    Q, K = (rng.standard_normal((n, D)).astype(np.float32) for n in (12, 40))
+    got = {}
+    for threshold, two_stage in ((40, None), (41, None), (41, True), (0, False)):
+        monkeypatch.setattr(search, "TWO_STAGE_MIN_KEYS", threshold)
+        methods.clear()
+        got[threshold, two_stage] = np.asarray(search.top_k(Q, K, 4, two_stage=two_stage)[1])
+        # the first block's method (two-stage may rescore unproven queries by the scan)
+        assert methods[0] == ("two_stage" if (two_stage is None and threshold <= 40)
+                              or two_stage else "scan"), (threshold, two_stage, methods)
+    for v in got.values():
+        np.testing.assert_array_equal(v, got[40, None])
+
+
 def _reference_scores(name, Q, K, params):
     """[n, m] scores of every query-key pair in float64 numpy, from each score's definition
     (not from jaxemb.scoring, whose feature maps are what search runs on)."""
