@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
 
 from jaxemb import interrupt
 from jaxemb.interrupt import TrainingInterrupted  # noqa: F401 (callers catch it from here)
@@ -262,3 +265,42 @@ class RunsResult:
     def run_params(self, r: int) -> dict:
         return jax.tree.map(lambda x: x[r], self.params)
 
+
+# --- several runs at once -----------------------------------------------------------------
+
+def run_jobs(jobs: dict[Hashable, Callable[[], Any]], workers: int,
+             desc: str = "jobs") -> dict[Hashable, Any]:
+    """Run ``jobs`` ({key: function of no arguments}) in ``workers`` threads, in the order given;
+    {key: result}. An exception in a job cancels the jobs not yet started and is raised once
+    the running ones finish. SIGINT or SIGTERM also stops the running ones at their next
+    training step (:func:`jaxemb.interrupt.stop_on_signals`: their ``run_steps`` check the flag
+    this thread's handlers set), then ``TrainingInterrupted`` is raised: within a step's time,
+    not after every queued job."""
+    with interrupt.stop_on_signals() as stop, ThreadPoolExecutor(workers) as pool:
+        # A worker freed by a stopped job may take a queued one before this thread cancels
+        # the queue: that job stops before it starts.
+        futures = {pool.submit(_unless_stopped, stop, fn): key for key, fn in jobs.items()}
+        try:
+            done = {}
+            for f in tqdm(as_completed(futures), total=len(futures), desc=desc, leave=False):
+                done[futures[f]] = f.result()
+            return done
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def concurrent_workers(workers: int, devices: int) -> int:
+    """Threads that may train at once: ``workers`` on one device, 1 on a mesh of several.
+
+    Two threads launching programs with collectives on the same devices can enqueue them in
+    different orders on different devices, and each then waits for the other: on 8 fake CPU
+    devices this deadlocked until XLA's collective timeout aborted the process (NCCL has the
+    same hazard on GPUs). One thread keeps every device's queue in the same order.
+    """
+    return workers if devices == 1 else 1
+
+
+def _unless_stopped(stop: interrupt.StopFlag, fn: Callable[[], Any]) -> Any:
+    if stop.is_set():
+        raise stop.interrupted(f"stopped by {stop.name} before this job started")
+    return fn()

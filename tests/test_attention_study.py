@@ -17,7 +17,7 @@ import tyro
 from experiments.report import Run
 from experiments.study import q4, q4_measure
 from jaxemb import attention_train as AT
-from jaxemb import stats, tasks
+from jaxemb import engine, stats, tasks
 from jaxemb.attention_train import Protocol
 from jaxemb.transformer import Transformer, TransformerConfig
 
@@ -373,9 +373,9 @@ def test_an_error_in_a_job_cancels_the_queued_jobs(error):
         # job 1 runs beside job 0 until released, and the thread job 0 frees may take job 2
         # before the failure is seen; jobs 3-19 are queued and must never start
         threading.Timer(0.3, release.set).start()
-        q4_measure.run_jobs(jobs, workers=2)
+        engine.run_jobs(jobs, workers=2)
     assert set(started) <= {0, 1, 2} and time.perf_counter() - t < 5
-    assert q4_measure.run_jobs({"a": lambda: 1, "b": lambda: 2}, workers=2) == {"a": 1, "b": 2}
+    assert engine.run_jobs({"a": lambda: 1, "b": lambda: 2}, workers=2) == {"a": 1, "b": 2}
 
 
 def test_todays_flags_parse_into_the_nested_protocol():

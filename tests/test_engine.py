@@ -237,7 +237,7 @@ def test_an_unconsumed_signal_is_delivered_again_when_the_block_ends(python_sigi
 # The Q4 pool: 6 jobs of ~5 s each on 2 workers (15 s in all); each job's steps sleep.
 POOL_CHILD = r'''
 import sys, time
-from experiments.study.q4_measure import run_jobs
+from jaxemb.engine import run_jobs
 from jaxemb import engine, interrupt
 
 ready = sys.argv[1]
@@ -290,6 +290,6 @@ def test_ctrl_c_stops_a_thread_pool_promptly_and_cancels_its_queue(tmp_path):
 
 def test_q4_trains_one_job_at_a_time_on_a_mesh_of_several_devices():
     # concurrent launches of collectives from two threads deadlocked on 8 fake devices
-    from experiments.study.q4_measure import concurrent_workers
+    from jaxemb.engine import concurrent_workers
     assert concurrent_workers(2, 1) == 2 and concurrent_workers(3, 1) == 3
     assert concurrent_workers(2, 8) == 1 and concurrent_workers(2, 2) == 1

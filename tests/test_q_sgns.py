@@ -7,14 +7,15 @@ import dataclasses
 import json
 import re
 
+import jax
 import numpy as np
 import pytest
 from study_fixtures import SEEDS, SETUP
 
 from experiments import report
-from experiments.study import q1, q2, q3, q7
+from experiments.study import q1, q2, q3, q7, sgns_common
 from experiments.study.sgns_common import SGNSStudyConfig, SGNSStudyError
-from jaxemb import stats
+from jaxemb import engine, stats
 
 
 @contextlib.contextmanager
@@ -333,6 +334,26 @@ def test_the_variants_train_once_for_all_four_questions(tiny_measured):
         assert v.result.params["in"].shape == (3, len(study.vocab), 8)
         assert v.epoch_loss.shape == (1, 3)
     assert not np.allclose(study.dot.vectors(0), study.dot.vectors(1))
+
+
+def test_variants_trained_in_threads_equal_variants_trained_one_by_one(tiny_measured,
+                                                                      monkeypatch):
+    config = dataclasses.replace(tiny_measured[0], variants=("dot", "bilinear"))
+    inputs = sgns_common.load_inputs(config)
+    workers = []
+    run_jobs = engine.run_jobs
+    monkeypatch.setattr(engine, "run_jobs",
+                        lambda jobs, n, *a: workers.append(n) or run_jobs(jobs, n, *a))
+    together, alone = (sgns_common.train_variants(dataclasses.replace(config, workers=n),
+                                                  lambda label: contextlib.nullcontext(),
+                                                  inputs) for n in (2, 1))
+    assert workers == [2, 1]
+    for name in config.variants:
+        a, b = (jax.tree.leaves(s.variants[name].result.params) for s in (together, alone))
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        np.testing.assert_array_equal(together.variants[name].epoch_loss,
+                                      alone.variants[name].epoch_loss)
 
 
 def test_measured_results_are_json_and_render(tiny_measured, tmp_path):

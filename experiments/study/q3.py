@@ -37,7 +37,8 @@ class Results(_Results):
     setup: dict  # sgns_common.setup
     pmi_draws: int  # subsampling draws behind the pairs of the data floors
     learned_temperature_init: float
-    seconds: dict  # wall seconds of each training step of the study (corpus, variants, pairs)
+    seconds: dict  # wall seconds of each training step of the study (corpus, variants, pairs;
+    # variants overlap in --workers threads, so theirs add up to more than the wall time)
     training: dict  # {variant: {seconds, compile_seconds, effective_words_per_s}} (trained ones)
     variants: dict  # {variant: the q3_variant record: status, losses, floors, t, norms, benchmarks}
     describe: dict  # {variant: its logit in words}

@@ -27,6 +27,7 @@ import json
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import scipy.sparse as sp
 
@@ -38,7 +39,7 @@ from experiments.study.sgns_config import (  # noqa: F401  (re-exported)
     SGNSStudyConfig,
     SGNSStudyError,
 )
-from jaxemb import benchmarks, corpus, datasets, ppmi, sgns, stats, train
+from jaxemb import benchmarks, corpus, datasets, engine, ppmi, sgns, stats, train
 from jaxemb.datasets import load_corpus
 
 # --- training ----------------------------------------------------------------------------------
@@ -254,13 +255,28 @@ def train_variants(config: SGNSStudyConfig, progress, inputs: SGNSInputs | None 
     seconds["corpus"] = inputs.seconds
     vocab, ids = inputs.vocab, inputs.ids
     data = sgns.device_corpus(ids, vocab.counts, config.sample)
+    # On CPU one variant's jitted step keeps about one core busy (measured: process time =
+    # wall time), so variants train in --workers threads at once; on a mesh of several devices
+    # one at a time (engine.concurrent_workers). Each variant's numbers are its own either way.
+    mesh_devices = config.train_config().devices or jax.device_count()
+    workers = engine.concurrent_workers(min(config.workers, len(config.variants)), mesh_devices)
+
+    def job(name: str):
+        def run():
+            t = time.perf_counter()
+            result = _train_variant(name, config, data, vocab.counts, _work(work_dir, name),
+                                    progress=workers == 1)
+            return result, time.perf_counter() - t
+        return run
+
+    label = (f"SGNS {len(config.variants)} variants ({', '.join(config.variants)}; "
+             f"{len(config.seeds)} seeds, {config.epochs} epochs, {workers} thread(s))")
+    with progress(label):
+        done = engine.run_jobs({name: job(name) for name in config.variants}, workers,
+                               "SGNS variants")
     variants = {}
-    for name in config.variants:
-        t = time.perf_counter()
-        with progress(f"SGNS {name} ({len(config.seeds)} seeds, {config.epochs} epochs)"):
-            variants[name] = _train_variant(name, config, data, vocab.counts,
-                                            _work(work_dir, name))
-        seconds[f"train {name}"] = time.perf_counter() - t
+    for name in config.variants:  # in the config's order, whichever finished first
+        variants[name], seconds[f"train {name}"] = done[name]
     return SGNSStudy(config, inputs.n_docs, int(sum(map(len, ids))), vocab, ids, variants,
                      inputs.bench, seconds, work_dir=work_dir)
 
@@ -277,12 +293,12 @@ def _diverged(e: train.TrainingError) -> bool:
 
 
 def _train_variant(name: str, config: SGNSStudyConfig, data, counts,
-                   work_dir: Path | None = None) -> VariantRun:
+                   work_dir: Path | None = None, progress: bool = True) -> VariantRun:
     losses = []
     model = config.model_config(name)
     try:
         res = train.train(data, counts, model, config.train_config(), work_dir=work_dir,
-                          progress=True,
+                          progress=progress,
                           on_epoch=lambda e, loss: losses.append(np.asarray(loss)))
     except train.TrainingError as e:  # report a diverged variant instead of losing the study
         if not _diverged(e):
