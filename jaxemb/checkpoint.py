@@ -30,6 +30,7 @@ import numpy as np
 
 from jaxemb.engine import TrainingError
 
+_WORKER_SAVES = threading.Lock()  # one save at a time from worker threads (Checkpoints.save)
 
 class Checkpoints:
     """Orbax checkpoints of a whole training state under ``work_dir/checkpoints``, keyed by a
@@ -67,13 +68,22 @@ class Checkpoints:
             self._check_writable()
         self._counter += 1
         meta = {**self.meta, **info, "digest": digest(state)}
-        try:  # a failed asynchronous write of the previous step surfaces here or in close()
-            self.mngr.save(self._counter, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
-        except (OSError, ValueError) as e:  # tensorstore reports I/O errors as ValueError
-            raise self._write_error(e) from e
-        finally:
-            self._operations.add(_current_operation())
+        # Runs training in worker threads (jaxemb.engine.run_jobs) each have a manager: their
+        # asynchronous writes overlapping in one process failed (orbax removing or creating
+        # temporary directories of another write: ENOENT, ENOTEMPTY), so there a save is
+        # whole, one at a time, before the thread goes on. The main thread keeps orbax's
+        # asynchronous write.
+        worker = threading.current_thread() is not threading.main_thread()
+        with _WORKER_SAVES if worker else contextlib.nullcontext():
+            try:  # a failed asynchronous write of the previous step surfaces here or in close()
+                self.mngr.save(self._counter, args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+                if worker:
+                    self.mngr.wait_until_finished()
+            except (OSError, ValueError) as e:  # tensorstore reports I/O errors as ValueError
+                raise self._write_error(e) from e
+            finally:
+                self._operations.add(_current_operation())
 
     def _check_writable(self) -> None:
         """A clear error now, before orbax's threads start a write that cannot succeed (the

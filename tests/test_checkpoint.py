@@ -10,7 +10,8 @@ import os
 import numpy as np
 import pytest
 
-from jaxemb import checkpoint
+from jaxemb import checkpoint, engine
+from jaxemb.checkpoint import Checkpoints
 from jaxemb.engine import TrainingError
 
 META = {"model": {"dim": 3}, "seeds": [0, 1]}
@@ -181,3 +182,24 @@ def test_a_read_only_directory_is_refused_before_orbax_writes(tmp_path, monkeypa
         ck.save(_state(2.0), {"epoch": 1})
     ck.close()
     assert not saves
+
+
+def test_runs_saving_from_two_threads_at_once_keep_every_checkpoint(tmp_path):
+    """Two managers in worker threads (engine.run_jobs, as the SGNS study trains its variants)
+    saving at once: orbax's overlapping asynchronous writes failed (ENOENT/ENOTEMPTY on its
+    temporary directories) before worker-thread saves were made whole, one at a time."""
+    def job(i):
+        def run():
+            with Checkpoints(tmp_path / f"run{i}", {"run": i}) as ckpt:
+                for step in range(12):
+                    ckpt.save({"w": np.full((300, 100), 10 * i + step, np.float32)},
+                              {"step": step})
+            return i
+        return run
+
+    assert engine.run_jobs({i: job(i) for i in range(2)}, 2) == {0: 0, 1: 1}
+    for i in range(2):
+        with Checkpoints(tmp_path / f"run{i}", {"run": i}) as ckpt:
+            state, meta = ckpt.restore({"w": np.zeros((300, 100), np.float32)})
+        assert meta["step"] == 11
+        np.testing.assert_array_equal(np.asarray(state["w"]), 10 * i + 11)
