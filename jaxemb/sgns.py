@@ -54,6 +54,7 @@ from jaxemb.sgns_data import (  # noqa: F401  (public as sgns.*: the sampler's p
     subsample,
     window_offsets,
 )
+from jaxemb.sgns_dot import sequential_dot_update
 from jaxemb.sgns_model import (  # noqa: F401  (public as sgns.*)
     INIT_SCALES,
     INITS,
@@ -74,7 +75,6 @@ from jaxemb.sgns_update import (
     input_side,
     output_side,
     positive_logits,
-    sequential_dot_update,
     sparse_sgd_update,
     tiles,
     word_segments,
@@ -187,9 +187,9 @@ def sequential_update(cfg: SGNSConfig, params: dict, ids: Array, neg_ids: Array,
     path, :func:`sequential_update_general`.
     """
     if cfg.score == "dot" and not cfg.bias and (mesh is None or mesh.size == 1):
-        band, weight = block_weights(cfg, pair_mask, centre_mask)
+        _, weight = block_weights(cfg, pair_mask, centre_mask)
         table_in, table_out, loss = sequential_dot_update(
-            (params["in"], params["out"]), ids, neg_ids, band, weight, lr, cfg.window,
+            (params["in"], params["out"]), ids, neg_ids, pair_mask, weight, lr, cfg.window,
             positive_tile(cfg), cfg.neg_group)
         return ({"in": table_in, "out": table_out, "score": params["score"]}, loss,
                 pair_mask.sum())
