@@ -180,7 +180,7 @@ def sequential_update(cfg: SGNSConfig, params: dict, ids: Array, neg_ids: Array,
     *moved* input rows and they take theirs. Returns (params, loss, pair count); the loss is
     the block's before the update. ids, neg_ids, pair_mask, centre_mask: :func:`_block_sample`.
 
-    The dot score without a bias on one device takes :func:`jaxemb.sgns_update.
+    The dot score without a bias on one device takes :func:`jaxemb.sgns_dot.
     sequential_dot_update` (the same update, cheaper); other scores and a mesh the general
     path, :func:`sequential_update_general`.
     """

@@ -6,17 +6,24 @@ not in the tiles [b/T, T, T + 2w] of :func:`jaxemb.sgns_update.positive_logits`:
 
 - the products that reduce over the d features (the logits and the curvature's v = u·k)
   stay batched tile matmuls, whose in-band entries are then taken out (a constant-index
-  gather, :func:`band_take`);
+  gather, :func:`band_take`): as elementwise products reduced over d (XLA's row reduce) they
+  measured slower (one block, dim 100, window 2: 135 µs against 48 µs);
 - the products that accumulate rows (the centres' gradient Σ_o c_io k_{i+o} and the contexts'
   Σ_o c_{j−o,o} q_{j−o}) are 2w shifted elementwise multiply-adds over [b, d], which XLA
-  fuses into one pass. As tile matmuls (M = T rows per batch) they ran at a few percent of
-  the core's peak: measured on one block (dim 100, 512 centres, window 2, quiet-ish 2-core
-  Xeon): 35 µs → 17 µs (centres), 91 µs → 24 µs (contexts); window 5: 54 → 27, 76 → 34;
+  fuses into one pass each; as tile matmuls (T rows per batch) they ran at a few percent of
+  the core's peak (window 2: 17 µs against 35 µs for the centres, 24 µs against 91 µs for
+  the contexts);
 - the elementwise passes (σ, the loss, both curvature passes) run on b·2w band entries, not
   b·(T + 2w) tile entries (3× fewer at window 2, 2.6× at window 5).
 
-Row reductions over d as elementwise passes (XLA's reduce) measured slower than the tile
-matmul (window 2: 135 µs against 48 µs), hence the hybrid.
+Per call of :func:`jaxemb.sgns.train_call` (dim 100, 8 blocks of 512 centres, the Wikipedia
+sample; the min of 30 calls, the tile version and this one alternating in one process;
+2026-12-07, 2-core Xeon at load 5–6), with the sampler hoisted out of the block loop as well:
+window 2 × negative 5: 8.8 → 5.6 ms; 5 × 5: 13.9 → 10.0; 10 × 5: 19.6 → 16.6; 2 × 15:
+12.6 → 10.4; 5 × 15: 20.4 → 17.9; 10 × 15: 31.3 → 28.8. The three logit-shaped tile matmuls
+(forward, and each side's v) are now the largest single cost (a third of the call at window
+5 × negative 5, profiled); merging the negatives into each tile's keys (one matmul per
+product instead of two) measured slower: it repeats the group's negatives in every tile.
 """
 
 from __future__ import annotations

@@ -70,9 +70,9 @@ Cost: two curvature passes per side (elementwise) and 10 batched matmuls per blo
 products v = u·φ_t of its words' directions with their partners. The output side needs no
 second forward pass: a word's input row moves by −a·u, so each logit of its positions moves by
 exactly −a·v, the products its curvature already formed (:func:`jaxemb.sgns_dot.
-sequential_dot_update`, the dot score, which also takes the positive pairs' gradients as
-shifted elementwise passes instead of tile matmuls; a score with parameters, or a mesh, takes
-the general path of :func:`jaxemb.sgns.sequential_update_general`, with a second forward
+sequential_dot_update`, the dot score, where the positive pairs' two row gradients are
+shifted elementwise passes instead of matmuls: 8 matmuls; a score with parameters, or a mesh,
+takes the general path of :func:`jaxemb.sgns.sequential_update_general`, with a second forward
 pass: 12).
 
 ``update="implicit"``: both sides at once from the same state, each bounded at φ(2·lr·H)
