@@ -54,6 +54,7 @@ from jaxemb.sgns_data import (  # noqa: F401  (public as sgns.*: the sampler's p
     subsample,
     window_offsets,
 )
+from jaxemb.sgns_dot import sequential_dot_update
 from jaxemb.sgns_model import (  # noqa: F401  (public as sgns.*)
     INIT_SCALES,
     INITS,
@@ -74,7 +75,6 @@ from jaxemb.sgns_update import (
     input_side,
     output_side,
     positive_logits,
-    sequential_dot_update,
     sparse_sgd_update,
     tiles,
     word_segments,
@@ -138,9 +138,8 @@ def block_masks(cfg: SGNSConfig, key: Array, docs: Array, valid: Array):
     return pair.astype(jnp.float32), valid[centre].astype(jnp.float32)
 
 
-def _block(cfg: SGNSConfig, params: dict, kept: Array, kept_docs: Array, n_kept: Array,
-           neg_cdf: Array, start: Array, key: Array, mesh: Mesh | None = None):
-    """Sample the block of centres at kept position ``start`` and differentiate its loss with
+def _block(cfg: SGNSConfig, params: dict, sample, mesh: Mesh | None = None):
+    """Differentiate the loss of one block of centres (``sample``: :func:`_block_sample`) with
     respect to the *gathered rows* (so the update is a scatter-add of b + 2w + negatives rows,
     not a dense [V, d] gradient). Returns (loss, n_pairs, ids, neg_ids, grads, curvature).
 
@@ -148,8 +147,7 @@ def _block(cfg: SGNSConfig, params: dict, kept: Array, kept_docs: Array, n_kept:
     block's centres split across the mesh's ``data`` axis. The randomness is drawn for the whole
     block first, so a sharded step computes the same update as a single-device one.
     """
-    ids, neg_ids, pair_mask, centre_mask = _block_sample(cfg, kept, kept_docs, n_kept, neg_cdf,
-                                                         start, key)
+    ids, neg_ids, pair_mask, centre_mask = sample
     rows = (params["in"][ids], params["out"][ids], params["out"][neg_ids])
     if mesh is None or mesh.size == 1:
         (loss, curv), grads = _block_grads(cfg, params["score"], *rows, pair_mask, centre_mask)
@@ -182,14 +180,14 @@ def sequential_update(cfg: SGNSConfig, params: dict, ids: Array, neg_ids: Array,
     *moved* input rows and they take theirs. Returns (params, loss, pair count); the loss is
     the block's before the update. ids, neg_ids, pair_mask, centre_mask: :func:`_block_sample`.
 
-    The dot score without a bias on one device takes :func:`jaxemb.sgns_update.
+    The dot score without a bias on one device takes :func:`jaxemb.sgns_dot.
     sequential_dot_update` (the same update, cheaper); other scores and a mesh the general
     path, :func:`sequential_update_general`.
     """
     if cfg.score == "dot" and not cfg.bias and (mesh is None or mesh.size == 1):
-        band, weight = block_weights(cfg, pair_mask, centre_mask)
+        _, weight = block_weights(cfg, pair_mask, centre_mask)
         table_in, table_out, loss = sequential_dot_update(
-            (params["in"], params["out"]), ids, neg_ids, band, weight, lr, cfg.window,
+            (params["in"], params["out"]), ids, neg_ids, pair_mask, weight, lr, cfg.window,
             positive_tile(cfg), cfg.neg_group)
         return ({"in": table_in, "out": table_out, "score": params["score"]}, loss,
                 pair_mask.sum())
@@ -331,20 +329,17 @@ def train_call(cfg: SGNSConfig, optimizer, params: dict, opt_state, kept: Array,
     ``mesh``: split each block's centres across its ``data`` axis (:func:`sharded_block_grads`).
     """
 
-    def body(carry, u):
+    def body(carry, xs):
         params, opt_state = carry
-        s = start + u * cfg.micro_batch
+        u, sample = xs
         # A block past the end of this seed's kept tokens (seeds keep different numbers) must
         # not move anything: its gradient is zero, but Adam's momentum would still step.
-        active = s < n_kept
+        active = start + u * cfg.micro_batch < n_kept
         if optimizer is None and cfg.update == "sequential":
-            block = _block_sample(cfg, kept, kept_docs, n_kept, neg_cdf, s,
-                                  jax.random.fold_in(key, u))
-            params, loss, n_pairs = sequential_update(cfg, params, *block,
+            params, loss, n_pairs = sequential_update(cfg, params, *sample,
                                                       jnp.where(active, lr, 0.0), mesh)
             return (params, opt_state), (loss, n_pairs)
-        loss, n_pairs, ids, neg_ids, grads, curv = _block(
-            cfg, params, kept, kept_docs, n_kept, neg_cdf, s, jax.random.fold_in(key, u), mesh)
+        loss, n_pairs, ids, neg_ids, grads, curv = _block(cfg, params, sample, mesh)
         if optimizer is None:
             # The score's parameters (cosine's log t, bilinear W, a bias) are shared by every
             # pair of the block: a step on their *summed* gradient moves them ~pairs (thousands)
@@ -364,8 +359,15 @@ def train_call(cfg: SGNSConfig, optimizer, params: dict, opt_state, kept: Array,
             params, opt_state = jax.lax.cond(active, step, lambda st: st, (params, opt_state))
         return (params, opt_state), (loss, n_pairs)
 
+    # Every block's sample drawn before the loop, vmapped (the same draws as one block at a
+    # time: keys fold in the block index): the sampler's small ops (threefry rounds, the
+    # inverse-CDF search) then run once per call, not once per block.
+    steps = jnp.arange(cfg.micro_steps)
+    samples = jax.vmap(lambda u: _block_sample(cfg, kept, kept_docs, n_kept, neg_cdf,
+                                               start + u * cfg.micro_batch,
+                                               jax.random.fold_in(key, u)))(steps)
     (params, opt_state), (loss, n_pairs) = jax.lax.scan(
-        body, (params, opt_state), jnp.arange(cfg.micro_steps))
+        body, (params, opt_state), (steps, samples))
     return params, opt_state, loss.sum(), n_pairs.sum()
 
 

@@ -69,9 +69,11 @@ Cost: two curvature passes per side (elementwise) and 10 batched matmuls per blo
 ``update="implicit"`` (the plain sum: 6): the forward pass, each side's gradient and each side's
 products v = u·φ_t of its words' directions with their partners. The output side needs no
 second forward pass: a word's input row moves by −a·u, so each logit of its positions moves by
-exactly −a·v, the products its curvature already formed (:func:`sequential_dot_update`, the
-dot score; a score with parameters, or a mesh, takes the general path of
-:func:`jaxemb.sgns.sequential_update_general`, with a second forward pass: 12).
+exactly −a·v, the products its curvature already formed (:func:`jaxemb.sgns_dot.
+sequential_dot_update`, the dot score, where the positive pairs' two row gradients are
+shifted elementwise passes instead of matmuls: 8 matmuls; a score with parameters, or a mesh,
+takes the general path of :func:`jaxemb.sgns.sequential_update_general`, with a second forward
+pass: 12).
 
 ``update="implicit"``: both sides at once from the same state, each bounded at φ(2·lr·H)
 (:data:`SIDES`: half a Newton step per side, so that their sum stays within one). It never
@@ -327,58 +329,6 @@ def output_side(q: Array, logits, sigs, band: Array, weight: Array, seg: Array, 
 
     return side_scale(seg, (v_pos, v_neg), logits, sigs, (band, weight), reduce, spread,
                       jnp.sum(u * u, -1), lr)
-
-
-def sequential_dot_update(tables, ids: Array, neg_ids: Array, band: Array, weight: Array,
-                          lr: Array, w: int, T: int, g: int):
-    """``update="sequential"`` for the dot score without parameters: (table_in, table_out,
-    the block's loss before the update), the same update as the general path
-    (:func:`jaxemb.sgns.sequential_update`) to float rounding, at lower cost: gradients
-    written out (σ computed once per logit and shared by the loss gradient and the
-    curvature), only the b centres' input rows gathered and moved, and no second forward
-    pass. A word's row moves by −a·u (its per-position steps −a·g summed), so a logit q·k of
-    its positions moves by exactly −a·(u·k) = −a·v, with v the tiles the input side's
-    curvature already formed: the output side's logits are the first pass's minus a·v and its
-    features q − a·u.
-
-    tables: (in [V, d], out [V, d]); ids: [b + 2w]; neg_ids: [b/g, pool]; band:
-    [b/T, T, T + 2w] the pair mask laid out like the positive logits; weight: [b/g, g, 1] the
-    negative terms' weights (:func:`jaxemb.sgns.block_weights`); lr: [].
-    """
-    table_in, table_out = tables
-    V, d = table_in.shape
-    b = band.shape[0] * T
-    cids = ids[w:w + b]
-    q, k_neg = table_in[cids], table_out[neg_ids]
-    k_tiles = tiles(table_out[ids], w, T)
-    shape_t, shape_g = (b // T, T, d), (b // g, g, d)
-    pos = jnp.einsum("tif,tjf->tij", q.reshape(shape_t), k_tiles)
-    neg = jnp.einsum("gif,gsf->gis", q.reshape(shape_g), k_neg)
-    # 1. the input side, against the output rows as they are
-    sigs = jax.nn.sigmoid(pos), jax.nn.sigmoid(neg)
-    loss = -(jnp.sum(band * log_sigmoid_of(pos, sigs[0], 1.0))
-             + jnp.sum(weight * log_sigmoid_of(neg, sigs[1], -1.0)))
-    g_q = (jnp.einsum("tij,tjf->tif", band * (sigs[0] - 1.0), k_tiles).reshape(b, d)
-           + jnp.einsum("gis,gsf->gif", weight * sigs[1], k_neg).reshape(b, d))
-    seg = word_segments(cids, V)
-    u = word_sums(seg, g_q)
-    s_in, v_pos, v_neg = input_side(k_tiles, k_neg, (pos, neg), sigs, band, weight, seg, u, lr)
-    a = lr * s_in
-    table_in = table_in.at[cids].add(-a[:, None] * g_q)
-    # 2. the output side, against the moved input rows: exact logit change −a·v
-    q = q - a[:, None] * u
-    pos = pos - a.reshape(shape_t[:2] + (1,)) * v_pos
-    neg = neg - a.reshape(shape_g[:2] + (1,)) * v_neg
-    sigs = jax.nn.sigmoid(pos), jax.nn.sigmoid(neg)
-    g_out = untile_add(jnp.einsum("tij,tif->tjf", band * (sigs[0] - 1.0), q.reshape(shape_t)),
-                       w, T)
-    g_neg = jnp.einsum("gis,gif->gsf", weight * sigs[1], q.reshape(shape_g))
-    out_ids = jnp.concatenate([ids, neg_ids.reshape(-1)])
-    g_outs = jnp.concatenate([g_out, g_neg.reshape(-1, d)])
-    seg = word_segments(out_ids, V)
-    s_out = output_side(q, (pos, neg), sigs, band, weight, seg, word_sums(seg, g_outs), lr, w, T)
-    table_out = table_out.at[out_ids].add(-lr * s_out[:, None] * g_outs)
-    return table_in, table_out, loss
 
 
 DAMP_ALPHA = 0.3  # update="damped": a row repeated c times in a block moves c^-0.3 of its sum

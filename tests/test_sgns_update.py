@@ -154,7 +154,7 @@ def test_sequential_update_matches_a_term_by_term_reference(rng, path):
     assert not np.allclose(want_out, plain_out, atol=1e-3)
 
 
-@pytest.mark.parametrize("window,negative,g", [(2, 5, 16), (5, 3, 32), (10, 2, 64)])
+@pytest.mark.parametrize("window,negative,g", [(2, 5, 16), (5, 3, 32), (10, 2, 64), (5, 2, 4)])
 def test_the_dot_path_equals_the_general_path(rng, window, negative, g):
     """update="sequential" for the dot score (logits after the input step from the first
     pass's, −a·(u·k)) equals the general path (a second forward pass through the moved rows)
@@ -180,3 +180,29 @@ def test_the_dot_path_equals_the_general_path(rng, window, negative, g):
     np.testing.assert_allclose(fast["in"], general["in"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fast["out"], general["out"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(loss_f, loss_g, rtol=1e-5)
+
+
+def test_the_band_layouts_pieces_equal_loops(rng):
+    """jaxemb.sgns_dot's band layout against loops: the in-band entries of the tile scores,
+    each centre's sum over its slots and its transpose, each context's sum over the centres
+    whose slot it is (with and without per-centre rows)."""
+    from jaxemb.sgns_dot import band_take, centre_sum, context_sum
+
+    b, w, T, d = 32, 3, 8, 4
+    offs = [*range(-w, 0), *range(1, w + 1)]
+    x = rng.standard_normal((b // T, T, T + 2 * w)).astype(np.float32)
+    c = rng.standard_normal((b, 2 * w)).astype(np.float32)
+    k = rng.standard_normal((b + 2 * w, d)).astype(np.float32)
+    q = rng.standard_normal((b, d)).astype(np.float32)
+    want_band = np.array([[x[i // T, i % T, i % T + w + o] for o in offs] for i in range(b)])
+    want_centre = np.array([sum(c[i, s] * k[i + w + o] for s, o in enumerate(offs))
+                            for i in range(b)])
+    want_ctx, want_cnt = np.zeros((b + 2 * w, d)), np.zeros(b + 2 * w)
+    for i in range(b):
+        for s, o in enumerate(offs):
+            want_ctx[i + w + o] += c[i, s] * q[i]
+            want_cnt[i + w + o] += c[i, s]
+    np.testing.assert_array_equal(band_take(x, w, T), want_band)
+    np.testing.assert_allclose(centre_sum(c, k, w), want_centre, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(context_sum(c, q, w), want_ctx, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(context_sum(c, None, w), want_cnt, rtol=1e-5, atol=1e-6)
