@@ -1,9 +1,14 @@
-"""Benchmark exact top-k cosine search fairly: jaxemb vs FAISS ``IndexFlatIP`` vs numpy, each
+r"""Benchmark exact top-k cosine search fairly: jaxemb vs FAISS ``IndexFlatIP`` vs numpy, each
 method in its own process, each library on its fastest BLAS kernel.
 
     python -m experiments.bench_search --sizes 1000000 --json /tmp/search.json
     python -m experiments.bench_search --sizes 100000 --repeats 3
     python -m experiments.bench_search --isolation passive   # all in one process, for comparison
+    python -m experiments.bench_search --sizes 1000000 --methods jaxemb "jaxemb fp32 scan" \
+        --xla-flags='--xla_cpu_max_isa=AVX2 --xla_cpu_experimental_ynn_fusion_type='
+
+The last one runs jaxemb on the CPU path without bf16/int8 dot instructions (``--xla-flags``
+takes the ``=`` form: tyro reads a value that starts with ``--`` as a flag).
 
 The data are random: database rows and queries i.i.d. standard normal float32 (cosine scores
 concentrate near 0 and the top-k are only a few standard deviations out: the hard case for
@@ -21,7 +26,9 @@ Protocol (``--isolation process``, the default):
    actually ran (threadpoolctl's ``architecture``) and the library versions are recorded.
    jaxemb's matmuls are XLA's own (not OpenBLAS), so its process keeps the machine's setting.
    The variable is set only in the child processes, never in this one.
-2. Roofline: the best of three 4096^3 fp32 sgemms by numpy (best kernel) and by JAX, GFLOP/s.
+2. Roofline: the best of three 4096^3 fp32 sgemms by numpy (best kernel) and by JAX, GFLOP/s;
+   and XLA's rate on a search-shaped score block ([1000, 300] x [300, 8192]) in fp32, bf16
+   (fp32 accumulation) and int8 (int32 accumulation), under ``--xla-flags`` when given.
 3. Each method in its own process: data generated from the seed, index built (not timed), one
    warm-up batch, ``--repeats`` timed batches of all the queries (min / median / max seconds,
    queries/s on the median), then single-query latency (50 queries, one at a time).
@@ -93,6 +100,11 @@ class Args:
     """Database rows of the kernel probe (a fixed workload run once per candidate kernel)."""
     roofline_n: int = search_timing.ROOFLINE_N
     """The roofline's sgemm is [n, n] x [n, n]."""
+    xla_flags: str | None = None
+    """XLA_FLAGS of jaxemb's processes only (recorded with each result); e.g. the CPU path
+    without bf16/int8 dot instructions: '--xla_cpu_max_isa=AVX2
+    --xla_cpu_experimental_ynn_fusion_type=' (YNNPACK, which runs XLA's CPU dots, picks its own
+    kernels whatever --xla_cpu_max_isa says; without it a bf16 dot is converted to fp32)."""
 
     def validate(self) -> None:
         if not self.sizes or min(self.sizes) < 1 or min(self.queries, self.dim, self.repeats,
@@ -119,10 +131,13 @@ def measure_size(a: Args, size: int, kernels: dict, log) -> dict:
     per = {}
     for m in methods:
         print(f"  {size:,} rows: {m} (own process) ...", file=sys.stderr, flush=True)
+        jax_child = search_fair.LIBRARY[m] == "jaxemb"
         r = search_fair.run_task(_task(a, task="method", method=m, sizes=[size]),
-                                 search_fair.coretype_for(m, kernels))
+                                 search_fair.coretype_for(m, kernels),
+                                 a.xla_flags if jax_child else None)
         (per[m],) = r["sizes"]
         per[m]["blas"] = r["blas"]
+        per[m]["xla_flags"] = r["xla_flags"]
     db, q = search_timing.data(size, a.queries, a.dim, a.seed)
     dbn = search_timing.normalise(db)
     del db
@@ -172,10 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         f"seed {a.seed}; {a.queries:,} queries, dim {a.dim}, k {a.k}")
     for key, v in env.items():
         log(f"  {key}: {v}")
+    if a.xla_flags is not None:
+        log(f"  XLA_FLAGS of jaxemb's processes: {a.xla_flags!r}")
     kernels = search_fair.pick_kernels(a.probe_rows, log)
     payload: dict = {"config": dataclasses.asdict(a), "environment": env, "kernels": kernels}
     roof = search_fair.run_task({"task": "roofline", "n": a.roofline_n},
-                                kernels["numpy"]["coretype"])
+                                kernels["numpy"]["coretype"], a.xla_flags)
     payload["roofline"] = roof
     per_row = 2.0 * a.queries * a.dim
     kernel = search_fair.openblas_kernel(roof["blas"], "numpy")
@@ -183,11 +200,17 @@ def main(argv: list[str] | None = None) -> int:
         f"({kernel}), JAX {roof['jax_gflop_s']:.0f} GFLOP/s; "
         f"at that rate scoring {max(a.sizes):,} rows costs "
         f"{per_row * max(a.sizes) / roof['numpy_gflop_s'] / 1e9:.2f} s per {a.queries:,} queries")
+    rates = roof["dot_rates"]
+    log(f"  XLA dot rates on a [{rates['shape'][0]}, {rates['shape'][1]}] x "
+        f"[{rates['shape'][1]}, {rates['shape'][2]}] score block (best of 10): fp32 "
+        f"{rates['fp32_gflop_s']:.0f}, bf16 x bf16 -> fp32 {rates['bf16_gflop_s']:.0f}, "
+        f"int8 x int8 -> int32 {rates['int8_gflop_s']:.0f} G(FL)OP/s")
     if a.isolation == "process":
         results = [measure_size(a, m, kernels, log) for m in a.sizes]
         ok = all(r["agree"] for r in results)
     else:
-        env_all = search_fair.child_env(kernels.get("faiss", kernels["numpy"])["coretype"])
+        env_all = search_fair.child_env(kernels.get("faiss", kernels["numpy"])["coretype"],
+                                        a.xla_flags)
         if a.isolation == "passive":
             env_all["OMP_WAIT_POLICY"] = "PASSIVE"
         r = search_fair.run_child("jaxemb.search_fair",

@@ -76,13 +76,16 @@ def openblas_coretype_candidates() -> list[str | None]:
     return out + [None]
 
 
-def child_env(coretype: str | None) -> dict[str, str]:
+def child_env(coretype: str | None, xla_flags: str | None = None) -> dict[str, str]:
     """This process's environment with ``OPENBLAS_CORETYPE`` set to ``coretype`` (or removed
-    for None): for a child process only; the parent's own setting is left alone."""
+    for None) and, unless None, ``XLA_FLAGS`` set to ``xla_flags``: for a child process only;
+    the parent's own settings are left alone."""
     env = dict(os.environ)
     env.pop("OPENBLAS_CORETYPE", None)
     if coretype is not None:
         env["OPENBLAS_CORETYPE"] = coretype
+    if xla_flags is not None:
+        env["XLA_FLAGS"] = xla_flags
     env.setdefault("JAX_PLATFORMS", "cpu")
     return env
 
@@ -109,9 +112,10 @@ def run_child(module: str, argv: list[str], env: dict[str, str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_task(task: dict, coretype: str | None) -> dict:
-    """:func:`child` of ``task`` in a new process with ``OPENBLAS_CORETYPE=coretype``."""
-    return run_child("jaxemb.search_fair", [json.dumps(task)], child_env(coretype))
+def run_task(task: dict, coretype: str | None, xla_flags: str | None = None) -> dict:
+    """:func:`child` of ``task`` in a new process with ``OPENBLAS_CORETYPE=coretype`` (and
+    ``XLA_FLAGS=xla_flags`` unless None)."""
+    return run_child("jaxemb.search_fair", [json.dumps(task)], child_env(coretype, xla_flags))
 
 
 def _openblas(blas: list[dict], library: str) -> list[dict]:
@@ -334,7 +338,7 @@ def child(task: dict) -> dict:
     if kind == "probe":
         out = {"seconds": search_timing.probe_kernel(task["library"], task["rows"])}
     elif kind == "roofline":
-        out = search_timing.roofline(n=task["n"])
+        out = {**search_timing.roofline(n=task["n"]), "dot_rates": search_timing.dot_rates()}
     elif kind == "interleaved":
         out = {"results": search_timing.measure(
             task["sizes"], queries=task["queries"], dim=task["dim"], k=task["k"],
@@ -345,7 +349,8 @@ def child(task: dict) -> dict:
         raise ValueError(f"unknown task {kind!r}")
     versions = {name: sys.modules[name].__version__ for name in ("numpy", "jax", "jaxlib", "faiss")
                 if name in sys.modules}
-    return {**out, "blas": blas_info(), "versions": versions}
+    return {**out, "blas": blas_info(), "versions": versions,
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 if __name__ == "__main__":
