@@ -76,16 +76,18 @@ def openblas_coretype_candidates() -> list[str | None]:
     return out + [None]
 
 
-def child_env(coretype: str | None, xla_flags: str | None = None) -> dict[str, str]:
+def child_env(coretype: str | None, xla_flags: str | None = None,
+              extra: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment with ``OPENBLAS_CORETYPE`` set to ``coretype`` (or removed
-    for None) and, unless None, ``XLA_FLAGS`` set to ``xla_flags``: for a child process only;
-    the parent's own settings are left alone."""
+    for None), unless None ``XLA_FLAGS`` set to ``xla_flags``, and the variables of ``extra``:
+    for a child process only; the parent's own settings are left alone."""
     env = dict(os.environ)
     env.pop("OPENBLAS_CORETYPE", None)
     if coretype is not None:
         env["OPENBLAS_CORETYPE"] = coretype
     if xla_flags is not None:
         env["XLA_FLAGS"] = xla_flags
+    env.update(extra or {})
     env.setdefault("JAX_PLATFORMS", "cpu")
     return env
 
@@ -112,10 +114,12 @@ def run_child(module: str, argv: list[str], env: dict[str, str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_task(task: dict, coretype: str | None, xla_flags: str | None = None) -> dict:
+def run_task(task: dict, coretype: str | None, xla_flags: str | None = None,
+             extra: dict[str, str] | None = None) -> dict:
     """:func:`child` of ``task`` in a new process with ``OPENBLAS_CORETYPE=coretype`` (and
-    ``XLA_FLAGS=xla_flags`` unless None)."""
-    return run_child("jaxemb.search_fair", [json.dumps(task)], child_env(coretype, xla_flags))
+    ``XLA_FLAGS=xla_flags`` unless None, and the variables of ``extra``)."""
+    return run_child("jaxemb.search_fair", [json.dumps(task)],
+                     child_env(coretype, xla_flags, extra))
 
 
 def _openblas(blas: list[dict], library: str) -> list[dict]:
@@ -166,7 +170,31 @@ def pick_kernels(probe_rows: int, log: Callable[[str], None] = _quiet) -> dict:
         log(f"  {lib} kernel probe: " + ", ".join(
             f"OPENBLAS_CORETYPE={c} -> {v['ran']} {v['seconds'] * 1e3:.0f} ms"
             for c, v in probes.items()) + f"; using {best}")
+        if lib == "faiss":
+            out[lib]["env"] = _pick_wait_policy(probe_rows, out[lib], log)
     return out
+
+
+def _pick_wait_policy(probe_rows: int, faiss_kernel: dict, log) -> dict[str, str]:
+    """FAISS's OpenMP wait policy, probed like its kernel: the same workload on the picked core
+    type with ``OMP_WAIT_POLICY=PASSIVE`` in its own process; PASSIVE is kept (as {variable:
+    value} for FAISS's processes) only if faster by more than PROBE_TIE than OpenMP's default,
+    whose worker threads spin between parallel regions. On an oversubscribed machine (load 6
+    on 2 cores, 2026-12-07) the spinning made FAISS 2.8x slower than under PASSIVE."""
+    default = faiss_kernel["probes"][str(faiss_kernel["coretype"])]["seconds"]
+    passive = run_task({"task": "probe", "library": "faiss", "rows": probe_rows},
+                       faiss_kernel["coretype"], extra={"OMP_WAIT_POLICY": "PASSIVE"})["seconds"]
+    faiss_kernel["wait_policy_probe"] = {"default": default, "PASSIVE": passive}
+    pick = {"OMP_WAIT_POLICY": "PASSIVE"} if passive * (1 + PROBE_TIE) < default else {}
+    log(f"  faiss OpenMP wait probe: default {default * 1e3:.0f} ms, OMP_WAIT_POLICY=PASSIVE "
+        f"{passive * 1e3:.0f} ms; using {'PASSIVE' if pick else 'the default'}")
+    return pick
+
+
+def env_for(method: str, kernels: dict) -> dict[str, str]:
+    """Variables besides the core type for a method's process (FAISS's probed OpenMP wait
+    policy, :func:`_pick_wait_policy`)."""
+    return dict(kernels.get(LIBRARY[method], {}).get("env", {}))
 
 
 def coretype_for(method: str, kernels: dict) -> str | None:

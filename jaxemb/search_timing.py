@@ -298,11 +298,13 @@ DOT_SHAPE = (1000, 300, 8192)  # [queries, dim] x [dim, keys]: a search's score 
 
 
 def dot_rates(repeats: int = 10, shape: tuple[int, int, int] = DOT_SHAPE) -> dict:
-    """XLA's CPU matmul rate per input dtype on a search-shaped [n, d] x [d, m] product, best of
-    ``repeats``, in G(FL)OP/s: fp32 (precision HIGHEST), bf16 x bf16 with fp32 accumulation
-    (what the two-stage first pass runs) and int8 x int8 -> int32. Which instructions run is
-    XLA's choice (its CPU dots go to YNNPACK, which picks bf16/int8 dot-product or AMX kernels
-    where the CPU has them); ``XLA_FLAGS`` of the process can switch that off."""
+    """XLA's CPU matmul rate per input dtype on a search-shaped [n, d] x [d, m] product, best
+    and median of ``repeats``, in G(FL)OP/s: fp32 (precision HIGHEST), bf16 x bf16 with fp32
+    accumulation (what the two-stage first pass runs) and int8 x int8 -> int32. Which
+    instructions run is XLA's choice (jax 0.10's CPU dots go to YNNPACK, which picks bf16/int8
+    dot-product or AMX kernels where the CPU has them, whatever ``--xla_cpu_max_isa`` says);
+    ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=`` in the process switches YNNPACK off
+    (a bf16 dot is then converted to fp32)."""
     import jax
     import jax.numpy as jnp
 
@@ -323,9 +325,10 @@ def dot_rates(repeats: int = 10, shape: tuple[int, int, int] = DOT_SHAPE) -> dic
         f = jax.jit(lambda x, y, acc=acc, prec=prec: jax.lax.dot_general(
             x, y, dims, precision=prec, preferred_element_type=acc))
         f(x, y).block_until_ready()
-        best = min(timing.timed(lambda f=f, x=x, y=y: f(x, y).block_until_ready())[0]
-                   for _ in range(repeats))
-        out[f"{name}_gflop_s"] = 2.0 * n * d * m / best / 1e9
+        times = sorted(timing.timed(lambda f=f, x=x, y=y: f(x, y).block_until_ready())[0]
+                       for _ in range(repeats))
+        out[f"{name}_gflop_s"] = 2.0 * n * d * m / times[0] / 1e9  # best run
+        out[f"{name}_median_gflop_s"] = 2.0 * n * d * m / times[len(times) // 2] / 1e9
     return out
 
 
