@@ -31,14 +31,16 @@ Xeon, ``python -m experiments.bench_search --sizes 1000000``, each method in its
   cores, and rescores only the kept groups in fp32. Median 1.74 s (min 1.72 s) in the quieter
   run: 345 "fp32-equivalent" GFLOP/s, 1.13x numpy's measured fp32 roofline, 4.8x the plain
   fp32 scan (8.3 s), 2.2x FAISS's best run and 7.1x its median; 5.0 s (4.5x FAISS's median,
-  1.6x FAISS under PASSIVE) in the loaded run. Results equal numpy's (ties allowed).
+  1.6x FAISS under PASSIVE) in the loaded run; 3.31 s against FAISS's 7.01 s (2.1x, FAISS
+  run first and on its probed PASSIVE wait policy, load 4-5) in a third. Results equal
+  numpy's (ties allowed).
 * Without bf16 instructions (``--xla-flags='--xla_cpu_max_isa=AVX2
   --xla_cpu_experimental_ynn_fusion_type='``: YNNPACK off, the bf16 dot converted to fp32;
   loaded run) the two-stage method still took median 7.7 s against the fp32 scan's 16.0 s:
   there its gain is the selection (a group max instead of a top-k over every score), not
   the matmul.
 * A single query takes the one-pass fp32 scan (memory-bound): median 78 ms against FAISS's
-  224 ms at 1M rows (213 vs 272 ms in the loaded run).
+  224 ms at 1M rows (213 vs 272 ms in the loaded run, 145 vs 202 ms in the third).
 """
 
 from __future__ import annotations
