@@ -1,9 +1,14 @@
-"""Benchmark exact top-k cosine search fairly: jaxemb vs FAISS ``IndexFlatIP`` vs numpy, each
+r"""Benchmark exact top-k cosine search fairly: jaxemb vs FAISS ``IndexFlatIP`` vs numpy, each
 method in its own process, each library on its fastest BLAS kernel.
 
     python -m experiments.bench_search --sizes 1000000 --json /tmp/search.json
     python -m experiments.bench_search --sizes 100000 --repeats 3
     python -m experiments.bench_search --isolation passive   # all in one process, for comparison
+    python -m experiments.bench_search --sizes 1000000 --methods jaxemb "jaxemb fp32 scan" \
+        --xla-flags='--xla_cpu_max_isa=AVX2 --xla_cpu_experimental_ynn_fusion_type='
+
+The last one runs jaxemb on the CPU path without bf16/int8 dot instructions (``--xla-flags``
+takes the ``=`` form: tyro reads a value that starts with ``--`` as a flag).
 
 The data are random: database rows and queries i.i.d. standard normal float32 (cosine scores
 concentrate near 0 and the top-k are only a few standard deviations out: the hard case for
@@ -20,8 +25,12 @@ Protocol (``--isolation process``, the default):
    fastest, the widest kernel: on a shared machine such a gap is noise). The core type each process
    actually ran (threadpoolctl's ``architecture``) and the library versions are recorded.
    jaxemb's matmuls are XLA's own (not OpenBLAS), so its process keeps the machine's setting.
-   The variable is set only in the child processes, never in this one.
-2. Roofline: the best of three 4096^3 fp32 sgemms by numpy (best kernel) and by JAX, GFLOP/s.
+   FAISS's OpenMP wait policy is probed the same way (default vs ``OMP_WAIT_POLICY=PASSIVE``,
+   on the picked core type) and PASSIVE kept for FAISS's processes only if it is faster.
+   The variables are set only in the child processes, never in this one.
+2. Roofline: the best of three 4096^3 fp32 sgemms by numpy (best kernel) and by JAX, GFLOP/s;
+   and XLA's rate on a search-shaped score block ([1000, 300] x [300, 8192]) in fp32, bf16
+   (fp32 accumulation) and int8 (int32 accumulation), under ``--xla-flags`` when given.
 3. Each method in its own process: data generated from the seed, index built (not timed), one
    warm-up batch, ``--repeats`` timed batches of all the queries (min / median / max seconds,
    queries/s on the median), then single-query latency (50 queries, one at a time).
@@ -31,14 +40,21 @@ Protocol (``--isolation process``, the default):
 The child processes, the kernel probe and the pick are :mod:`jaxemb.search_fair`'s, shared with
 Q6 of the study.
 
-Why processes, not ``OMP_WAIT_POLICY=PASSIVE``: OpenMP (FAISS) and OpenBLAS worker threads
+Why processes, with FAISS's wait policy probed: OpenMP (FAISS) and OpenBLAS worker threads
 spin for a while after each call, taking the cores from whatever runs next in the same process,
-so in one process the order of methods changes the winner. PASSIVE makes idle OpenMP threads
-sleep, but it does not reach OpenBLAS's pthreads (numpy's build), and it changes how FAISS
-itself runs (threads wake from a futex at each parallel region), so it measures a FAISS no user
-runs by default. Separate processes leave each library as its users run it. ``--isolation
-passive`` and ``--isolation shared`` run the old one-process, interleaved protocol (with and
-without PASSIVE) in one child, so the three can be compared on the same machine.
+so in one process the order of methods changes the winner (on a quiet machine the interleaved
+protocol measured FAISS at median 8.55 s on 1M x 300, against 3.8-4.1 s in its own process).
+``OMP_WAIT_POLICY=PASSIVE`` makes idle OpenMP threads sleep; it does not reach OpenBLAS's
+pthreads (numpy's build), and it changes how FAISS itself runs. Which of the two is faster
+depends on the machine's load: on 2 cores at load 6 (2026-12-07, 1M x 300, 1000 queries)
+FAISS took median 22.7 s in its own process with OpenMP's default (spinning threads of an
+oversubscribed machine waiting for each other) and 8.0 s under PASSIVE in the interleaved
+protocol, while jaxemb (XLA's own thread pool, no OpenMP) took 5.0 and 5.1 s. So neither
+protocol alone is faithful: separate processes remove the interference between libraries, and
+the probe gives FAISS whichever wait policy runs it faster on the machine at hand, as its
+kernel. ``--isolation passive`` and ``--isolation shared`` run the old one-process,
+interleaved protocol (with and without PASSIVE for every library) in one child, for
+comparison.
 
 ``--json PATH`` writes everything printed and every timing, atomically; an existing file is
 never overwritten.
@@ -93,6 +109,11 @@ class Args:
     """Database rows of the kernel probe (a fixed workload run once per candidate kernel)."""
     roofline_n: int = search_timing.ROOFLINE_N
     """The roofline's sgemm is [n, n] x [n, n]."""
+    xla_flags: str | None = None
+    """XLA_FLAGS of jaxemb's processes only (recorded with each result); e.g. the CPU path
+    without bf16/int8 dot instructions: '--xla_cpu_max_isa=AVX2
+    --xla_cpu_experimental_ynn_fusion_type=' (YNNPACK, which runs XLA's CPU dots, picks its own
+    kernels whatever --xla_cpu_max_isa says; without it a bf16 dot is converted to fp32)."""
 
     def validate(self) -> None:
         if not self.sizes or min(self.sizes) < 1 or min(self.queries, self.dim, self.repeats,
@@ -119,10 +140,15 @@ def measure_size(a: Args, size: int, kernels: dict, log) -> dict:
     per = {}
     for m in methods:
         print(f"  {size:,} rows: {m} (own process) ...", file=sys.stderr, flush=True)
+        jax_child = search_fair.LIBRARY[m] == "jaxemb"
         r = search_fair.run_task(_task(a, task="method", method=m, sizes=[size]),
-                                 search_fair.coretype_for(m, kernels))
+                                 search_fair.coretype_for(m, kernels),
+                                 a.xla_flags if jax_child else None,
+                                 search_fair.env_for(m, kernels))
         (per[m],) = r["sizes"]
         per[m]["blas"] = r["blas"]
+        per[m]["xla_flags"] = r["xla_flags"]
+        per[m]["env"] = search_fair.env_for(m, kernels)
     db, q = search_timing.data(size, a.queries, a.dim, a.seed)
     dbn = search_timing.normalise(db)
     del db
@@ -137,7 +163,8 @@ def measure_size(a: Args, size: int, kernels: dict, log) -> dict:
         f"{'queries/s':>10s} {'1-query ms (median)':>20s}")
     for m, r in per.items():
         b, lat = r["batch"], r["latency"]
-        kern = search_fair.kernel_of(m, r["blas"])
+        kern = search_fair.kernel_of(m, r["blas"]) + "".join(
+            f", {v} wait" for v in r["env"].values())
         one = "" if lat is None else f"{lat['median_s'] * 1e3:.2f}"
         log(f"  {m:17s} {kern:28s} {b['min_s']:7.3f} {b['median_s']:9.3f} {b['max_s']:7.3f} "
             f"{b['queries_per_s']:10.1f} {one:>20s}")
@@ -172,10 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         f"seed {a.seed}; {a.queries:,} queries, dim {a.dim}, k {a.k}")
     for key, v in env.items():
         log(f"  {key}: {v}")
+    if a.xla_flags is not None:
+        log(f"  XLA_FLAGS of jaxemb's processes: {a.xla_flags!r}")
     kernels = search_fair.pick_kernels(a.probe_rows, log)
     payload: dict = {"config": dataclasses.asdict(a), "environment": env, "kernels": kernels}
     roof = search_fair.run_task({"task": "roofline", "n": a.roofline_n},
-                                kernels["numpy"]["coretype"])
+                                kernels["numpy"]["coretype"], a.xla_flags)
     payload["roofline"] = roof
     per_row = 2.0 * a.queries * a.dim
     kernel = search_fair.openblas_kernel(roof["blas"], "numpy")
@@ -183,11 +212,19 @@ def main(argv: list[str] | None = None) -> int:
         f"({kernel}), JAX {roof['jax_gflop_s']:.0f} GFLOP/s; "
         f"at that rate scoring {max(a.sizes):,} rows costs "
         f"{per_row * max(a.sizes) / roof['numpy_gflop_s'] / 1e9:.2f} s per {a.queries:,} queries")
+    rates = roof["dot_rates"]
+    log(f"  XLA dot rates on a [{rates['shape'][0]}, {rates['shape'][1]}] x "
+        f"[{rates['shape'][1]}, {rates['shape'][2]}] score block, G(FL)OP/s best / median of "
+        f"10: " + ", ".join(f"{name} {rates[key + '_gflop_s']:.0f} / "
+                             f"{rates[key + '_median_gflop_s']:.0f}" for key, name in
+                             [("fp32", "fp32"), ("bf16", "bf16 x bf16 -> fp32"),
+                              ("int8", "int8 x int8 -> int32")]))
     if a.isolation == "process":
         results = [measure_size(a, m, kernels, log) for m in a.sizes]
         ok = all(r["agree"] for r in results)
     else:
-        env_all = search_fair.child_env(kernels.get("faiss", kernels["numpy"])["coretype"])
+        env_all = search_fair.child_env(kernels.get("faiss", kernels["numpy"])["coretype"],
+                                        a.xla_flags)
         if a.isolation == "passive":
             env_all["OMP_WAIT_POLICY"] = "PASSIVE"
         r = search_fair.run_child("jaxemb.search_fair",

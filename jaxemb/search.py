@@ -9,6 +9,38 @@ float32). Indices are never arbitrary: a query whose scores are all equal (a zer
 dot or cosine, say) or not all finite (overflow) raises a :class:`QueryError` naming it. The
 check costs one min-reduction per score block; the flags come back with the results each block
 already returns, and the error is raised once, after the search.
+
+Where exact search's speed comes from (1000 queries, 1M x 300, top-10 cosine, the 2-core AMX
+Xeon, ``python -m experiments.bench_search --sizes 1000000``, each method in its own process,
+2026-12-07, other jobs on the machine: load 4-7; JSON in ``docs/search15/exact_1m_*.json``):
+
+* Scoring every key costs 2 x 1000 x 300 x 1M = 0.6 TFLOP. In fp32 that is bounded by the
+  machine's fp32 rate: numpy's 4096^3 sgemm measured 305 GFLOP/s (JAX's 256) in the quieter
+  run, 71 (50) in the loaded one (the two cores' AVX-512 FMA peak is about 380), so at least
+  2.0 s. FAISS ``IndexFlatIP`` (best OpenBLAS kernel probed) took min 3.7 s, median 12.4 s
+  (0.53 and 0.16 of the measured fp32 roofline; its runs met rising load) and, in the loaded
+  run, median 22.7 s in its own process (OpenMP threads spinning on an oversubscribed
+  machine) against 8.0 s under ``OMP_WAIT_POLICY=PASSIVE`` in one process.
+* jaxemb's two-stage method (:func:`jaxemb.search_two_stage.two_stage_top_k`) scores in bf16
+  with fp32 accumulation. jax 0.10's XLA runs CPU dots through YNNPACK, which uses the CPU's
+  bf16 instructions: a [1000, 300] x [300, 8192] block runs at 4.4x the fp32 rate (1,226 vs
+  281 GFLOP/s, best of 10); int8 x int8 -> int32 is 1.2-1.3x bf16 on the bare dot (1,495)
+  but not inside the scan (each chunk's keys converted, int32 scores converted back: 400 vs
+  550 GFLOP/s with the group max, best of 5, load 6), so pass 1 stays bf16. It keeps one max
+  per 16 keys (no top-k over every score) in 2k-key chunks whose score block stays near the
+  cores, and rescores only the kept groups in fp32. Median 1.74 s (min 1.72 s) in the quieter
+  run: 345 "fp32-equivalent" GFLOP/s, 1.13x numpy's measured fp32 roofline, 4.8x the plain
+  fp32 scan (8.3 s), 2.2x FAISS's best run and 7.1x its median; 5.0 s (4.5x FAISS's median,
+  1.6x FAISS under PASSIVE) in the loaded run; 3.31 s against FAISS's 7.01 s (2.1x, FAISS
+  run first and on its probed PASSIVE wait policy, load 4-5) in a third. Results equal
+  numpy's (ties allowed).
+* Without bf16 instructions (``--xla-flags='--xla_cpu_max_isa=AVX2
+  --xla_cpu_experimental_ynn_fusion_type='``: YNNPACK off, the bf16 dot converted to fp32;
+  loaded run) the two-stage method still took median 7.7 s against the fp32 scan's 16.0 s:
+  there its gain is the selection (a group max instead of a top-k over every score), not
+  the matmul.
+* A single query takes the one-pass fp32 scan (memory-bound): median 78 ms against FAISS's
+  224 ms at 1M rows (213 vs 272 ms in the loaded run, 145 vs 202 ms in the third).
 """
 
 from __future__ import annotations
@@ -49,6 +81,13 @@ _FINE, _FLAT, _NONFINITE = 0, 1, 2
 # bounds memory whatever the database size. 32 MiB gives 8k-row chunks for 1k queries, measured
 # best on a 2-core CPU (1M keys: 4k-row chunks 5% slower, 16k-row chunks 1.6x slower).
 DEFAULT_BLOCK_BYTES = 32 << 20
+# The same for the two-stage method's bf16 first pass, whose score block is read again by the
+# group max: 8 MiB (2k-row chunks for 1k queries) stays nearer the cores. 1k queries x 262k
+# keys x 300, 2-core AVX-512 CPU, bf16 matmul + group max alone: 2k-row chunks 1.6-1.8x the
+# rate of 8k-row chunks (550 vs 310 GFLOP/s, best of 5, 2026-12-07, load 4-7). With the
+# group-max flat check, the whole 1M-key search against the 8k-row, two-reduction version:
+# median of medians 3.7 vs 4.8 s, min 3.0 vs 3.2 s (4 alternating processes each, load 3-5).
+PASS1_BLOCK_BYTES = 8 << 20
 DEFAULT_QUERY_BLOCK = 1024
 SCAN_ROWS = 8  # query blocks of at most this many rows take the one-pass fp32 scan
 # Databases of fewer keys take the fp32 scan unless two_stage=True: there the bfloat16 first
@@ -175,7 +214,8 @@ class Index:
             # Bytes of the [b, chunk] score block; also cap the key rows per chunk (the
             # chunk's bfloat16 copy) by the same bytes, for few queries. A function of the
             # block shape only, so it adds no compilations.
-            chunk = min(DEFAULT_BLOCK_BYTES // (4 * b), DEFAULT_BLOCK_BYTES // (2 * f))
+            block_bytes = PASS1_BLOCK_BYTES if method == "two_stage" else DEFAULT_BLOCK_BYTES
+            chunk = min(block_bytes // (4 * b), DEFAULT_BLOCK_BYTES // (2 * f))
         return _search_block(block, self.keys, self.params, k=k,
                              chunk=int(min(max(chunk, 1), m)), approx=approx,
                              recall_target=recall_target, score=self.score,
@@ -265,13 +305,13 @@ def _search_block(Q, keys, params, *, k, chunk, approx, recall_target, score, op
 
     ``method="scan"`` (and ``approx``) is :func:`_scan_top_k`: fp32 scores of ``chunk`` keys at a
     time, top-k per chunk merged into the running top-k (1k queries x 1M keys x 300 on a 2-core
-    CPU: 5.6 to 6.1 s). ``method="two_stage"`` (the default) is
-    :func:`jaxemb.search_two_stage.two_stage_top_k`, exact too, with half the matmul cost (same
-    case: about 2.8 s): a bfloat16 first pass keeps the candidate groups, fp32 rescoring ranks
-    them. Where not ``ok`` (many near-ties, e.g. duplicated rows, or a bound wider than the gaps
-    between scores; or flags pass 1 cannot settle: scores possibly all equal or beyond float32's
-    range) the caller recomputes those queries with ``method="scan"``, which computes the flags
-    exactly. One code path for CPU, GPU and TPU.
+    CPU: median 8.3 s, 12.4 s at load 6). ``method="two_stage"`` (the default) is
+    :func:`jaxemb.search_two_stage.two_stage_top_k`, exact too (same case: median 1.74 s, 5.0 s
+    at load 6; see the module docstring): a bfloat16 first pass keeps the candidate groups,
+    fp32 rescoring ranks them. Where not ``ok`` (many near-ties, e.g. duplicated rows, or a
+    bound wider than the gaps between scores; or flags pass 1 cannot settle: scores possibly
+    all equal or beyond float32's range) the caller recomputes those queries with
+    ``method="scan"``, which computes the flags exactly. One code path for CPU, GPU and TPU.
     """
     Qf = score.map_queries(Q, *params, **dict(options))
     if approx or method == "scan":

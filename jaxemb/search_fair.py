@@ -4,8 +4,10 @@ BLAS kernel. Used by ``experiments.bench_search``, ``experiments.bench_ivf`` and
 Why processes: OpenMP (FAISS) and OpenBLAS worker threads spin for a while after each call,
 taking the cores from whatever runs next in the same process, so in one process the order of
 the methods changes the winner. ``OMP_WAIT_POLICY=PASSIVE`` makes idle OpenMP threads sleep, but
-it does not reach OpenBLAS's pthreads (numpy's build) and changes how FAISS itself runs, so
-separate processes are the protocol that leaves each library as its users run it.
+it does not reach OpenBLAS's pthreads (numpy's build) and changes how FAISS itself runs: on an
+oversubscribed machine (load 6 on 2 cores) it made FAISS 2.8x faster, at load 4 no faster
+(probe: 378 vs 368 ms). So each method runs in its own process, and FAISS's wait policy is
+probed like its kernel (:func:`_pick_wait_policy`).
 
 Why a kernel probe: faiss-cpu's wheel bundles its own OpenBLAS (0.3.15), which takes some
 AVX-512 CPUs for "Barcelona" (no AVX) unless ``OPENBLAS_CORETYPE`` says otherwise, and numpy has
@@ -76,13 +78,18 @@ def openblas_coretype_candidates() -> list[str | None]:
     return out + [None]
 
 
-def child_env(coretype: str | None) -> dict[str, str]:
+def child_env(coretype: str | None, xla_flags: str | None = None,
+              extra: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment with ``OPENBLAS_CORETYPE`` set to ``coretype`` (or removed
-    for None): for a child process only; the parent's own setting is left alone."""
+    for None), unless None ``XLA_FLAGS`` set to ``xla_flags``, and the variables of ``extra``:
+    for a child process only; the parent's own settings are left alone."""
     env = dict(os.environ)
     env.pop("OPENBLAS_CORETYPE", None)
     if coretype is not None:
         env["OPENBLAS_CORETYPE"] = coretype
+    if xla_flags is not None:
+        env["XLA_FLAGS"] = xla_flags
+    env.update(extra or {})
     env.setdefault("JAX_PLATFORMS", "cpu")
     return env
 
@@ -109,9 +116,12 @@ def run_child(module: str, argv: list[str], env: dict[str, str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_task(task: dict, coretype: str | None) -> dict:
-    """:func:`child` of ``task`` in a new process with ``OPENBLAS_CORETYPE=coretype``."""
-    return run_child("jaxemb.search_fair", [json.dumps(task)], child_env(coretype))
+def run_task(task: dict, coretype: str | None, xla_flags: str | None = None,
+             extra: dict[str, str] | None = None) -> dict:
+    """:func:`child` of ``task`` in a new process with ``OPENBLAS_CORETYPE=coretype`` (and
+    ``XLA_FLAGS=xla_flags`` unless None, and the variables of ``extra``)."""
+    return run_child("jaxemb.search_fair", [json.dumps(task)],
+                     child_env(coretype, xla_flags, extra))
 
 
 def _openblas(blas: list[dict], library: str) -> list[dict]:
@@ -162,7 +172,31 @@ def pick_kernels(probe_rows: int, log: Callable[[str], None] = _quiet) -> dict:
         log(f"  {lib} kernel probe: " + ", ".join(
             f"OPENBLAS_CORETYPE={c} -> {v['ran']} {v['seconds'] * 1e3:.0f} ms"
             for c, v in probes.items()) + f"; using {best}")
+        if lib == "faiss":
+            out[lib]["env"] = _pick_wait_policy(probe_rows, out[lib], log)
     return out
+
+
+def _pick_wait_policy(probe_rows: int, faiss_kernel: dict, log) -> dict[str, str]:
+    """FAISS's OpenMP wait policy, probed like its kernel: the same workload on the picked core
+    type with ``OMP_WAIT_POLICY=PASSIVE`` in its own process; PASSIVE is kept (as {variable:
+    value} for FAISS's processes) only if faster by more than PROBE_TIE than OpenMP's default,
+    whose worker threads spin between parallel regions. On an oversubscribed machine (load 6
+    on 2 cores, 2026-12-07) the spinning made FAISS 2.8x slower than under PASSIVE."""
+    default = faiss_kernel["probes"][str(faiss_kernel["coretype"])]["seconds"]
+    passive = run_task({"task": "probe", "library": "faiss", "rows": probe_rows},
+                       faiss_kernel["coretype"], extra={"OMP_WAIT_POLICY": "PASSIVE"})["seconds"]
+    faiss_kernel["wait_policy_probe"] = {"default": default, "PASSIVE": passive}
+    pick = {"OMP_WAIT_POLICY": "PASSIVE"} if passive * (1 + PROBE_TIE) < default else {}
+    log(f"  faiss OpenMP wait probe: default {default * 1e3:.0f} ms, OMP_WAIT_POLICY=PASSIVE "
+        f"{passive * 1e3:.0f} ms; using {'PASSIVE' if pick else 'the default'}")
+    return pick
+
+
+def env_for(method: str, kernels: dict) -> dict[str, str]:
+    """Variables besides the core type for a method's process (FAISS's probed OpenMP wait
+    policy, :func:`_pick_wait_policy`)."""
+    return dict(kernels.get(LIBRARY[method], {}).get("env", {}))
 
 
 def coretype_for(method: str, kernels: dict) -> str | None:
@@ -334,7 +368,7 @@ def child(task: dict) -> dict:
     if kind == "probe":
         out = {"seconds": search_timing.probe_kernel(task["library"], task["rows"])}
     elif kind == "roofline":
-        out = search_timing.roofline(n=task["n"])
+        out = {**search_timing.roofline(n=task["n"]), "dot_rates": search_timing.dot_rates()}
     elif kind == "interleaved":
         out = {"results": search_timing.measure(
             task["sizes"], queries=task["queries"], dim=task["dim"], k=task["k"],
@@ -345,7 +379,8 @@ def child(task: dict) -> dict:
         raise ValueError(f"unknown task {kind!r}")
     versions = {name: sys.modules[name].__version__ for name in ("numpy", "jax", "jaxlib", "faiss")
                 if name in sys.modules}
-    return {**out, "blas": blas_info(), "versions": versions}
+    return {**out, "blas": blas_info(), "versions": versions,
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 if __name__ == "__main__":

@@ -294,6 +294,44 @@ def roofline(repeats: int = 3, n: int = ROOFLINE_N,
     return out
 
 
+DOT_SHAPE = (1000, 300, 8192)  # [queries, dim] x [dim, keys]: a search's score block
+
+
+def dot_rates(repeats: int = 10, shape: tuple[int, int, int] = DOT_SHAPE) -> dict:
+    """XLA's CPU matmul rate per input dtype on a search-shaped [n, d] x [d, m] product, best
+    and median of ``repeats``, in G(FL)OP/s: fp32 (precision HIGHEST), bf16 x bf16 with fp32
+    accumulation (what the two-stage first pass runs) and int8 x int8 -> int32. Which
+    instructions run is XLA's choice (jax 0.10's CPU dots go to YNNPACK, which picks bf16/int8
+    dot-product or AMX kernels where the CPU has them, whatever ``--xla_cpu_max_isa`` says);
+    ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=`` in the process switches YNNPACK off
+    (a bf16 dot is then converted to fp32)."""
+    import jax
+    import jax.numpy as jnp
+
+    n, d, m = shape
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((n, d), dtype=np.float32)
+    b = rng.standard_normal((m, d), dtype=np.float32)
+    dims = (((1,), (1,)), ((), ()))
+    cases = {
+        "fp32": (jnp.float32, jnp.float32, jax.lax.Precision.HIGHEST),
+        "bf16": (jnp.bfloat16, jnp.float32, None),
+        "int8": (jnp.int8, jnp.int32, None),
+    }
+    out: dict = {"shape": list(shape)}
+    for name, (dt, acc, prec) in cases.items():
+        scale = 40.0 if dt == jnp.int8 else 1.0  # int8: normal values to about +-127
+        x, y = (jnp.asarray(np.clip(v * scale, -127, 127)).astype(dt) for v in (a, b))
+        f = jax.jit(lambda x, y, acc=acc, prec=prec: jax.lax.dot_general(
+            x, y, dims, precision=prec, preferred_element_type=acc))
+        f(x, y).block_until_ready()
+        times = sorted(timing.timed(lambda f=f, x=x, y=y: f(x, y).block_until_ready())[0]
+                       for _ in range(repeats))
+        out[f"{name}_gflop_s"] = 2.0 * n * d * m / times[0] / 1e9  # best run
+        out[f"{name}_median_gflop_s"] = 2.0 * n * d * m / times[len(times) // 2] / 1e9
+    return out
+
+
 def probe_kernel(library: str, rows: int = 100_000) -> float:
     """Seconds of a short fixed workload on ``library``'s BLAS ("faiss": IndexFlatIP search of
     1000 queries in ``rows`` x 300; "numpy": [1000, 300] x [300, rows] sgemm), best of 5: to

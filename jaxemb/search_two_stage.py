@@ -17,10 +17,15 @@ def two_stage_top_k(Qf, keys, *, k, chunk):
     """Exact fp32 top-k of mapped queries Qf [b, f] in keys [m, f]: (scores, indices, ok).
 
     1. Pass 1 (:func:`_pass1_groups`) scores every key in bfloat16 (products exact, fp32
-       accumulation; about twice the fp32 matmul rate on CPUs with AVX512-BF16 and on GPU/TPU
-       matrix units) and keeps only the max of each group of ``g`` consecutive keys (fused into
-       the matmul on CPU); the best ``n_keep`` groups per query are merged chunk by chunk, so
-       memory stays [b, chunk].
+       accumulation) and keeps only the max of each group of ``g`` consecutive keys; the best
+       ``n_keep`` groups per query are merged chunk by chunk, so memory stays [b, chunk]. On
+       CPU, jax 0.10's XLA runs the bf16 dot through YNNPACK, which uses the CPU's bf16
+       instructions (on the 2-core AMX Xeon measured here a [1000, 300] x [300, 8192] score
+       block runs at 1,100-1,200 GFLOP/s against 270-280 in fp32, best of 20, load 2.5,
+       2026-12-07: beyond what AVX512_BF16 alone reaches on 2 cores, so AMX tiles);
+       GPU/TPU matrix units run bf16 faster than fp32 too. Without
+       those instructions the bf16 dot is converted to fp32 and pass 1 gains nothing (see
+       ``experiments.bench_search --xla-flags``).
     2. ``delta`` (:func:`_pass1_error_bound`, per query) bounds |pass-1 score - fp32 score| for
        every key, rigorously.
     3. With L the k-th best group max, k distinct keys score >= L - delta in fp32, so every key
@@ -73,7 +78,7 @@ def _key_stats(block):
 
 def _pass1_groups(Q_low, keys, *, g, chunk, n_keep):
     """bf16 pass: the ``n_keep`` best group maxima [b, n_keep], their group ids, the key stats,
-    and each query's least pass-1 score [b].
+    and each query's least pass-1 group max [b] (>= its least pass-1 score).
 
     Keys are read ``chunk`` rows at a time (``chunk`` a multiple of ``g``; the rest after the last
     full chunk in one go), so memory stays [b, chunk].
@@ -95,11 +100,14 @@ def _pass1_groups(Q_low, keys, *, g, chunk, n_keep):
 
     def group_max(block):  # [b, rows] bf16 scores (fp32 accumulation); rows % g == 0 or padded
         s = dot_t(Q_low, block.astype(jnp.bfloat16), precision=None)
-        low = jnp.min(s, axis=1)
         pad = -block.shape[0] % g
-        if pad:
+        if pad:  # fewer than g padding columns: every group keeps a real key, so a finite max
             s = jnp.concatenate([s, jnp.full((b, pad), -jnp.inf, jnp.float32)], axis=1)
-        return s.reshape(b, -1, g).max(axis=2), low
+        top = s.reshape(b, -1, g).max(axis=2)
+        # The least group max, not the least score: an upper bound on the least score, read from
+        # the g-times smaller [b, rows / g] array. A second reduction over the [b, rows] score
+        # block cost as much as the group max itself (1k queries, 2-core AVX-512 CPU).
+        return top, jnp.min(top, axis=1)
 
     def step(carry, c):
         best_v, best_g, stats, low = carry

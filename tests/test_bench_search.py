@@ -3,6 +3,7 @@ and one end-to-end run at a tiny size (in a subprocess: it tunes malloc)."""
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,12 @@ def test_bench_search_smoke(tmp_path):
         best = next(c for c, v in lib["probes"].items()
                     if v["seconds"] <= fastest * (1 + search_fair.PROBE_TIE))
         assert str(lib["coretype"]) == best
+    if have_faiss:  # PASSIVE only where its probe beat OpenMP's default by more than the tie
+        wait = data["kernels"]["faiss"]["wait_policy_probe"]
+        passive = wait["PASSIVE"] * (1 + search_fair.PROBE_TIE) < wait["default"]
+        assert data["kernels"]["faiss"]["env"] == ({"OMP_WAIT_POLICY": "PASSIVE"} if passive
+                                                   else {})
+    assert {"fp32_gflop_s", "bf16_gflop_s", "int8_gflop_s"} <= set(data["roofline"]["dot_rates"])
     (res,) = data["results"]
     methods = ["jaxemb"] + ["faiss"] * have_faiss + ["sgemm bound", "numpy"]
     assert list(res["methods"]) == methods
@@ -107,6 +114,22 @@ def test_bench_search_smoke(tmp_path):
     assert all(c["ok"] and c["rows"] == 40 for c in res["agreement"])
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode != 0 and "refusing to overwrite" in again.stderr
+
+
+def test_child_env_sets_variables_for_the_child_only(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    env = search_fair.child_env("SkylakeX", "--xla_cpu_max_isa=AVX2",
+                                {"OMP_WAIT_POLICY": "PASSIVE"})
+    assert (env["OPENBLAS_CORETYPE"], env["XLA_FLAGS"], env["OMP_WAIT_POLICY"]) == (
+        "SkylakeX", "--xla_cpu_max_isa=AVX2", "PASSIVE")
+    assert "OPENBLAS_CORETYPE" not in search_fair.child_env(None)
+    assert "XLA_FLAGS" not in search_fair.child_env(None)
+    assert os.environ["OPENBLAS_CORETYPE"] == "Haswell" and "XLA_FLAGS" not in os.environ
+    kernels = {"numpy": {"coretype": None}, "faiss": {"coretype": None,
+                                                      "env": {"OMP_WAIT_POLICY": "PASSIVE"}}}
+    assert search_fair.env_for("faiss", kernels) == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert search_fair.env_for("numpy", kernels) == search_fair.env_for("jaxemb", kernels) == {}
 
 
 def _imported_modules(path: Path) -> set[str]:
