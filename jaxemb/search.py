@@ -92,9 +92,11 @@ DEFAULT_QUERY_BLOCK = 1024
 SCAN_ROWS = 8  # query blocks of at most this many rows take the one-pass fp32 scan
 # Databases of fewer keys take the fp32 scan unless two_stage=True: there the bfloat16 first
 # pass, its bound and the rescoring cost more than they save, and the two-stage program takes
-# several times longer to compile (measured 2026-12-07 on the 2-core Xeon, loaded, 512 queries,
-# cosine: d = 100, 60k keys 344 ms two-stage vs 256 ms scan, 100k keys 321 vs 423 ms; d = 300,
-# 60k 536 vs 432, 100k 620 vs 701; at 3k keys 192 vs 16 ms, compiling in 5.8 s vs 1.1 s).
+# longer to compile. Measured 2026-12-07 on the 2-core Xeon, quiet (load 2.7), cosine, min of
+# 4, two-stage vs scan: 512 queries, d = 100: 8k keys 55 vs 16 ms, 30k 61 vs 65, 60k 88 vs 112,
+# 120k 125 vs 208; d = 300: 8k 98 vs 23, 30k 123 vs 96, 60k 164 vs 171, 120k 230 vs 336;
+# 64 queries, the scan is faster at every size to 120k (d = 300: 146 vs 97 ms); first calls
+# (compiling) 0.6-1.1 s vs 0.2-0.6 s.
 TWO_STAGE_MIN_KEYS = 1 << 16
 
 
