@@ -32,6 +32,7 @@ from jaxemb.engine import TrainingError
 
 _WORKER_SAVES = threading.Lock()  # one save at a time from worker threads (Checkpoints.save)
 
+
 class Checkpoints:
     """Orbax checkpoints of a whole training state under ``work_dir/checkpoints``, keyed by a
     counter of saves.

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -402,8 +403,8 @@ def analogies(wv: WordVectors, sections: AnalogySet | Sequence[AnalogySection] |
     found = np.array([rep.get(key(str(w)), -1) for w in distinct], np.int64)
     every = found[where.reshape(-1, 4)]  # [questions, 4] rows, -1: out of the vocabulary
     answerable = (every >= 0).all(axis=1)
-    bounds = np.cumsum([0] + [len(q) for q in words_of])
-    spans = [np.flatnonzero(answerable[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+    bounds = np.cumsum([0, *map(len, words_of)])  # each section's questions, in order
+    spans = [np.flatnonzero(answerable[a:b]) for a, b in itertools.pairwise(bounds)]
     n_oov = [len(s) - len(keep) for s, keep in zip(sections, spans, strict=True)]
     if not answerable.any():
         raise EvaluationError(

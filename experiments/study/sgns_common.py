@@ -27,7 +27,6 @@ import json
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 import scipy.sparse as sp
 
@@ -258,8 +257,8 @@ def train_variants(config: SGNSStudyConfig, progress, inputs: SGNSInputs | None 
     # On CPU one variant's jitted step keeps about one core busy (measured: process time =
     # wall time), so variants train in --workers threads at once; on a mesh of several devices
     # one at a time (engine.concurrent_workers). Each variant's numbers are its own either way.
-    mesh_devices = config.train_config().devices or jax.device_count()
-    workers = engine.concurrent_workers(min(config.workers, len(config.variants)), mesh_devices)
+    mesh = engine.make_mesh(config.train_config().devices)  # the devices train.train uses
+    workers = engine.concurrent_workers(min(config.workers, len(config.variants)), mesh.size)
 
     def job(name: str):
         def run():
