@@ -41,6 +41,10 @@ Xeon, ``python -m experiments.bench_search --sizes 1000000``, each method in its
   the matmul.
 * A single query takes the one-pass fp32 scan (memory-bound): median 78 ms against FAISS's
   224 ms at 1M rows (213 vs 272 ms in the loaded run, 145 vs 202 ms in the third).
+* Load slows FAISS far more than jaxemb, so the ratios above flatter jaxemb. On a quiet
+  machine (load 1.1-1.7, ``docs/search15/exact_1m_quiet.json``) FAISS's median was 2.58 s
+  (min 2.57) and jaxemb's 1.91 s (min 1.79): 1.35x, with the fp32 scan at 5.23 s and numpy's
+  sgemm alone at 2.22 s; one query 78 vs 92 ms. Those are the figures to compare.
 """
 
 from __future__ import annotations
