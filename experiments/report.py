@@ -57,6 +57,7 @@ def environment() -> dict:
         "numpy": np.__version__,
         "devices": [str(d) for d in jax.devices()],
         "backend": jax.default_backend(),
+        "allocator": timing.allocator(),
     }
 
 

@@ -53,6 +53,7 @@ from experiments.study.q5 import InteractionStudyConfig
 from experiments.study.q6 import SearchStudyConfig
 from experiments.study.results import RESULTS_FILE, ResultsError
 from experiments.study.sgns_common import SGNSStudyConfig
+from jaxemb import timing
 from jaxemb.interrupt import TrainingInterrupted
 
 
@@ -239,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     config = tyro.cli(_cli_type(), args=args, default=Study(), description=__doc__)
     name = next(n for n, (cfg, _) in EXPERIMENTS.items() if isinstance(config, cfg))
     config = config.resolved() if hasattr(config, "resolved") else config
+    # Before the big arrays exist: XLA's step buffers reused, not page-faulted in again each
+    # step (Q4's vmapped steps spent a sixth of their CPU time in the kernel without it).
+    timing.keep_freed_memory()
     try:  # every mistake in the command or its inputs: one line, exit 2, no run directory
         rank = _start_distributed(config)
         resume = getattr(config, "resume", None)
