@@ -131,7 +131,9 @@ def make_train_step(model: Transformer, protocol: Protocol, mesh: Mesh,
                                      jax.tree.map(lambda u: run["lr"] * u, updates))
         return {**run, "params": params, "opt": opt}, {"loss": loss, "accuracy": acc}
 
+    # Small programs, compiled once per score and shape: compilation is most of their cost.
     return engine.make_step(member, (0,), mesh=mesh, arg_shardings=(engine.sharded(mesh, 1),),
+                            compiler_options=engine.fast_compile_options(fusion_emitters=False),
                             on_trace=on_trace)
 
 
@@ -175,7 +177,8 @@ def make_evaluate(model: Transformer, mesh: Mesh):
     data = NamedSharding(mesh, PartitionSpec("data"))
     return jax.jit(jax.vmap(member, in_axes=(0, None, None, None, None)),
                    in_shardings=(replicated, data, data, data, replicated),
-                   out_shardings=replicated)
+                   out_shardings=replicated,
+                   compiler_options=engine.fast_compile_options(fusion_emitters=False))
 
 
 def train(model: Transformer, protocol: Protocol, mesh: Mesh, step_fn, seeds: Sequence[int],

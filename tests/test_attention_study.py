@@ -394,9 +394,11 @@ def test_todays_flags_parse_into_the_nested_protocol():
     # the quick control reuses the main runs: no compiled step beyond the scores'
     assert q4_measure.control_jobs(quick) == []
     large = tyro.cli(q4.AttentionStudyConfig, args=["--large"]).resolved()
-    assert large.widths == (32, 64, 128) and large.mqar_steps == 600
+    assert large.widths == (32, 64, 128) and large.mqar_steps == 600 and "mqar" in large.parts
     default = q4.AttentionStudyConfig()
-    assert "tied_qk" not in default.scores and "far" not in default.parts  # opt-in sizes
+    assert "tied_qk" not in default.scores  # opt-in sizes and parts:
+    assert "far" not in default.parts and "mqar" not in default.parts
+    assert default.seeds >= 5  # issue 13: at least 5 seeds, the same for every score
     assert default.control_scores == ("scaled_dot", "raw", "tied_qk")
     assert cfg.model("raw", 32, depth=1).depth == 1
 

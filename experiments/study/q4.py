@@ -65,10 +65,11 @@ class AttentionStudyConfig:
 
     scores: tuple[str, ...] = STUDY_SCORES
     """Query–key scores to compare (jaxemb.attention.ATTENTION_SCORES)."""
-    parts: tuple[str, ...] = ("relevance", "control", "mqar", "char")
+    parts: tuple[str, ...] = ("relevance", "control", "char")
     """Which measurements to run: relevance (negation scope, successor lookup), control (the
-    symmetric control on successor lookup), mqar (the width grid), char (character LM,
-    learning-rate sweep, logit growth); and, not by default, far (the negator at a random
+    symmetric control on successor lookup), char (character LM, learning-rate sweep, logit
+    growth); and, not by default, mqar (the width grid: half of this question's CPU time at 3
+    seeds, so it comes with --large, meant for an accelerator) and far (the negator at a random
     distance among distractors, jaxemb.tasks.negation_distance: every score, and the control
     when it runs; needs relevance). Measured at the default 250 steps (2026-12-07) far is
     seed-bimodal — per score 0 to 3 of 3 seeds learn it, some learn nothing (accuracy 0.5) —
@@ -82,8 +83,9 @@ class AttentionStudyConfig:
     (2026-12-07, 3 seeds): at 250 steps tied_qk reaches 0.207 at 1 layer and 0.174 at 2 (chance
     0.127; scaled dot 1.000 at both); with ``--parts control --control-depths 2 --steps 1000``
     it reaches 0.446 ± 0.081 at 2 layers (scaled dot 1.000): rising, not solved."""
-    seeds: int = 3
-    """Seeds per score and task (init and data keys), trained together with vmap."""
+    seeds: int = 5
+    """Seeds per score and task (init and data keys), trained together with vmap; the same for
+    every score (paired comparisons)."""
     protocol: Annotated[Protocol, tyro.conf.arg(name="")] = Protocol(steps=250)
     """The optimisation protocol of every run, one flag per field (no prefix): --steps
     (optimiser steps per run: every task, score and learning rate; MQAR has --mqar-steps),
@@ -149,11 +151,12 @@ class AttentionStudyConfig:
     """First seed; seeds are seed, seed+1, ..."""
     quick: bool = False
     """Smoke-test size: 2 scores (scaled dot and the tied control, so the control adds no
-    compiled step), 2 seeds, 40 steps, width 16, depth 1, one MQAR width, 3 lrs."""
+    compiled step), 2 seeds, 40 steps, width 16, depth 1, 3 lrs (with part mqar: one MQAR
+    width)."""
     large: bool = False
-    """Accelerator size (~40 min on a 2-core CPU): MQAR over widths 32, 64, 128 with 600 steps
-    (the width at which the projected scores solve it: 128, measured in 2479 s on 2 shared
-    cores)."""
+    """Accelerator size (~40 min on a 2-core CPU): adds part mqar, over widths 32, 64, 128 with
+    600 steps (the width at which the projected scores solve it: 128, measured in 2479 s on 2
+    shared cores)."""
 
     @property
     def mqar_scores_resolved(self) -> tuple[str, ...]:
@@ -180,7 +183,9 @@ class AttentionStudyConfig:
                 char_max_chars=200_000, eval_size=64, log_every=20, control_depths=(1,),
                 control_scores=("scaled_dot", "tied_qk"), large=False)
         if self.large:
-            return dataclasses.replace(self, widths=(32, 64, 128), mqar_steps=600, large=False)
+            parts = self.parts + (() if "mqar" in self.parts else ("mqar",))
+            return dataclasses.replace(self, parts=parts, widths=(32, 64, 128), mqar_steps=600,
+                                       large=False)
         return self
 
     def validate(self) -> None:
