@@ -44,7 +44,17 @@ Xeon, ``python -m experiments.bench_search --sizes 1000000``, each method in its
 * Load slows FAISS far more than jaxemb, so the ratios above flatter jaxemb. On a quiet
   machine (load 1.1-1.7, ``docs/search15/exact_1m_quiet.json``) FAISS's median was 2.58 s
   (min 2.57) and jaxemb's 1.91 s (min 1.79): 1.35x, with the fp32 scan at 5.23 s and numpy's
-  sgemm alone at 2.22 s; one query 78 vs 92 ms. Those are the figures to compare.
+  sgemm alone at 2.22 s; one query 78 vs 92 ms. Those are the figures to compare (all the
+  figures above are of the version before the next point).
+* Since then (2026-12-07, search16) pass 1 does little besides the bf16 matmul: the keys'
+  error-bound stats are computed once per index (:attr:`Index.pass1_stats`; about 1 s more
+  build time at 1M x 300, load 4), not in every chunk of every query block, and XLA's serial
+  top_k runs every 8 chunks on the 2 best groups of each block of 8 (see
+  :mod:`jaxemb.search_two_stage`). Each version in its own process, alternating, 1M keys,
+  load 4.1-4.7: median 4.43 and 5.10 s before, 2.89 and 2.77 s after (200k keys: 1.26 and
+  1.37 s before, 0.97 and 0.94 s after). ``bench_search --sizes 1000000 --repeats 5``, load
+  4.4-5.3 (busy, which flatters jaxemb): jaxemb median 2.81 s (min 2.54), FAISS 8.94 s (min
+  8.35), the fp32 scan 10.35 s; one query 219 vs 263 ms.
 """
 
 from __future__ import annotations
@@ -58,7 +68,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxemb.scoring import Score, get_score, promote
-from jaxemb.search_two_stage import dot_t, two_stage_top_k
+from jaxemb.search_two_stage import dot_t, key_stats, two_stage_top_k
 from jaxemb.wordvectors import WordVectors
 
 Array = jax.Array
@@ -119,6 +129,14 @@ class Index:
 
     def __len__(self) -> int:
         return self.keys.shape[0]
+
+    @functools.cached_property
+    def pass1_stats(self) -> tuple:
+        """The keys' :func:`jaxemb.search_two_stage.key_stats` (2 + 2f floats) for the
+        two-stage method's error bound: they depend on the keys only, so they are computed
+        once (one pass over the keys; :func:`index` starts it for databases that take the
+        two-stage method by default) and shared by every query block and call."""
+        return _key_stats(self.keys)
 
     def _checked_queries(self, queries, k, query_block) -> tuple[Array, bool]:
         """(queries as [n, d], whether one query [d] was given); every argument checked."""
@@ -222,7 +240,8 @@ class Index:
             # block shape only, so it adds no compilations.
             block_bytes = PASS1_BLOCK_BYTES if method == "two_stage" else DEFAULT_BLOCK_BYTES
             chunk = min(block_bytes // (4 * b), DEFAULT_BLOCK_BYTES // (2 * f))
-        return _search_block(block, self.keys, self.params, k=k,
+        stats = self.pass1_stats if method == "two_stage" and not approx else None
+        return _search_block(block, self.keys, self.params, stats, k=k,
                              chunk=int(min(max(chunk, 1), m)), approx=approx,
                              recall_target=recall_target, score=self.score,
                              options=tuple(sorted(self.options.items())), method=method)
@@ -247,7 +266,10 @@ def index(database, score: str | Score = "cosine", *params, **options) -> Index:
         raise SearchError("the database is empty (0 rows)")
     _require_finite("database", D)
     keys = _map_keys(D, params, score=score, options=tuple(sorted(options.items())))
-    return Index(keys, score, tuple(params), dict(options), D.shape[1])
+    ix = Index(keys, score, tuple(params), dict(options), D.shape[1])
+    if len(ix) >= TWO_STAGE_MIN_KEYS:
+        _ = ix.pass1_stats  # dispatched now (asynchronously): part of building the index
+    return ix
 
 
 def top_k(queries, database, k: int, score: str | Score = "cosine", *params,
@@ -299,12 +321,16 @@ def _map_keys(D, params, *, score: Score, options):
     return score.map_keys(D, *params, **dict(options))
 
 
+_key_stats = jax.jit(key_stats)
+
+
 @functools.partial(jax.jit, static_argnames=("k", "chunk", "approx", "recall_target", "score",
                                              "options", "method"))
-def _search_block(Q, keys, params, *, k, chunk, approx, recall_target, score, options,
-                  method="two_stage"):
+def _search_block(Q, keys, params, stats=None, *, k, chunk, approx, recall_target, score,
+                  options, method="two_stage"):
     """Q [b, d] against keys [m, f]: (scores [b, k], indices [b, k], ok [b], flags [b]), best
     first; ``flags`` (int8) say whose top-k would be arbitrary (``_FLAT``, ``_NONFINITE``).
+    ``stats``: the keys' :func:`jaxemb.search_two_stage.key_stats` (computed here if None).
 
     Scores are float32 dot products of the mapped query and key, computed in true fp32 on every
     backend; ties go to the lower index.
@@ -312,9 +338,10 @@ def _search_block(Q, keys, params, *, k, chunk, approx, recall_target, score, op
     ``method="scan"`` (and ``approx``) is :func:`_scan_top_k`: fp32 scores of ``chunk`` keys at a
     time, top-k per chunk merged into the running top-k (1k queries x 1M keys x 300 on a 2-core
     CPU: median 8.3 s, 12.4 s at load 6). ``method="two_stage"`` (the default) is
-    :func:`jaxemb.search_two_stage.two_stage_top_k`, exact too (same case: median 1.74 s, 5.0 s
-    at load 6; see the module docstring): a bfloat16 first pass keeps the candidate groups,
-    fp32 rescoring ranks them. Where not ``ok`` (many near-ties, e.g. duplicated rows, or a
+    :func:`jaxemb.search_two_stage.two_stage_top_k`, exact too (same case: median 2.8 s at
+    load 4-5, against 4.4-5.1 s before the key stats were hoisted and pass 1 prefiltered; see
+    the module docstring): a bfloat16 first pass keeps the candidate groups, fp32 rescoring
+    ranks them. Where not ``ok`` (many near-ties, e.g. duplicated rows, or a
     bound wider than the gaps between scores; or flags pass 1 cannot settle: scores possibly
     all equal or beyond float32's range) the caller recomputes those queries with
     ``method="scan"``, which computes the flags exactly. One code path for CPU, GPU and TPU.
@@ -328,7 +355,7 @@ def _search_block(Q, keys, params, *, k, chunk, approx, recall_target, score, op
         flat = (scores[:, 0] == low) & (keys.shape[0] > 1)
         flags = jnp.where(nonfinite, _NONFINITE, jnp.where(flat, _FLAT, _FINE)).astype(jnp.int8)
         return scores, indices, jnp.ones((Q.shape[0],), bool), flags
-    scores, indices, ok = two_stage_top_k(Qf, keys, k=k, chunk=chunk)
+    scores, indices, ok = two_stage_top_k(Qf, keys, k=k, chunk=chunk, stats=stats)
     return scores, indices, ok, jnp.zeros((Q.shape[0],), jnp.int8)
 
 
