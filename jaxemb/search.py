@@ -54,7 +54,8 @@ Xeon, ``python -m experiments.bench_search --sizes 1000000``, each method in its
   load 4.1-4.7: median 4.43 and 5.10 s before, 2.89 and 2.77 s after (200k keys: 1.26 and
   1.37 s before, 0.97 and 0.94 s after). ``bench_search --sizes 1000000 --repeats 5``, load
   4.4-5.3 (busy, which flatters jaxemb): jaxemb median 2.81 s (min 2.54), FAISS 8.94 s (min
-  8.35), the fp32 scan 10.35 s; one query 219 vs 263 ms.
+  8.35), the fp32 scan 10.35 s; one query 219 vs 263 ms; again at load 2.8-5.2: 2.55 s (min
+  2.44) vs 8.99 s, one query 196 vs 262 ms (``docs/search16/exact_1m_loaded*.json``).
 """
 
 from __future__ import annotations
