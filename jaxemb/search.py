@@ -191,30 +191,34 @@ class Index:
         # arrays of the query count compiles nothing.
         scores = np.empty((n, int(k)), np.float32)
         indices = np.empty((n, int(k)), np.int32)
-        ok = np.empty(n, bool)
+        ok, retry = np.empty(n, bool), np.empty(n, bool)
         flags = np.empty(n, np.int8)
+
+        def fill(rows: np.ndarray, method: str) -> None:  # search ``rows`` of Q, block by block
+            for i in range(0, rows.size, int(query_block)):
+                r = rows[i:i + int(query_block)]
+                # padding rows do not count
+                out = (np.asarray(a)[:r.size] for a in run(padded(r), method))
+                scores[r], indices[r], ok[r], flags[r], retry[r] = out
+
         if two_stage is None:
             two_stage = len(self) >= TWO_STAGE_MIN_KEYS
         method = "two_stage" if two_stage else "scan"
         for i in range(0, n, int(query_block)):
             rows = np.arange(i, min(i + int(query_block), n))
-            s, ix, good, bad = run(padded(rows), method)
-            scores[rows], indices[rows] = np.asarray(s)[:rows.size], np.asarray(ix)[:rows.size]
-            ok[rows] = np.asarray(good)[:rows.size]  # padding rows do not count
-            flags[rows] = np.asarray(bad)[:rows.size]
+            fill(rows, method)
             if ok[rows].mean() < 0.5:
                 # Pass 1 cannot prune for these data (its bf16 error bound is wider than the
                 # gaps between scores, e.g. neg_sq_euclidean on raw high-dimensional vectors):
-                # scan directly from now on.
-                method = "scan"
-        # Queries whose two-stage candidate set could not be proved complete (many near-ties):
-        # recompute them exactly with the fp32 scan, in the same block shapes.
-        redo = np.flatnonzero(~ok)
-        for i in range(0, redo.size, int(query_block)):
-            rows = redo[i:i + int(query_block)]
-            s, ix, _, bad = run(padded(rows), "scan")
-            scores[rows], indices[rows] = np.asarray(s)[:rows.size], np.asarray(ix)[:rows.size]
-            flags[rows] = np.asarray(bad)[:rows.size]
+                # scan directly from now on. Where only pass 1's prefilter lost groups (data
+                # whose nearest rows sit together in the database), drop the prefilter.
+                method = ("two_stage_full" if method == "two_stage"
+                          and (ok | retry)[rows].mean() >= 0.5 else "scan")
+        # Queries whose two-stage candidate set could not be proved complete: where only the
+        # prefilter may have dropped one of their groups, the two-stage method without it; the
+        # rest (many near-ties) the fp32 scan, exact; in the same block shapes.
+        fill(np.flatnonzero(~ok & retry), "two_stage_full")
+        fill(np.flatnonzero(~ok), "scan")
         _raise_for_flags(flags, self.score.name, single)
         if single:
             scores, indices = scores[0], indices[0]
@@ -224,7 +228,8 @@ class Index:
     def _run_block(self, block: Array, method: str, *, k: int, approx: bool,
                    recall_target: float, chunk_size: int | None):
         """One padded block of queries [b, f] through :func:`_search_block`: (scores, indices,
-        ok, flags), each with b rows; the chunk of keys per step chosen from the block shape."""
+        ok, flags, retry), each with b rows; the chunk of keys per step chosen from the block
+        shape."""
         b, f, m = block.shape[0], self.keys.shape[1], len(self)
         chunk = chunk_size
         if b <= SCAN_ROWS and not approx:
@@ -239,9 +244,10 @@ class Index:
             # Bytes of the [b, chunk] score block; also cap the key rows per chunk (the
             # chunk's bfloat16 copy) by the same bytes, for few queries. A function of the
             # block shape only, so it adds no compilations.
-            block_bytes = PASS1_BLOCK_BYTES if method == "two_stage" else DEFAULT_BLOCK_BYTES
+            block_bytes = (PASS1_BLOCK_BYTES if method.startswith("two_stage")
+                           else DEFAULT_BLOCK_BYTES)
             chunk = min(block_bytes // (4 * b), DEFAULT_BLOCK_BYTES // (2 * f))
-        stats = self.pass1_stats if method == "two_stage" and not approx else None
+        stats = self.pass1_stats if method.startswith("two_stage") and not approx else None
         return _search_block(block, self.keys, self.params, stats, k=k,
                              chunk=int(min(max(chunk, 1), m)), approx=approx,
                              recall_target=recall_target, score=self.score,
@@ -329,8 +335,10 @@ _key_stats = jax.jit(key_stats)
                                              "options", "method"))
 def _search_block(Q, keys, params, stats=None, *, k, chunk, approx, recall_target, score,
                   options, method="two_stage"):
-    """Q [b, d] against keys [m, f]: (scores [b, k], indices [b, k], ok [b], flags [b]), best
-    first; ``flags`` (int8) say whose top-k would be arbitrary (``_FLAT``, ``_NONFINITE``).
+    """Q [b, d] against keys [m, f]: (scores [b, k], indices [b, k], ok [b], flags [b], retry
+    [b]), best first; ``flags`` (int8) say whose top-k would be arbitrary (``_FLAT``,
+    ``_NONFINITE``); ``retry``: not ``ok`` only because pass 1's prefilter dropped a group that
+    might matter (``method="two_stage_full"``, the two-stage method without it, settles them).
     ``stats``: the keys' :func:`jaxemb.search_two_stage.key_stats` (computed here if None).
 
     Scores are float32 dot products of the mapped query and key, computed in true fp32 on every
@@ -355,9 +363,10 @@ def _search_block(Q, keys, params, stats=None, *, k, chunk, approx, recall_targe
         nonfinite = jnp.isnan(low) | ~jnp.isfinite(scores).all(axis=1)
         flat = (scores[:, 0] == low) & (keys.shape[0] > 1)
         flags = jnp.where(nonfinite, _NONFINITE, jnp.where(flat, _FLAT, _FINE)).astype(jnp.int8)
-        return scores, indices, jnp.ones((Q.shape[0],), bool), flags
-    scores, indices, ok = two_stage_top_k(Qf, keys, k=k, chunk=chunk, stats=stats)
-    return scores, indices, ok, jnp.zeros((Q.shape[0],), jnp.int8)
+        return scores, indices, jnp.ones((Q.shape[0],), bool), flags, jnp.zeros_like(flat)
+    scores, indices, ok, retry = two_stage_top_k(Qf, keys, k=k, chunk=chunk, stats=stats,
+                                                 prefilter=method == "two_stage")
+    return scores, indices, ok, jnp.zeros((Q.shape[0],), jnp.int8), retry
 
 
 def _scan_top_k(Qf, keys, *, k, chunk, approx, recall_target):

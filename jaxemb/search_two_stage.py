@@ -13,8 +13,10 @@ def dot_t(A, B, precision=jax.lax.Precision.HIGHEST):
                                preferred_element_type=jnp.float32)
 
 
-def two_stage_top_k(Qf, keys, *, k, chunk, stats=None):
-    """Exact fp32 top-k of mapped queries Qf [b, f] in keys [m, f]: (scores, indices, ok).
+def two_stage_top_k(Qf, keys, *, k, chunk, stats=None, prefilter=True):
+    """Exact fp32 top-k of mapped queries Qf [b, f] in keys [m, f]: (scores, indices, ok,
+    retry), retry [b]: not ``ok`` only because the prefilter dropped a group that might
+    matter; ``prefilter=False`` (never prefilter) settles those.
 
     ``stats``: the keys' :func:`key_stats`, computed here if None. They depend on the keys only,
     so :class:`jaxemb.search.Index` computes them once and passes them to every query block:
@@ -24,8 +26,9 @@ def two_stage_top_k(Qf, keys, *, k, chunk, stats=None):
 
     1. Pass 1 (:func:`_pass1_groups`) scores every key in bfloat16 (products exact, fp32
        accumulation) and keeps only the max of each group of ``g`` consecutive keys; for large
-       databases only the 2 best groups of each block of 8 (:func:`_top2_per_block`) go on,
-       and the best ``n_keep`` groups per query are merged every few chunks, so memory stays
+       databases only the 2 best of the 8 groups at the same place in 8 chunks
+       (:func:`_top2_per_block`) go on, and the best ``n_keep`` groups per query are merged
+       every 8 chunks, so memory stays
        [b, chunk]. On CPU, jax 0.10's XLA runs the bf16 dot through YNNPACK, which uses the
        CPU's bf16 instructions (on the 2-core AMX Xeon measured here a [1000, 300] x
        [300, 8192] score block runs at 1,100-1,200 GFLOP/s against 270-280 in fp32, best of 20,
@@ -56,10 +59,12 @@ def two_stage_top_k(Qf, keys, *, k, chunk, stats=None):
     # 1M random 300-d vectors, cosine: k=10 keeps 52, the band holds 18 on average and 35 at most;
     # k=100 keeps 232, the band holds 170 on average and 203 at most.
     n_keep = min(2 * k + 32, n_groups)
-    prefilter = _use_prefilter(chunk // g, n_groups, n_keep)
-    # Candidates that reach the merges: every group, or with the prefilter 2 per block.
-    n_candidates = n_groups - (n_full * (chunk // g) * (BLOCK_GROUPS - 2) // BLOCK_GROUPS
-                               if prefilter else 0)
+    prefilter = prefilter and _use_prefilter(n_full, n_groups, n_keep)
+    # Candidates that reach the merges: every group, or with the prefilter 2 per block (where
+    # more than 2 chunks are merged at once).
+    n_steps, n_last = divmod(n_full, MERGE_CHUNKS)
+    n_candidates = n_groups - (chunk // g) * (
+        n_steps * (MERGE_CHUNKS - 2) + max(n_last - 2, 0) if prefilter else 0)
     Q_low = Qf.astype(jnp.bfloat16)
     if stats is None:
         stats = key_stats(keys, chunk=chunk)
@@ -75,15 +80,17 @@ def two_stage_top_k(Qf, keys, *, k, chunk, stats=None):
     # Every group not kept scores at most the worst kept (dropped by a merge) or ``dropped``
     # (by the prefilter) in pass 1.
     ok = settled
-    if prefilter:  # (then n_groups > n_keep > k)
-        ok = ok & (dropped < best_v[:, k - 1] - 2 * delta)
     if n_keep < n_candidates:
         # The barrier keeps the last merge a top_k: reading its values past the first k makes
         # XLA's CPU compiler lower it as a full sort instead.
         best_v, best_g = jax.lax.optimization_barrier((best_v, best_g))
         ok = ok & (best_v[:, n_keep - 1] < best_v[:, k - 1] - 2 * delta)
+    retry = jnp.zeros_like(ok)
+    if prefilter:  # (then n_groups > n_keep > k)
+        kept = dropped < best_v[:, k - 1] - 2 * delta
+        ok, retry = ok & kept, ok & ~kept
     scores, indices = _rescore(Qf, keys, best_g, k=k, g=g)
-    return scores, indices, ok
+    return scores, indices, ok, retry
 
 
 def _key_stats(block):
@@ -122,55 +129,54 @@ def key_stats(keys, *, chunk=1 << 11):
     return stats
 
 
-# The prefilter: each chunk keeps only the 2 best of every block of BLOCK_GROUPS groups (strided,
-# so neighbouring groups fall in different blocks) and the running top ``n_keep`` absorbs the
-# survivors of MERGE_CHUNKS chunks at once. Why: XLA's CPU top_k is a per-row partial sort on
-# one thread whose cost is mostly fixed per call (sorting the n_keep kept), so merging 128 group
-# maxima into the kept 52 after every chunk cost a quarter of pass 1; two max-reductions per
-# block cost a fraction of that. 1k queries, 1M x 300, 2-core CPU, load 3-4, 2026-12-07, median
-# of 5 alternating: 2.28-2.35 s (blocks of 8 or 16 groups, merges every 8 or 16 chunks) against
-# 2.62 s merging every chunk.
-BLOCK_GROUPS = 8
+# The prefilter: pass 1 merges the group maxima of MERGE_CHUNKS chunks at a time, and of the
+# MERGE_CHUNKS groups at the same place in those chunks (a block: groups 2k keys apart) only
+# the 2 best reach the merge. Why: XLA's CPU top_k is a per-row partial sort on one thread whose
+# cost is mostly fixed per call (sorting the n_keep kept), so merging 128 group maxima into the
+# kept 52 after every chunk cost a quarter of pass 1; two max-reductions per block cost a
+# fraction of that. 1k queries, 1M x 300, 2-core CPU, load 3-4, 2026-12-07, median of 5
+# alternating: 2.28-2.35 s (blocks of 8 or 16 groups, merges every 8 or 16 chunks) against
+# 2.62 s merging every chunk. Blocks span chunks, so near neighbours that sit together in the
+# database (rows sorted by cluster) rarely share one.
 MERGE_CHUNKS = 8
 # A query whose band (the groups within 2 delta of the k-th) puts 3 groups in one block loses
-# one to the prefilter and is not proved (``ok`` False, rescanned). With n_keep groups spread
-# over N blocks that happens to about C(n_keep, 3) / N^2 of the queries; the prefilter is used
-# only where that is at most PREFILTER_MISS (k = 10: from about 190k keys; k = 100: 1.8M). The
-# band is smaller than n_keep (k = 10: 18-35 groups), so the real rate is far lower: 1k random
-# queries, cosine, k = 10 at 200k, 262k and 1M x 300 keys: all proved.
+# one to the prefilter and is not proved (``ok`` False, ``retry`` True: searched again without
+# the prefilter). With n_keep groups spread over N blocks that happens to about
+# C(n_keep, 3) / N^2 of the queries; the prefilter is used only where that is at most
+# PREFILTER_MISS (k = 10: from about 190k keys; k = 100: 1.8M). The band is smaller than n_keep
+# (k = 10: 18-35 groups), so the real rate is far lower: 1k random queries, cosine, k = 10 at
+# 200k, 262k and 1M x 300 keys: all proved.
 PREFILTER_MISS = 1e-2
 
 
-def _use_prefilter(groups_per_chunk: int, n_groups: int, n_keep: int) -> bool:
-    """Whether pass 1 keeps the 2 best groups per block (see :data:`PREFILTER_MISS`)."""
-    if groups_per_chunk % BLOCK_GROUPS:
+def _use_prefilter(n_full: int, n_groups: int, n_keep: int) -> bool:
+    """Whether pass 1 keeps the 2 best groups per block (see :data:`PREFILTER_MISS`), given
+    ``n_full`` full chunks."""
+    if n_full < MERGE_CHUNKS:
         return False
-    blocks = n_groups // BLOCK_GROUPS
+    blocks = n_groups // MERGE_CHUNKS
     return n_keep * (n_keep - 1) * (n_keep - 2) / 6 <= PREFILTER_MISS * blocks**2
 
 
-def _top2_per_block(top):
-    """Group maxima top [b, G] (G % BLOCK_GROUPS == 0) -> the 2 best of each block of
-    BLOCK_GROUPS groups j, j + G/BLOCK_GROUPS, ...: (values [b, 2 B], group positions [b, 2 B],
-    the best of the rest [b]), B = G / BLOCK_GROUPS blocks; ties to the lower position.
-
-    Max-reductions and selects only (no top_k, no argmax: both are slow serial loops on CPU).
-    """
-    b, G = top.shape
-    B = G // BLOCK_GROUPS
-    x = top.reshape(b, BLOCK_GROUPS, B)  # x[:, r, j] = group j + r B: block j is x[:, :, j]
-    r = jnp.arange(BLOCK_GROUPS, dtype=jnp.int32)[None, :, None]
+def _top2_per_block(x):
+    """Group maxima x [R, b, B] (block j of query i: x[:, i, j]) -> the 2 best of each block:
+    (values [b, 2 B], their rows r in [0, R) [b, 2 B], the best of the rest [b]); ties to the
+    lower r. Max-reductions and selects only (no top_k, no argmax: both are serial loops on
+    CPU)."""
+    R = x.shape[0]
+    # Reduced over a middle axis: over the leading one XLA's CPU reductions took 3.3 s for
+    # the whole 1M-key search instead of 2.3-2.5 (load 4.7).
+    x = jnp.moveaxis(x, 0, 1)
+    r = jnp.arange(R, dtype=jnp.int32)[None, :, None]
     v1 = x.max(axis=1)
-    r1 = jnp.min(jnp.where(x == v1[:, None], r, BLOCK_GROUPS), axis=1)
+    r1 = jnp.min(jnp.where(x == v1[:, None], r, R), axis=1)
     x = jnp.where(r == r1[:, None], -jnp.inf, x)
     v2 = x.max(axis=1)
-    r2 = jnp.min(jnp.where(x == v2[:, None], r, BLOCK_GROUPS), axis=1)
+    r2 = jnp.min(jnp.where(x == v2[:, None], r, R), axis=1)
     rest = jnp.where(r == r2[:, None], -jnp.inf, x).max(axis=(1, 2))
-    j = jnp.arange(B, dtype=jnp.int32)[None]
-    # With NaN scores no position matches (r = BLOCK_GROUPS, a group of the next block or
-    # beyond): such queries are never settled, and _rescore clamps the group ids.
-    return (jnp.concatenate([v1, v2], axis=1),
-            jnp.concatenate([r1 * B + j, r2 * B + j], axis=1), rest)
+    # With NaN scores no row matches (r = R, a group of the next chunks): such queries are
+    # never settled, and _rescore clamps the group ids.
+    return jnp.concatenate([v1, v2], axis=1), jnp.concatenate([r1, r2], axis=1), rest
 
 
 def _pass1_groups(Q_low, keys, *, g, chunk, n_keep, prefilter):
@@ -179,7 +185,8 @@ def _pass1_groups(Q_low, keys, *, g, chunk, n_keep, prefilter):
     ``prefilter`` (:func:`_top2_per_block`) dropped [b] (-inf if none).
 
     Keys are read ``chunk`` rows at a time (``chunk`` a multiple of ``g``; the rest after the last
-    full chunk in one go), so memory stays [b, chunk] (and [b, chunk / g] per chunk merged).
+    full chunk in one go), so memory stays [b, chunk] (and [MERGE_CHUNKS, b, chunk / g] group
+    maxima per merge).
     """
     m = keys.shape[0]
     b = Q_low.shape[0]
@@ -203,20 +210,22 @@ def _pass1_groups(Q_low, keys, *, g, chunk, n_keep, prefilter):
         # block cost as much as the group max itself (1k queries, 2-core AVX-512 CPU).
         return top, jnp.min(top, axis=1)
 
-    def candidates(carry, c):  # chunk c's kept group maxima and their group ids
-        dropped, low = carry
+    def chunk_max(low, c):  # chunk c's group maxima [b, groups_per_chunk]
         top, block_low = group_max(jax.lax.dynamic_slice_in_dim(keys, c * chunk, chunk))
-        ids = c * groups_per_chunk + jnp.arange(groups_per_chunk, dtype=jnp.int32)
-        if prefilter:
-            top, pos, lost = _top2_per_block(top)
-            ids, dropped = c * groups_per_chunk + pos, jnp.maximum(dropped, lost)
-        return (dropped, jnp.minimum(low, block_low)), (top, jnp.broadcast_to(ids, top.shape))
+        return jnp.minimum(low, block_low), top
 
     def chunks(carry, first, count):  # chunks first .. first + count - 1, then one merge
         best_v, best_g, dropped, low = carry
-        (dropped, low), (v, ids) = jax.lax.scan(
-            candidates, (dropped, low), first + jnp.arange(count, dtype=jnp.int32))
-        v, ids = (jnp.moveaxis(a, 0, 1).reshape(b, -1) for a in (v, ids))
+        low, top = jax.lax.scan(chunk_max, low, first + jnp.arange(count, dtype=jnp.int32))
+        j = jnp.arange(groups_per_chunk, dtype=jnp.int32)
+        if prefilter and count > 2:  # top [count, b, G]: block j is top[:, :, j]
+            v, r, lost = _top2_per_block(top)
+            ids = (first + r) * groups_per_chunk + jnp.tile(j, 2)[None]
+            dropped = jnp.maximum(dropped, lost)
+        else:
+            v = jnp.moveaxis(top, 0, 1).reshape(b, -1)
+            ids = ((first + jnp.arange(count, dtype=jnp.int32))[:, None] * groups_per_chunk
+                   + j[None]).reshape(-1)
         return (*merge(best_v, best_g, v, ids), dropped, low)
 
     carry = (jnp.full((b, n_keep), -jnp.inf, jnp.float32),

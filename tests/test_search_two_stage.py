@@ -17,11 +17,12 @@ def prefilter_at_any_size(monkeypatch):
     """Pass 1's per-block prefilter is used only for large databases (many blocks per band):
     make it apply to these small ones. Compiled searches are dropped before and after, since
     the switch is read when a search is traced."""
-    search._search_block.clear_cache()
+    compiled = search._search_block
+    compiled.clear_cache()
     monkeypatch.setattr(ts, "PREFILTER_MISS", 1e12)
     monkeypatch.setattr(search, "TWO_STAGE_MIN_KEYS", 0)
     yield
-    search._search_block.clear_cache()
+    compiled.clear_cache()
 
 
 def _numpy_stats(K):
@@ -48,23 +49,24 @@ def test_key_stats_are_numpys_whatever_the_chunking(rng):
 
 
 def test_top2_per_block_is_numpys_stable_ranking(rng):
-    """The 2 best of each strided block (groups j, j + B, ...), ties to the lower group, and the
-    best of the rest, against a stable numpy sort; values drawn from few levels, so many tie."""
-    B = 3
-    top = rng.integers(0, 4, (5, ts.BLOCK_GROUPS * B)).astype(np.float32)
-    v, pos, rest = (np.asarray(a) for a in ts._top2_per_block(jnp.asarray(top)))
-    for i in range(top.shape[0]):
+    """The 2 best of each block (x[:, i, j]: group j of each chunk merged at once), ties to the
+    lower row, and the best of the rest, against a stable numpy sort; values drawn from few
+    levels, so many tie."""
+    R, b, B = 5, 4, 3
+    x = rng.integers(0, 4, (R, b, B)).astype(np.float32)
+    v, r, rest = (np.asarray(a) for a in ts._top2_per_block(jnp.asarray(x)))
+    for i in range(b):
         for j in range(B):
-            groups = j + B * np.arange(ts.BLOCK_GROUPS)
-            order = groups[np.argsort(-top[i, groups], kind="stable")]
-            assert [pos[i, j], pos[i, B + j]] == order[:2].tolist()
-            assert [v[i, j], v[i, B + j]] == top[i, order[:2]].tolist()
-        dropped = np.setdiff1d(np.arange(top.shape[1]), pos[i])
-        assert rest[i] == top[i, dropped].max()
+            order = np.argsort(-x[:, i, j], kind="stable")
+            assert [r[i, j], r[i, B + j]] == order[:2].tolist()
+            assert [v[i, j], v[i, B + j]] == x[order[:2], i, j].tolist()
+        kept = np.zeros((R, B), bool)
+        kept[r[i, :B], np.arange(B)] = kept[r[i, B:], np.arange(B)] = True
+        assert rest[i] == x[:, i][~kept].max()
 
 
 def test_prefiltered_search_returns_numpys_top_k_with_ties(prefilter_at_any_size, rng):
-    """With the prefilter on (2 of every 8 groups per chunk reach the merges), the proved
+    """With the prefilter on (2 of every 8 groups reach the merges), the proved
     queries' top-k is numpy's float64 ranking; through search.top_k (unproved queries rescanned)
     every query's is, and exact duplicate rows come back lower index first."""
     K = rng.standard_normal((4100, 13)).astype(np.float32)  # 32 chunks of 128 and a rest of 4
@@ -73,10 +75,10 @@ def test_prefiltered_search_returns_numpys_top_k_with_ties(prefilter_at_any_size
     Q = rng.standard_normal((64, 13)).astype(np.float32)
     Q[7] = K[1000]  # its top-5 are the 5 equal rows
     k, chunk = 6, 128
-    assert ts._use_prefilter(chunk // 16, -(-4100 // 16), 2 * k + 32)
+    assert ts._use_prefilter(4100 // chunk, -(-4100 // 16), 2 * k + 32)
     ref = Q.astype(np.float64) @ K.T.astype(np.float64)
     run = jax.jit(functools.partial(ts.two_stage_top_k, k=k, chunk=chunk))
-    s, idx, ok = (np.asarray(a) for a in run(jnp.asarray(Q), jnp.asarray(K)))
+    s, idx, ok, _ = (np.asarray(a) for a in run(jnp.asarray(Q), jnp.asarray(K)))
     assert ok.sum() >= 56
     rows = np.flatnonzero(ok)
     _assert_topk_matches(s[rows], idx[rows], ref[rows], k)
@@ -85,24 +87,31 @@ def test_prefiltered_search_returns_numpys_top_k_with_ties(prefilter_at_any_size
     assert idx[7, :5].tolist() == [1000, 3000, 3001, 3002, 3003]
 
 
-def test_a_group_the_prefilter_drops_is_caught(prefilter_at_any_size):
-    """The 3 best keys sit in 3 groups of one block: the prefilter keeps 2, the third must make
-    the query unproved (without that check the 4th best key would be returned third), and
-    search.top_k must still return the exact top-3 (rescanned)."""
+def test_a_group_the_prefilter_drops_is_caught(prefilter_at_any_size, monkeypatch):
+    """The 3 best keys sit in 3 groups of one block (the first group of chunks 0, 1 and 2,
+    which are merged together): the prefilter keeps 2, the third must make
+    the query unproved (without that check the 4th best key would be returned third) and marked
+    for a retry without the prefilter, which search.top_k runs (not the fp32 scan): the exact
+    top-3."""
     m, d = 4096, 8
     K = np.zeros((m, d), np.float32)
     K[:, 1] = np.linspace(-1, 1, m)  # small scores for the query e0 + 0.01 e1
-    # Groups 0, 1, 2 are in chunk 0's only block (8 groups of 16 per 128-key chunk); group 8
-    # is in chunk 1.
-    for row, score in ((0, 10.0), (16, 9.9), (32, 9.8), (128, 9.7)):
+    # Rows 0, 128 and 256 start chunks 0, 1 and 2 (128 keys, 8 groups of 16 each); row 16 is
+    # in the second group of chunk 0, another block.
+    for row, score in ((0, 10.0), (128, 9.9), (256, 9.8), (16, 9.7)):
         K[row, 0] = score
-    Q = np.zeros((4, d), np.float32)
+    Q = np.zeros((16, d), np.float32)  # more than search.SCAN_ROWS, which take the fp32 scan
     Q[:, 0], Q[:, 1] = 1.0, 0.01
     run = jax.jit(functools.partial(ts.two_stage_top_k, k=3, chunk=128))
-    _, _, ok = run(jnp.asarray(Q), jnp.asarray(K))
-    assert not np.asarray(ok).any()
+    _, _, ok, retry = run(jnp.asarray(Q), jnp.asarray(K))
+    assert not np.asarray(ok).any() and np.asarray(retry).all()
+    methods = []
+    block = search._search_block
+    monkeypatch.setattr(search, "_search_block",
+                        lambda *a, **kw: methods.append(kw["method"]) or block(*a, **kw))
     _, idx = search.top_k(Q, K, 3, "dot", chunk_size=128)
-    assert np.asarray(idx).tolist() == [[0, 16, 32]] * 4
+    assert np.asarray(idx).tolist() == [[0, 128, 256]] * 16
+    assert methods == ["two_stage", "two_stage_full"]
 
 
 def _assert_topk_matches(scores, idx, ref, k):
