@@ -46,16 +46,13 @@ Xeon, ``python -m experiments.bench_search --sizes 1000000``, each method in its
   (min 2.57) and jaxemb's 1.91 s (min 1.79): 1.35x, with the fp32 scan at 5.23 s and numpy's
   sgemm alone at 2.22 s; one query 78 vs 92 ms. Those are the figures to compare (all the
   figures above are of the version before the next point).
-* Since then (2026-12-07, search16) pass 1 does little besides the bf16 matmul: the keys'
-  error-bound stats are computed once per index (:attr:`Index.pass1_stats`; about 1 s more
-  build time at 1M x 300, load 4), not in every chunk of every query block, and XLA's serial
-  top_k runs every 8 chunks on the 2 best groups of each block of 8 (see
-  :mod:`jaxemb.search_two_stage`). Each version in its own process, alternating, 1M keys,
-  load 4.1-4.7: median 4.43 and 5.10 s before, 2.89 and 2.77 s after (200k keys: 1.26 and
-  1.37 s before, 0.97 and 0.94 s after). ``bench_search --sizes 1000000 --repeats 5``, load
-  4.4-5.3 (busy, which flatters jaxemb): jaxemb median 2.81 s (min 2.54), FAISS 8.94 s (min
-  8.35), the fp32 scan 10.35 s; one query 219 vs 263 ms; again at load 2.8-5.2: 2.55 s (min
-  2.44) vs 8.99 s, one query 196 vs 262 ms (``docs/search16/exact_1m_loaded*.json``).
+* Since then (2026-12-07) the keys' error-bound stats are computed once per index
+  (:attr:`Index.pass1_stats`, +1.3 s build at 1M, load 4) and XLA's serial top_k runs every 8
+  chunks on 2 groups of 8 (:mod:`jaxemb.search_two_stage`). Own processes, alternating, load
+  3.8-4.4: 1M keys median 3.79 and 4.15 s before, 2.75 and 2.63 s after; the same in sorted
+  2000-row clusters 6.35 vs 4.09 s. ``bench_search --sizes 1000000 --repeats 5``
+  (``docs/search16/exact_1m_run3.json``, load 3-4, to be repeated quietly): jaxemb median
+  2.54 s (min 2.31), FAISS 3.15 s (in a quieter spell); one query (the scan) 190 vs 111 ms.
 """
 
 from __future__ import annotations
@@ -133,10 +130,8 @@ class Index:
 
     @functools.cached_property
     def pass1_stats(self) -> tuple:
-        """The keys' :func:`jaxemb.search_two_stage.key_stats` (2 + 2f floats) for the
-        two-stage method's error bound: they depend on the keys only, so they are computed
-        once (one pass over the keys; :func:`index` starts it for databases that take the
-        two-stage method by default) and shared by every query block and call."""
+        """The keys' :func:`jaxemb.search_two_stage.key_stats` (2 + 2f floats), computed once
+        (:func:`index` starts it where the two-stage method is the default) for every search."""
         return _key_stats(self.keys)
 
     def _checked_queries(self, queries, k, query_block) -> tuple[Array, bool]:
@@ -214,9 +209,8 @@ class Index:
                 # whose nearest rows sit together in the database), drop the prefilter.
                 method = ("two_stage_full" if method == "two_stage"
                           and (ok | retry)[rows].mean() >= 0.5 else "scan")
-        # Queries whose two-stage candidate set could not be proved complete: where only the
-        # prefilter may have dropped one of their groups, the two-stage method without it; the
-        # rest (many near-ties) the fp32 scan, exact; in the same block shapes.
+        # Unproved queries: where only the prefilter may have lost a group, the two-stage
+        # method without it; the rest (many near-ties) the exact fp32 scan.
         fill(np.flatnonzero(~ok & retry), "two_stage_full")
         fill(np.flatnonzero(~ok), "scan")
         _raise_for_flags(flags, self.score.name, single)
