@@ -44,7 +44,15 @@ Xeon, ``python -m experiments.bench_search --sizes 1000000``, each method in its
 * Load slows FAISS far more than jaxemb, so the ratios above flatter jaxemb. On a quiet
   machine (load 1.1-1.7, ``docs/search15/exact_1m_quiet.json``) FAISS's median was 2.58 s
   (min 2.57) and jaxemb's 1.91 s (min 1.79): 1.35x, with the fp32 scan at 5.23 s and numpy's
-  sgemm alone at 2.22 s; one query 78 vs 92 ms. Those are the figures to compare.
+  sgemm alone at 2.22 s; one query 78 vs 92 ms. Those are the figures to compare (all the
+  figures above are of the version before the next point).
+* Since then (2026-12-07) the keys' error-bound stats are computed once per index
+  (:attr:`Index.pass1_stats`, +1.3 s build at 1M, load 4) and XLA's serial top_k runs every 8
+  chunks on 2 groups of 8 (:mod:`jaxemb.search_two_stage`). Own processes, alternating, load
+  3.8-4.4: 1M keys median 3.79 and 4.15 s before, 2.75 and 2.63 s after; the same in sorted
+  2000-row clusters 6.35 vs 4.09 s. ``bench_search --sizes 1000000 --repeats 5``
+  (``docs/search16/exact_1m_run3.json``, load 3-4, to be repeated quietly): jaxemb median
+  2.54 s (min 2.31), FAISS 3.15 s (in a quieter spell); one query (the scan) 190 vs 111 ms.
 """
 
 from __future__ import annotations
@@ -58,7 +66,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxemb.scoring import Score, get_score, promote
-from jaxemb.search_two_stage import dot_t, two_stage_top_k
+from jaxemb.search_two_stage import dot_t, key_stats, two_stage_top_k
 from jaxemb.wordvectors import WordVectors
 
 Array = jax.Array
@@ -120,6 +128,12 @@ class Index:
     def __len__(self) -> int:
         return self.keys.shape[0]
 
+    @functools.cached_property
+    def pass1_stats(self) -> tuple:
+        """The keys' :func:`jaxemb.search_two_stage.key_stats` (2 + 2f floats), computed once
+        (:func:`index` starts it where the two-stage method is the default) for every search."""
+        return _key_stats(self.keys)
+
     def _checked_queries(self, queries, k, query_block) -> tuple[Array, bool]:
         """(queries as [n, d], whether one query [d] was given); every argument checked."""
         Q = _as_float_array("queries", queries)
@@ -172,30 +186,33 @@ class Index:
         # arrays of the query count compiles nothing.
         scores = np.empty((n, int(k)), np.float32)
         indices = np.empty((n, int(k)), np.int32)
-        ok = np.empty(n, bool)
+        ok, retry = np.empty(n, bool), np.empty(n, bool)
         flags = np.empty(n, np.int8)
+
+        def fill(rows: np.ndarray, method: str) -> None:  # search ``rows`` of Q, block by block
+            for i in range(0, rows.size, int(query_block)):
+                r = rows[i:i + int(query_block)]
+                # padding rows do not count
+                out = (np.asarray(a)[:r.size] for a in run(padded(r), method))
+                scores[r], indices[r], ok[r], flags[r], retry[r] = out
+
         if two_stage is None:
             two_stage = len(self) >= TWO_STAGE_MIN_KEYS
         method = "two_stage" if two_stage else "scan"
         for i in range(0, n, int(query_block)):
             rows = np.arange(i, min(i + int(query_block), n))
-            s, ix, good, bad = run(padded(rows), method)
-            scores[rows], indices[rows] = np.asarray(s)[:rows.size], np.asarray(ix)[:rows.size]
-            ok[rows] = np.asarray(good)[:rows.size]  # padding rows do not count
-            flags[rows] = np.asarray(bad)[:rows.size]
+            fill(rows, method)
             if ok[rows].mean() < 0.5:
                 # Pass 1 cannot prune for these data (its bf16 error bound is wider than the
                 # gaps between scores, e.g. neg_sq_euclidean on raw high-dimensional vectors):
-                # scan directly from now on.
-                method = "scan"
-        # Queries whose two-stage candidate set could not be proved complete (many near-ties):
-        # recompute them exactly with the fp32 scan, in the same block shapes.
-        redo = np.flatnonzero(~ok)
-        for i in range(0, redo.size, int(query_block)):
-            rows = redo[i:i + int(query_block)]
-            s, ix, _, bad = run(padded(rows), "scan")
-            scores[rows], indices[rows] = np.asarray(s)[:rows.size], np.asarray(ix)[:rows.size]
-            flags[rows] = np.asarray(bad)[:rows.size]
+                # scan directly from now on. Where only pass 1's prefilter lost groups (data
+                # whose nearest rows sit together in the database), drop the prefilter.
+                method = ("two_stage_full" if method == "two_stage"
+                          and (ok | retry)[rows].mean() >= 0.5 else "scan")
+        # Unproved queries: where only the prefilter may have lost a group, the two-stage
+        # method without it; the rest (many near-ties) the exact fp32 scan.
+        fill(np.flatnonzero(~ok & retry), "two_stage_full")
+        fill(np.flatnonzero(~ok), "scan")
         _raise_for_flags(flags, self.score.name, single)
         if single:
             scores, indices = scores[0], indices[0]
@@ -205,7 +222,8 @@ class Index:
     def _run_block(self, block: Array, method: str, *, k: int, approx: bool,
                    recall_target: float, chunk_size: int | None):
         """One padded block of queries [b, f] through :func:`_search_block`: (scores, indices,
-        ok, flags), each with b rows; the chunk of keys per step chosen from the block shape."""
+        ok, flags, retry), each with b rows; the chunk of keys per step chosen from the block
+        shape."""
         b, f, m = block.shape[0], self.keys.shape[1], len(self)
         chunk = chunk_size
         if b <= SCAN_ROWS and not approx:
@@ -220,9 +238,11 @@ class Index:
             # Bytes of the [b, chunk] score block; also cap the key rows per chunk (the
             # chunk's bfloat16 copy) by the same bytes, for few queries. A function of the
             # block shape only, so it adds no compilations.
-            block_bytes = PASS1_BLOCK_BYTES if method == "two_stage" else DEFAULT_BLOCK_BYTES
+            block_bytes = (PASS1_BLOCK_BYTES if method.startswith("two_stage")
+                           else DEFAULT_BLOCK_BYTES)
             chunk = min(block_bytes // (4 * b), DEFAULT_BLOCK_BYTES // (2 * f))
-        return _search_block(block, self.keys, self.params, k=k,
+        stats = self.pass1_stats if method.startswith("two_stage") and not approx else None
+        return _search_block(block, self.keys, self.params, stats, k=k,
                              chunk=int(min(max(chunk, 1), m)), approx=approx,
                              recall_target=recall_target, score=self.score,
                              options=tuple(sorted(self.options.items())), method=method)
@@ -247,7 +267,10 @@ def index(database, score: str | Score = "cosine", *params, **options) -> Index:
         raise SearchError("the database is empty (0 rows)")
     _require_finite("database", D)
     keys = _map_keys(D, params, score=score, options=tuple(sorted(options.items())))
-    return Index(keys, score, tuple(params), dict(options), D.shape[1])
+    ix = Index(keys, score, tuple(params), dict(options), D.shape[1])
+    if len(ix) >= TWO_STAGE_MIN_KEYS:
+        _ = ix.pass1_stats  # dispatched now (asynchronously): part of building the index
+    return ix
 
 
 def top_k(queries, database, k: int, score: str | Score = "cosine", *params,
@@ -299,12 +322,18 @@ def _map_keys(D, params, *, score: Score, options):
     return score.map_keys(D, *params, **dict(options))
 
 
+_key_stats = jax.jit(key_stats)
+
+
 @functools.partial(jax.jit, static_argnames=("k", "chunk", "approx", "recall_target", "score",
                                              "options", "method"))
-def _search_block(Q, keys, params, *, k, chunk, approx, recall_target, score, options,
-                  method="two_stage"):
-    """Q [b, d] against keys [m, f]: (scores [b, k], indices [b, k], ok [b], flags [b]), best
-    first; ``flags`` (int8) say whose top-k would be arbitrary (``_FLAT``, ``_NONFINITE``).
+def _search_block(Q, keys, params, stats=None, *, k, chunk, approx, recall_target, score,
+                  options, method="two_stage"):
+    """Q [b, d] against keys [m, f]: (scores [b, k], indices [b, k], ok [b], flags [b], retry
+    [b]), best first; ``flags`` (int8) say whose top-k would be arbitrary (``_FLAT``,
+    ``_NONFINITE``); ``retry``: not ``ok`` only because pass 1's prefilter dropped a group that
+    might matter (``method="two_stage_full"``, the two-stage method without it, settles them).
+    ``stats``: the keys' :func:`jaxemb.search_two_stage.key_stats` (computed here if None).
 
     Scores are float32 dot products of the mapped query and key, computed in true fp32 on every
     backend; ties go to the lower index.
@@ -312,9 +341,10 @@ def _search_block(Q, keys, params, *, k, chunk, approx, recall_target, score, op
     ``method="scan"`` (and ``approx``) is :func:`_scan_top_k`: fp32 scores of ``chunk`` keys at a
     time, top-k per chunk merged into the running top-k (1k queries x 1M keys x 300 on a 2-core
     CPU: median 8.3 s, 12.4 s at load 6). ``method="two_stage"`` (the default) is
-    :func:`jaxemb.search_two_stage.two_stage_top_k`, exact too (same case: median 1.74 s, 5.0 s
-    at load 6; see the module docstring): a bfloat16 first pass keeps the candidate groups,
-    fp32 rescoring ranks them. Where not ``ok`` (many near-ties, e.g. duplicated rows, or a
+    :func:`jaxemb.search_two_stage.two_stage_top_k`, exact too (same case: median 2.8 s at
+    load 4-5, against 4.4-5.1 s before the key stats were hoisted and pass 1 prefiltered; see
+    the module docstring): a bfloat16 first pass keeps the candidate groups, fp32 rescoring
+    ranks them. Where not ``ok`` (many near-ties, e.g. duplicated rows, or a
     bound wider than the gaps between scores; or flags pass 1 cannot settle: scores possibly
     all equal or beyond float32's range) the caller recomputes those queries with
     ``method="scan"``, which computes the flags exactly. One code path for CPU, GPU and TPU.
@@ -327,9 +357,10 @@ def _search_block(Q, keys, params, *, k, chunk, approx, recall_target, score, op
         nonfinite = jnp.isnan(low) | ~jnp.isfinite(scores).all(axis=1)
         flat = (scores[:, 0] == low) & (keys.shape[0] > 1)
         flags = jnp.where(nonfinite, _NONFINITE, jnp.where(flat, _FLAT, _FINE)).astype(jnp.int8)
-        return scores, indices, jnp.ones((Q.shape[0],), bool), flags
-    scores, indices, ok = two_stage_top_k(Qf, keys, k=k, chunk=chunk)
-    return scores, indices, ok, jnp.zeros((Q.shape[0],), jnp.int8)
+        return scores, indices, jnp.ones((Q.shape[0],), bool), flags, jnp.zeros_like(flat)
+    scores, indices, ok, retry = two_stage_top_k(Qf, keys, k=k, chunk=chunk, stats=stats,
+                                                 prefilter=method == "two_stage")
+    return scores, indices, ok, jnp.zeros((Q.shape[0],), jnp.int8), retry
 
 
 def _scan_top_k(Qf, keys, *, k, chunk, approx, recall_target):
