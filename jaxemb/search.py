@@ -51,8 +51,12 @@ Xeon, ``python -m experiments.bench_search --sizes 1000000``, each method in its
   chunks on 2 groups of 8 (:mod:`jaxemb.search_two_stage`). Own processes, alternating, load
   3.8-4.4: 1M keys median 3.79 and 4.15 s before, 2.75 and 2.63 s after; the same in sorted
   2000-row clusters 6.35 vs 4.09 s. ``bench_search --sizes 1000000 --repeats 5``
-  (``docs/search16/exact_1m_run3.json``, load 3-4, to be repeated quietly): jaxemb median
-  2.54 s (min 2.31), FAISS 3.15 s (in a quieter spell); one query (the scan) 190 vs 111 ms.
+  (``docs/search16/exact_1m_run3.json``, load 3-4): jaxemb median 2.54 s (min 2.31), FAISS
+  3.15 s (in a quieter spell); one query (the scan) 190 vs 111 ms. Twice more back to back
+  with nothing else running (load 1.3-1.8, ``docs/search16/exact_1m_quiet*.json``): jaxemb
+  2.00 and 3.34 s, FAISS 3.58 and 4.16 s (1.79x and 1.24x), one query 103 vs 127 and 184 vs
+  158 ms; numpy's sgemm 257 and 247 GFLOP/s, against 302 in the quiet search15 run: the two
+  vCPUs' speed varied more between runs than the methods differ.
 """
 
 from __future__ import annotations

@@ -368,8 +368,10 @@ def render(results, cfg, run: Run) -> None:
         f"{cfg.seq_len}); AdamW (β = 0.9, 0.95, ε = 1e-8, weight decay {p.weight_decay:g} on "
         f"matrices), gradient clipping at {p.clip:g}, linear warmup over {p.warmup:.0%} of "
         f"{p.steps} steps to the peak lr {cfg.lr:g}, then cosine decay to 0.1 × peak; batch "
-        f"{cfg.batch} sharded over {results.devices} device(s) (MQAR: its own widths, steps, "
-        f"batch and lr, stated with its table); {len(results.seeds)} seeds (init and data keys) "
+        f"{cfg.batch} sharded over {results.devices} device(s)"
+        + (" (MQAR: its own widths, steps, batch and lr, stated with its table)"
+           if results.mqar is not None else "") +
+        f"; {len(results.seeds)} seeds (init and data keys) "
         f"trained together with jax.vmap; fresh training data at every step, held-out data from "
         f"a separate key. Scores: {', '.join(cfg.scores)} (jaxemb.attention). Parts: "
         f"{', '.join(cfg.parts)}. {results.seconds:.0f} s on this machine"
