@@ -9,23 +9,22 @@ multi-query associative recall (Arora et al. 2023), and a character LM on the Wi
 plus a learning-rate sweep, the growth of attention logits (Wortsman et al. 2023) and the
 attention maps themselves.
 
-    python -m experiments.run attention                 # ~4 min on a 2-core CPU
+    python -m experiments.run attention                 # ~3 min on a 2-core CPU
     python -m experiments.run attention --quick         # smoke-test size, ~25 s
-    python -m experiments.run attention --large         # MQAR widths 32 64 128, 600 steps:
-                                                        # meant for an accelerator (~40 min here)
+    python -m experiments.run attention --large         # adds MQAR, widths 32 64 128, 600
+                                                        # steps: meant for an accelerator
 
-Measured on the 2-vCPU dev box (jax 0.10.2, default config, 2026-12-07: 404 CPU-s, 406 s of
-wall time while another job held one of the two cores, 253 s in an earlier run of the same
-sizes; the previous default, MQAR at widths 32 and 64 over 600 steps, took 666 CPU-s):
-every score solves the negation task, raw similarity included (its attention mass on the
-negator is 0.66 against 0.95 for scaled dot); on successor lookup
-every score with separate query/key projections reaches 1.000 and raw similarity 0.147 (chance
-0.127); the tied W_Q = W_K control does not solve it at 1 layer (0.207) nor at 2 (0.174), while
-scaled dot does at both (1.000); on MQAR at width 64 raw similarity leaves the 1/2 plateau
-within 300 steps in 3 of 3 seeds — its lookup is by identity — and every projected score in 0
-of 3. With ``--parts mqar --widths 32 64 128 --mqar-steps 600`` (2479 s, shared CPUs) scaled
-dot, cosine, both bilinears and QK-LayerNorm solve it at width 128 (3/3 seeds), −‖q−k‖² does
-not (1/3).
+Measured in the main job on the 2-vCPU dev box (jax 0.10.2, default config, 5 seeds,
+2026-12-07, quiet, empty compilation cache: 189 s, 343 CPU-s; the previous default, 3 seeds
+with MQAR at width 64, took 213-241 s, half of its CPU time in MQAR): every score solves the
+negation task, raw similarity included (its attention mass on the negator is below scaled
+dot's); on successor lookup every score with separate query/key projections reaches 1.000 and
+raw similarity 0.148 (chance 0.127); the tied W_Q = W_K control does not solve it at 1 layer
+(0.201) nor at 2 (0.180), while scaled dot does at both (1.000). MQAR (3 seeds, earlier run):
+at width 64 raw similarity leaves the 1/2 plateau within 300 steps in 3 of 3 seeds — its
+lookup is by identity — and every projected score in 0 of 3; with ``--parts mqar --widths 32
+64 128 --mqar-steps 600`` (2479 s, shared CPUs) scaled dot, cosine, both bilinears and
+QK-LayerNorm solve it at width 128 (3/3 seeds), −‖q−k‖² does not (1/3).
 
 Split in four: this module (the config, the results, the question's entry points),
 :mod:`experiments.study.q4_measure` (training; several seeds and learning rates are members of
