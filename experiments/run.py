@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     config = config.resolved() if hasattr(config, "resolved") else config
     # Before the big arrays exist: XLA's step buffers reused, not page-faulted in again each
     # step (Q4's vmapped steps spent a sixth of their CPU time in the kernel without it).
-    timing.keep_freed_memory()
+    timing.keep_training_buffers()
     try:  # every mistake in the command or its inputs: one line, exit 2, no run directory
         rank = _start_distributed(config)
         resume = getattr(config, "resume", None)

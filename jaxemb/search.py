@@ -52,11 +52,11 @@ Xeon, ``python -m experiments.bench_search --sizes 1000000``, each method in its
   3.8-4.4: 1M keys median 3.79 and 4.15 s before, 2.75 and 2.63 s after; the same in sorted
   2000-row clusters 6.35 vs 4.09 s. ``bench_search --sizes 1000000 --repeats 5``
   (``docs/search16/exact_1m_run3.json``, load 3-4): jaxemb median 2.54 s (min 2.31), FAISS
-  3.15 s (in a quieter spell); one query (the scan) 190 vs 111 ms. Twice more back to back
-  with nothing else running (load 1.3-1.8, ``docs/search16/exact_1m_quiet*.json``): jaxemb
-  2.00 and 3.34 s, FAISS 3.58 and 4.16 s (1.79x and 1.24x), one query 103 vs 127 and 184 vs
-  158 ms; numpy's sgemm 257 and 247 GFLOP/s, against 302 in the quiet search15 run: the two
-  vCPUs' speed varied more between runs than the methods differ.
+  3.15 s (in a quieter spell); one query (the scan) 190 vs 111 ms. Quiet (load 1.3-1.8,
+  ``docs/search16/exact_1m_quiet4.json``, every process on the benchmarks' allocator setting):
+  jaxemb 3.12 s, FAISS 3.24 s, in a run whose XLA bf16 dot ran at a median 136 GFLOP/s (650-
+  1,000 in other runs that evening; jaxemb's median over four runs: 1.75-3.34 s, numpy's
+  5.7-6.0 s). Not settled on these two vCPUs.
 """
 
 from __future__ import annotations

@@ -72,41 +72,53 @@ def summary(times: list[float], **per_second: float) -> dict:
 
 
 # glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-_allocator = "default allocator settings"  # what keep_freed_memory last set, in words
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -2, -3, -4
+_allocator = "default allocator settings"  # what was last set (_mallopt), in words
 
 
 def keep_freed_memory() -> str:
-    """Make glibc's malloc keep freed memory in the process, for reuse, instead of giving it back.
+    """Make glibc's malloc keep freed memory in the process, for reuse, instead of unmapping it.
 
-    Big temporaries (numpy's [1000, 16384] argpartition output is 128 MiB per block; XLA's
-    buffers of a vmapped train step) are otherwise mmap'd and unmapped on every call, or the
-    heap that held them is trimmed, and a page given back costs a page fault to touch again: on
-    a VM whose freed memory goes back to the host, ~2 s/GiB. In a benchmark that would time the
-    allocator, not the method; it applies to every method alike (numpy, FAISS and XLA all
-    allocate through malloc). Settings: blocks up to 256 MiB come from the heap (glibc's own
-    threshold adapts only up to 32 MiB), heaps are never trimmed, and they grow 64 MiB at a
-    time (also the per-thread arenas XLA's threads allocate from). Q4's transformer step with
-    10 vmapped members took 2.8M page faults per 250 steps with glibc's defaults and 1-35k
-    with these (2-core Xeon, 2026-12-07). Call it before the big arrays exist; returns what
+    Big temporaries (numpy's [1000, 16384] argpartition output is 128 MiB per block) are
+    otherwise mmap'd and unmapped on every call, and a page given back costs a page fault to
+    touch again: on a VM whose freed memory goes back to the host, ~2 s/GiB. That would time the
+    allocator, not the method. Applies to every method alike (numpy, FAISS and XLA all allocate
+    through malloc): the benchmarks' setting. Call it before the big arrays exist; returns what
     was set, in words.
     """
-    settings = ((_M_MMAP_THRESHOLD, 256 << 20), (_M_TRIM_THRESHOLD, 2**31 - 1),
-                (_M_TOP_PAD, 64 << 20))
+    return _mallopt(((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1)),
+                    "glibc malloc: no mmap, no trimming (freed memory is reused, not given back)")
+
+
+def keep_training_buffers() -> str:
+    """The main job's allocator setting: blocks up to 256 MiB from the heap, heaps never trimmed
+    and grown 64 MiB at a time (also the per-thread arenas XLA's threads allocate from), so a
+    train step's buffers are reused instead of page-faulted in again every step. Q4's
+    transformer step with 10 vmapped members took 2.8M page faults per 250 steps with glibc's
+    defaults, 1.3M with :func:`keep_freed_memory`'s setting and 1-35k with this one (2-core
+    Xeon, 2026-12-07). Not for the search benchmarks: there FAISS measured 3.91 s with this
+    setting against 3.20 s with keep_freed_memory's (1M x 300, 1000 queries, median of 3, one
+    pair of runs). Returns what was set, in words."""
+    return _mallopt(((_M_MMAP_THRESHOLD, 256 << 20), (_M_TRIM_THRESHOLD, 2**31 - 1),
+                     (_M_TOP_PAD, 64 << 20)),
+                    "glibc malloc: blocks up to 256 MiB from the heap, never trimmed, 64 MiB top "
+                    "pad (freed memory is reused, not given back)")
+
+
+def _mallopt(settings, words: str) -> str:
     global _allocator
     try:
         libc = ctypes.CDLL("libc.so.6")
         ok = all(libc.mallopt(param, value) == 1 for param, value in settings)
     except (OSError, AttributeError):
         ok = False
-    _allocator = ("glibc malloc: blocks up to 256 MiB from the heap, never trimmed (freed "
-                  "memory is reused, not given back)" if ok
-                  else "default allocator settings (glibc mallopt unavailable)")
+    _allocator = words if ok else "default allocator settings (glibc mallopt unavailable)"
     return _allocator
 
 
 def allocator() -> str:
-    """The allocator settings of this process, in words (what :func:`keep_freed_memory` set)."""
+    """The allocator settings of this process, in words (what :func:`keep_freed_memory` or
+    :func:`keep_training_buffers` set)."""
     return _allocator
 
 
