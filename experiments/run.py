@@ -75,7 +75,7 @@ class Resumable:
 class Study(StudyConfig, Resumable, Output):
     """The main job (default): one report answering the seven seed questions Q1–Q7 with tables
     and plots — SGNS dot vs cosine vs bilinear, attention scores, user–item models, search
-    speed, in vs out vectors. ~10-12 min on a 2-core CPU; --quick for a smoke test. Saves
+    speed, in vs out vectors. ~9-10 min on a 2-core CPU; --quick for a smoke test. Saves
     results.json and the report after each question, so `render` can write the report again
     without training and --resume RUN_DIR continues an interrupted or failed run."""
 

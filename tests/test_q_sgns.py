@@ -289,6 +289,7 @@ def test_defaults_validate_and_quick_is_small():
     q = SGNSStudyConfig(quick=True).resolved()
     q.validate()
     assert q.max_docs == 20 and q.epochs < SGNSStudyConfig().epochs and len(q.seeds) >= 3
+    assert len(SGNSStudyConfig().seeds) >= 5 and q.seeds == SGNSStudyConfig().seeds[:3]
     assert q.resolved() == q  # resolving twice changes nothing
     assert SGNSStudyConfig(corpus="text8").resolved().corpus == "text8"
     assert tyro.cli(SGNSStudyConfig, args=["--corpus", "text8"]).corpus == "text8"
@@ -311,7 +312,7 @@ def tiny_measured(tmp_path_factory):
     path.write_text("\n".join(" ".join(rng.choice(words, size=80, p=p / p.sum()))
                               for _ in range(40)))
     config = SGNSStudyConfig(corpus=str(path), min_count=1, dim=8, epochs=1, sample=0.0,
-                             variants=("dot",), planted_docs=0, hub_queries=20,
+                             seeds=(0, 1, 2), variants=("dot",), planted_docs=0, hub_queries=20,
                              pair_min_count=2.0, pair_top_words=30, pmi_draws=1,
                              sweep_dims=(2, 4), composition_pairs=("king:woman:queen",))
     shared, labels = {}, []

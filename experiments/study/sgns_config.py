@@ -48,13 +48,13 @@ class SGNSStudyConfig:
     0.042 at 10 epochs)."""
     lr: float = 0.025
     """Sparse-SGD learning rate, decayed linearly to 1e-4 (word2vec's schedule)."""
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     """Seeds trained together (vmapped), the same for every variant (paired comparisons); at
-    least 3 for the 95% intervals. 3 by default to keep the main job within 10 minutes on 2
-    cores: training cost grows with seeds × epochs (measured 2026-12-07, quiet, empty
-    compilation cache: the eight variants took 273 s at 5 seeds against 122 s at 3, and the
-    per-seed evaluations of Q1–Q3 grew alike); 5 seeds at 5 epochs undertrain (see --epochs).
-    Pass ``--sgns.seeds 0 1 2 3 4`` where time allows."""
+    least 3 for the 95% intervals. Training cost grows with seeds × epochs: on the 2-vCPU AMD
+    EPYC dev box (2026-12-07, quiet, empty compilation cache) the eight variants took 178 s at 5
+    seeds and the whole main job 535 s; on the earlier Intel Xeon box in its slower state the
+    eight took 273 s at 5 seeds against 153 s at 3. ``--sgns.seeds 0 1 2`` where time is short
+    (--quick keeps the first 3); 5 seeds at 5 epochs undertrain (see --epochs)."""
     variants: tuple[str, ...] = VARIANTS
     """Scores SGNS is trained with (Q3): dot, cosine_t<T> (t = T fixed, any T > 0: the
     default sweep t = 1, 3, 10, 30 is cosine_t1, cosine_t3, cosine_fixed, cosine_t30),
@@ -112,12 +112,13 @@ class SGNSStudyConfig:
     word outside the vocabulary are listed as skipped. The defaults were fixed before any
     result was seen, checked only to be in the wiki sample's vocabulary."""
     quick: bool = False
-    """Smoke-test size: 20 documents, dim 32, 2 epochs, small planted corpus; Q7 without
-    PPMI-SVD and the initialisation ablation."""
+    """Smoke-test size: 20 documents, dim 32, 2 epochs, the first 3 seeds, small planted corpus;
+    Q7 without PPMI-SVD and the initialisation ablation."""
 
     def resolved(self) -> SGNSStudyConfig:
         if self.quick:
             return dataclasses.replace(self, max_docs=20, dim=32, epochs=2, hub_queries=300,
+                                       seeds=tuple(self.seeds)[:3],
                                        planted_docs=min(self.planted_docs, 20), planted_words=50,
                                        pair_min_count=min(self.pair_min_count, 5.0),
                                        example_min_count=min(self.example_min_count, 2.0),
