@@ -10,53 +10,36 @@ dot or cosine, say) or not all finite (overflow) raises a :class:`QueryError` na
 check costs one min-reduction per score block; the flags come back with the results each block
 already returns, and the error is raised once, after the search.
 
-Where exact search's speed comes from (1000 queries, 1M x 300, top-10 cosine, the 2-core AMX
-Xeon, ``python -m experiments.bench_search --sizes 1000000``, each method in its own process,
-2026-12-07, other jobs on the machine: load 4-7; JSON in ``docs/search15/exact_1m_*.json``):
+Where exact search's speed comes from (1000 queries, 1M x 300, top-10 cosine,
+``python -m experiments.bench_search --sizes 1000000``, each method in its own process; the
+figures, machines and JSON files are in the README's "Exact search beside FAISS"):
 
 * Scoring every key costs 2 x 1000 x 300 x 1M = 0.6 TFLOP. In fp32 that is bounded by the
-  machine's fp32 rate: numpy's 4096^3 sgemm measured 305 GFLOP/s (JAX's 256) in the quieter
-  run, 71 (50) in the loaded one (the two cores' AVX-512 FMA peak is about 380), so at least
-  2.0 s. FAISS ``IndexFlatIP`` (best OpenBLAS kernel probed) took min 3.7 s, median 12.4 s
-  (0.53 and 0.16 of the measured fp32 roofline; its runs met rising load) and, in the loaded
-  run, median 22.7 s in its own process (OpenMP threads spinning on an oversubscribed
-  machine) against 8.0 s under ``OMP_WAIT_POLICY=PASSIVE`` in one process.
+  machine's fp32 rate: numpy's 4096^3 sgemm measured 212-219 GFLOP/s on the 2-vCPU AMD EPYC
+  (2.7-2.8 s for the scan) and about 300 on the 2-vCPU AMX Xeon (2.0 s). FAISS
+  ``IndexFlatIP`` on its best OpenBLAS kernel runs near that bound (3.4-3.6 s on the EPYC).
 * jaxemb's two-stage method (:func:`jaxemb.search_two_stage.two_stage_top_k`) scores in bf16
   with fp32 accumulation. jax 0.10's XLA runs CPU dots through YNNPACK, which uses the CPU's
-  bf16 instructions: a [1000, 300] x [300, 8192] block runs at 4.4x the fp32 rate (1,226 vs
-  281 GFLOP/s, best of 10); int8 x int8 -> int32 is 1.2-1.3x bf16 on the bare dot (1,495)
-  but not inside the scan (each chunk's keys converted, int32 scores converted back: 400 vs
-  550 GFLOP/s with the group max, best of 5, load 6), so pass 1 stays bf16. It keeps one max
-  per 16 keys (no top-k over every score) in 2k-key chunks whose score block stays near the
-  cores, and rescores only the kept groups in fp32. Median 1.74 s (min 1.72 s) in the quieter
-  run: 345 "fp32-equivalent" GFLOP/s, 1.13x numpy's measured fp32 roofline, 4.8x the plain
-  fp32 scan (8.3 s), 2.2x FAISS's best run and 7.1x its median; 5.0 s (4.5x FAISS's median,
-  1.6x FAISS under PASSIVE) in the loaded run; 3.31 s against FAISS's 7.01 s (2.1x, FAISS
-  run first and on its probed PASSIVE wait policy, load 4-5) in a third. Results equal
-  numpy's (ties allowed).
+  bf16 instructions: a [1000, 300] x [300, 8192] block runs at 2x the fp32 rate on the EPYC
+  (AVX512_BF16: 406 vs 204 GFLOP/s) and up to 4.4x on the Xeon (AMX: 1,226 vs 281). int8
+  x int8 -> int32 is no faster inside the scan (each chunk's keys converted, int32 scores
+  converted back), so pass 1 stays bf16. It keeps one max per 16 keys (no top-k over every
+  score) in 2k-key chunks whose score block stays near the cores, with the keys' error-bound
+  statistics computed once per index (:attr:`Index.pass1_stats`, +1.3 s build at 1M) and
+  XLA's serial top_k run every 8 chunks on the 2 best groups of each block of 8; it then
+  rescores only the groups the bound cannot rule out, in fp32. Quiet, on the EPYC: median
+  1.98 and 2.10 s in two runs, 1.80x and 1.62x FAISS, 2.8x the plain fp32 scan, faster than
+  the sgemm alone. On the Xeon the fair quiet runs gave 1.04x and (previous version) 1.35x,
+  the speed of its XLA processes varying from run to run. Results equal numpy's (ties
+  allowed).
 * Without bf16 instructions (``--xla-flags='--xla_cpu_max_isa=AVX2
   --xla_cpu_experimental_ynn_fusion_type='``: YNNPACK off, the bf16 dot converted to fp32;
-  loaded run) the two-stage method still took median 7.7 s against the fp32 scan's 16.0 s:
-  there its gain is the selection (a group max instead of a top-k over every score), not
-  the matmul.
-* A single query takes the one-pass fp32 scan (memory-bound): median 78 ms against FAISS's
-  224 ms at 1M rows (213 vs 272 ms in the loaded run, 145 vs 202 ms in the third).
-* Load slows FAISS far more than jaxemb, so the ratios above flatter jaxemb. On a quiet
-  machine (load 1.1-1.7, ``docs/search15/exact_1m_quiet.json``) FAISS's median was 2.58 s
-  (min 2.57) and jaxemb's 1.91 s (min 1.79): 1.35x, with the fp32 scan at 5.23 s and numpy's
-  sgemm alone at 2.22 s; one query 78 vs 92 ms. Those are the figures to compare (all the
-  figures above are of the version before the next point).
-* Since then (2026-12-07) the keys' error-bound stats are computed once per index
-  (:attr:`Index.pass1_stats`, +1.3 s build at 1M, load 4) and XLA's serial top_k runs every 8
-  chunks on 2 groups of 8 (:mod:`jaxemb.search_two_stage`). Own processes, alternating, load
-  3.8-4.4: 1M keys median 3.79 and 4.15 s before, 2.75 and 2.63 s after; the same in sorted
-  2000-row clusters 6.35 vs 4.09 s. ``bench_search --sizes 1000000 --repeats 5``
-  (``docs/search16/exact_1m_run3.json``, load 3-4): jaxemb median 2.54 s (min 2.31), FAISS
-  3.15 s (in a quieter spell); one query (the scan) 190 vs 111 ms. Quiet (load 1.3-1.8,
-  ``docs/search16/exact_1m_quiet4.json``, every process on the benchmarks' allocator setting):
-  jaxemb 3.12 s, FAISS 3.24 s, in a run whose XLA bf16 dot ran at a median 136 GFLOP/s (650-
-  1,000 in other runs that evening; jaxemb's median over four runs: 1.75-3.34 s, numpy's
-  5.7-6.0 s). Not settled on these two vCPUs.
+  quiet, on the EPYC) the two-stage method still took median 3.72 s against the fp32 scan's
+  5.77 s (7.7 against 16.0 s in a loaded run on the Xeon): there its gain is the selection (a
+  group max instead of a top-k over every score), not the matmul. (Single queries there took
+  1.1-1.2 s: without YNNPACK XLA's matrix-vector product is slow.)
+* A single query takes the one-pass fp32 scan (memory-bound): median 88-91 ms against FAISS's
+  99-115 ms on the EPYC; 230 against 123 ms in the Xeon's fair run.
 """
 
 from __future__ import annotations
