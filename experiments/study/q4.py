@@ -14,8 +14,9 @@ attention maps themselves.
     python -m experiments.run attention --large         # adds MQAR, widths 32 64 128, 600
                                                         # steps: meant for an accelerator
 
-Measured in the main job on the 2-vCPU dev box (jax 0.10.2, default config, 5 seeds,
-2026-12-07, quiet, empty compilation cache: 189 s, 343 CPU-s; the previous default, 3 seeds
+Measured in the main job (jax 0.10.2, default config, 5 seeds, 2026-12-07, quiet, empty
+compilation cache): 122 s on the 2-vCPU AMD EPYC (``docs/main_job/report.md``, the figures
+below), 189 s and 343 CPU-s on the 2-vCPU Intel Xeon; there the previous default, 3 seeds
 with MQAR at width 64, took 213-241 s, half of its CPU time in MQAR): every score solves the
 negation task, raw similarity included (its attention mass on the negator is below scaled
 dot's); on successor lookup every score with separate query/key projections reaches 1.000 and
