@@ -326,11 +326,12 @@ def _search_block(Q, keys, params, stats=None, *, k, chunk, approx, recall_targe
     backend; ties go to the lower index.
 
     ``method="scan"`` (and ``approx``) is :func:`_scan_top_k`: fp32 scores of ``chunk`` keys at a
-    time, top-k per chunk merged into the running top-k (1k queries x 1M keys x 300 on a 2-core
-    CPU: median 8.3 s, 12.4 s at load 6). ``method="two_stage"`` (the default) is
-    :func:`jaxemb.search_two_stage.two_stage_top_k`, exact too (same case: median 2.8 s at
-    load 4-5, against 4.4-5.1 s before the key stats were hoisted and pass 1 prefiltered; see
-    the module docstring): a bfloat16 first pass keeps the candidate groups, fp32 rescoring
+    time, top-k per chunk merged into the running top-k (1k queries x 1M keys x 300: median
+    5.6-5.7 s quiet on the 2-vCPU AMD EPYC; 8.3 s, 12.4 s at load 6, on the 2-vCPU Xeon).
+    ``method="two_stage"`` (the default) is :func:`jaxemb.search_two_stage.two_stage_top_k`,
+    exact too (same case: median 2.0-2.1 s quiet on the EPYC; 2.8 s at load 4-5 on the Xeon,
+    against 4.4-5.1 s before the key stats were hoisted and pass 1 prefiltered; see the module
+    docstring): a bfloat16 first pass keeps the candidate groups, fp32 rescoring
     ranks them. Where not ``ok`` (many near-ties, e.g. duplicated rows, or a
     bound wider than the gaps between scores; or flags pass 1 cannot settle: scores possibly
     all equal or beyond float32's range) the caller recomputes those queries with
