@@ -9,8 +9,8 @@ Data on device, sampling inside jit from (key, step), fixed shapes:
   updates, close to word2vec's Hogwild, instead of one huge summed one.
 - Windows: per centre a reduced window b ~ U{1..window}; pairs never cross documents.
 - The row update (:mod:`jaxemb.sgns_update`, which derives it): a row touched by m terms in a
-  block moves by −lr·φ(lr·H)·G (G its summed gradient, H its block curvature along G,
-  φ(x) = (1 − e^{−x})/x): word2vec's summed step where lr·H is small, at most a Newton step
+  block moves by −lr·min(1, 1/(lr·H))·G (G its summed gradient, H its block curvature along
+  G): word2vec's summed step where it stays within the Newton step along G, the Newton step
   where m sequential steps would saturate, so no setting needs its own constant.
   ``update="sequential"`` (default): input rows step first, then output rows against the moved
   inputs (a Gauss–Seidel sweep over the two tables). ``"implicit"``: both at once, each at
@@ -19,11 +19,11 @@ Data on device, sampling inside jit from (key, step), fixed shapes:
   space, not cosine's own curvature: cosine trains much worse under the bound). ``"sum"``:
   the plain summed step, for comparison.
 - Negatives: drawn from unigram^0.75 by inverse CDF and *shared* by a group of ``neg_group``
-  centres (:func:`pool_size` per group: negative × the mean pairs per centre, window + 1), so
+  centres (:func:`pool_size` per group: negative × the most pairs of a centre, 2·window), so
   negative scoring is a [group, d] × [d, pool] matmul rather than ~30 gathers per word (Ji et
   al. 2016, "Parallelizing Word2Vec in Shared and Distributed Memory", share negatives within a
   window for the same reason). Each centre's negative term is weighted by
-  negative·n_pairs/pool (≈ 1 at the default pool), so its expectation equals word2vec's
+  negative·n_pairs/pool (≤ 1 at the default pool), so its expectation equals word2vec's
   (negative draws per pair). ``neg_group=1`` gives each centre its own pool (Ji et al.'s
   sharing exactly), for comparison; per-pair negatives (word2vec's own) are not offered: they
   need [b, 2·window, negative] gathered rows per block, a different kernel, and the
@@ -176,9 +176,10 @@ def sequential_update(cfg: SGNSConfig, params: dict, ids: Array, neg_ids: Array,
                       pair_mask: Array, centre_mask: Array, lr: Array, mesh: Mesh | None = None):
     """``update="sequential"``: one block's SGD update, the two sides one after the other
     (:mod:`jaxemb.sgns_update`). The input rows (and the score's parameters) take their bounded
-    step −lr·φ(lr·H)·G; then the output rows' gradient and curvature are evaluated against the
-    *moved* input rows and they take theirs. Returns (params, loss, pair count); the loss is
-    the block's before the update. ids, neg_ids, pair_mask, centre_mask: :func:`_block_sample`.
+    step −lr·min(1, 1/(lr·H))·G; then the output rows' gradient and curvature are evaluated
+    against the *moved* input rows and they take theirs. Returns (params, loss, pair count);
+    the loss is the block's before the update. ids, neg_ids, pair_mask, centre_mask:
+    :func:`_block_sample`.
 
     The dot score without a bias on one device takes :func:`jaxemb.sgns_dot.
     sequential_dot_update` (the same update, cheaper); other scores and a mesh the general

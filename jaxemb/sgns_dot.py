@@ -138,7 +138,7 @@ def sequential_dot_update(tables, ids: Array, neg_ids: Array, pair_mask: Array, 
 
 def _output_scale(q: Array, logits, sigs, weights, seg: Array, u: Array, lr: Array, w: int,
                   T: int) -> Array:
-    """[b + 2w + b/g·pool] φ(lr·H) of each output position (contexts, then negatives): q
+    """[b + 2w + b/g·pool] ψ(lr·H) of each output position (contexts, then negatives): q
     [b, d] the moved centres' features, u the output positions' word gradients (``seg``:
     their :func:`word_segments`); logits, sigs, weights: (band [b, 2w], negatives
     [b/g, g, pool])."""

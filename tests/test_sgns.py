@@ -472,7 +472,7 @@ def test_export_vectors():
     (dict(temperature=0.0), "temperature must be > 0"),
     (dict(score="lowrank_bilinear"), "lowrank_bilinear is not an SGNS score"),
     (dict(update="mean"), "update must be one of implicit, sequential, sum, damped, got 'mean'"),
-    (dict(neg_pool=-1), "neg_pool must be >= 1, or 0 for negative × mean pairs"),
+    (dict(neg_pool=-1), "neg_pool must be >= 1, or 0 for negative × 2·window"),
 ])
 def test_config_validate_rejects_bad_settings(change, match):
     SGNSConfig().validate()
@@ -515,6 +515,10 @@ def test_sparse_update_bounds_each_word_by_its_summed_curvature():
         f = float(sgns_update.saturation(jnp.float32(x)))
         assert 0 < f <= 1 and x * f <= 1 + 1e-6
         np.testing.assert_allclose(f, -np.expm1(-x) / x, rtol=1e-5)
+        # update="sequential"'s fraction: the whole summed step up to the Newton step, then it
+        c = float(sgns_update.newton_clip(jnp.float32(x)))
+        np.testing.assert_allclose(c, min(1.0, 1.0 / x), rtol=1e-6)
+        assert f <= c and x * c <= 1 + 1e-6
 
 
 @pytest.mark.parametrize("w,b,g,pool", [(1, 8, 4, 3), (2, 16, 8, 5)])

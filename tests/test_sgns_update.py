@@ -82,9 +82,9 @@ def _sequential_reference(P_in, P_out, ids, neg_ids, pair, centre, w, negative, 
                           segment=True):
     """update="sequential" written out term by term in float64 numpy: every (input row, output
     row, weight, label) term of the block; per word, G = Σ_t w_t(σ(s_t) − y_t)·partner_t and
-    H₀ = Σ_t w_t σ'(s_t)(partner_t·Ĝ)²; a₀ = lr·φ(lr·H₀); H as H₀ with σ' at its mean over
-    s_t → s_t − a₀·(partner_t·G), the secant (σ(e) − σ(s))/(e − s); the row moves by
-    −lr·φ(lr·H)·G. Input side first, then the output side against the moved input rows."""
+    H₀ = Σ_t w_t σ'(s_t)(partner_t·Ĝ)²; a₀ = lr·ψ(lr·H₀), ψ(x) = min(1, 1/x); H as H₀ with σ'
+    at its mean over s_t → s_t − a₀·(partner_t·G), the secant (σ(e) − σ(s))/(e − s); the row
+    moves by −lr·ψ(lr·H)·G. Input side first, then the output side against the moved input rows."""
     V = P_in.shape[0]
     b = len(centre)
     offs = [*range(-w, 0), *range(1, w + 1)]
@@ -99,7 +99,7 @@ def _sequential_reference(P_in, P_out, ids, neg_ids, pair, centre, w, negative, 
     t_in, t_out, t_w, t_y = (np.array(x) for x in zip(*terms, strict=True))
     sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
     sp = lambda x: sig(x) * sig(-x)  # noqa: E731
-    phi = lambda x: np.where(x > 0, -np.expm1(-x) / np.maximum(x, 1e-30), 1.0)  # noqa: E731
+    psi = lambda x: 1.0 / np.maximum(x, 1.0)  # noqa: E731
 
     def side(rows, partners, table, other):
         x, y = table[rows], other[partners]  # the moving rows, their partners
@@ -109,12 +109,12 @@ def _sequential_reference(P_in, P_out, ids, neg_ids, pair, centre, w, negative, 
         v = np.sum(y * G[rows], 1)
         gg = np.maximum(np.sum(G * G, 1), 1e-300)
         H0 = np.bincount(rows, t_w * sp(s) * v * v, minlength=V) / gg
-        a0 = lr * phi(lr * H0)
+        a0 = lr * psi(lr * H0)
         e = s - a0[rows] * v
         de = np.where(np.abs(e - s) < 1e-12, 1.0, e - s)
         mean = np.where(np.abs(e - s) < 1e-12, sp(s), (sig(e) - sig(s)) / de)
         H = np.bincount(rows, t_w * (mean if segment else sp(s)) * v * v, minlength=V) / gg
-        return table - lr * phi(lr * H)[:, None] * G, phi(lr * H)
+        return table - lr * psi(lr * H)[:, None] * G, psi(lr * H)
 
     new_in, f_in = side(t_in, t_out, P_in, P_out)
     new_out, f_out = side(t_out, t_in, P_out, new_in)

@@ -12,6 +12,14 @@ from jaxemb import datasets, sgns, train
 STUDY_UPDATE = "damped"  # the SGNS row update of every variant (jaxemb.sgns.SGNSConfig.update)
 
 
+def study_pool(negative: int, window: int) -> int:
+    """Negatives per shared pool in the study: negative × (window + 1), rounded up to a multiple
+    of 8 (the engine's default before issue 14; jaxemb.sgns.pool_size now takes 2·window). The
+    study compares scores with every other setting fixed, and its figures (README, docs/main_job)
+    were measured with this pool; the larger default would cost its 10-minute budget."""
+    return -(-negative * (window + 1) // 8) * 8
+
+
 class SGNSStudyError(ValueError):
     """A bad setting of the SGNS study."""
 
@@ -143,9 +151,11 @@ class SGNSStudyConfig:
         score = (dict(score="cosine", temperature=float(fixed[1]), learn_temperature=False)
                  if fixed else named[variant])
         # Every variant trains with the same row update, "damped" (see SGNSConfig.update): the
-        # default "implicit" bounds steps in feature space, which is not cosine's own curvature.
+        # default "sequential" bounds steps in feature space, which is not cosine's own
+        # curvature.
         return sgns.SGNSConfig(dim=self.dim, window=self.window, negative=self.negative,
-                               sample=self.sample, update=STUDY_UPDATE, **score)
+                               sample=self.sample, update=STUDY_UPDATE,
+                               neg_pool=study_pool(self.negative, self.window), **score)
 
     def train_config(self) -> train.TrainConfig:
         return train.TrainConfig(epochs=self.epochs, lr=self.lr, min_lr=min(1e-4, self.lr),
