@@ -306,3 +306,18 @@ def test_sweep_variants_are_named_by_their_temperature():
     dataclasses.replace(c, variants=("dot", "cosine_t2.5")).validate()
     with pytest.raises(SGNSStudyError, match="--variants must be distinct names"):
         dataclasses.replace(c, variants=("dot", "cosine_t0")).validate()
+
+
+def test_every_study_variant_trains_with_the_studys_update_and_pool():
+    """The study's figures were measured with update "damped" and a pool of negative ×
+    (window + 1) rounded up to 8 (32 at window 5, negative 5), not the engine's defaults."""
+    from experiments.study.sgns_config import STUDY_UPDATE, study_pool
+
+    c = SGNSStudyConfig()
+    assert study_pool(5, 5) == 32 and study_pool(5, 10) == 56 and study_pool(15, 2) == 48
+    for name in (*c.variants, "dot_out_random"):
+        m = c.model_config(name)
+        assert (m.update, m.neg_pool) == (STUDY_UPDATE, study_pool(c.negative, c.window)) == (
+            "damped", 32)
+    m = dataclasses.replace(c, window=10).model_config("dot")
+    assert sgns.pool_size(m) == 56 != sgns.pool_size(dataclasses.replace(m, neg_pool=0))

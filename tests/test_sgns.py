@@ -547,3 +547,20 @@ def test_block_curvature_is_each_rows_hessian_along_its_gradient(rng, w, b, g, p
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
         assert np.all(want >= 0) and want.max() > 0
     assert np.all(np.asarray(curv[0])[:w] == 0) and np.all(np.asarray(curv[0])[-w:] == 0)
+
+
+@pytest.mark.parametrize("window,negative", [(1, 1), (2, 5), (5, 15), (10, 5), (10, 20)])
+def test_default_pool_weighs_no_negative_above_a_single_word2vec_draw(window, negative):
+    """pool_size: negative × 2·window rounded up to 8, so a centre at its full window (2w
+    pairs) weighs each shared negative negative·2w/pool ≤ 1, and a centre with one pair less
+    than that."""
+    cfg = SGNSConfig(dim=4, window=window, negative=negative, micro_batch=64, neg_group=16)
+    pool = sgns.pool_size(cfg)
+    assert pool % 8 == 0 and negative * 2 * window <= pool < negative * 2 * window + 8
+    pair_mask = jnp.ones((64, 2 * window), jnp.float32).at[1, 1:].set(0.0)  # centre 1: 1 pair
+    _, weight = sgns.block_weights(cfg, pair_mask, jnp.ones((64,), jnp.float32))
+    weight = np.asarray(weight).reshape(64)
+    np.testing.assert_allclose(weight[0], negative * 2 * window / pool, rtol=1e-6)
+    np.testing.assert_allclose(weight[1], negative / pool, rtol=1e-6)
+    assert weight.max() <= 1.0
+    assert sgns.pool_size(dataclasses.replace(cfg, neg_pool=3)) == 3
