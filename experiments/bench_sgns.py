@@ -71,6 +71,9 @@ class Args:
     """jaxemb: centres sharing one pool of negatives (jaxemb.sgns.SGNSConfig)."""
     neg_pool: int = dataclasses.field(default=sgns.SGNSConfig.neg_pool)
     """jaxemb: negatives per group of centres, shared by the group (jaxemb.sgns.SGNSConfig)."""
+    negatives: str = dataclasses.field(default=sgns.SGNSConfig.negatives)
+    """jaxemb: 'shared' (one pool per group of centres) or 'per_pair' (word2vec's own draws per
+    pair, with --neg-group 1; far slower, for comparison)."""
     update: str = dataclasses.field(default=sgns.SGNSConfig.update)
     """jaxemb: row update, 'sequential' (curvature-bounded, the sides in turn), 'implicit' (both
     sides at once), 'damped' or 'sum' (jaxemb.sgns_update)."""
@@ -108,10 +111,15 @@ def run_gensim(docs, a: Args, epochs: int, seed: int) -> dict:
             **evaluate_vectors(wv)}
 
 
+def jaxemb_config(a: Args) -> sgns.SGNSConfig:
+    return sgns.SGNSConfig(dim=a.dim, window=a.window, negative=a.negative, sample=a.sample,
+                           micro_batch=a.micro_batch, micro_steps=a.micro_steps,
+                           neg_group=a.neg_group, neg_pool=a.neg_pool, negatives=a.negatives,
+                           update=a.update)
+
+
 def run_jaxemb(docs, vocab, ids, a: Args, epochs: int, seed: int) -> dict:
-    cfg = sgns.SGNSConfig(dim=a.dim, window=a.window, negative=a.negative, sample=a.sample,
-                          micro_batch=a.micro_batch, micro_steps=a.micro_steps,
-                          neg_group=a.neg_group, neg_pool=a.neg_pool, update=a.update)
+    cfg = jaxemb_config(a)
     try:
         res = train.train(ids, vocab.counts, cfg,
                           train.TrainConfig(epochs=epochs, seeds=(seed,)), progress=False)
@@ -144,8 +152,13 @@ def main(a: Args) -> dict:
                    or min(a.grid_dims + a.grid_windows + a.grid_negatives) < 1):
         raise SystemExit("error: --grid-epochs and every --grid-dims, --grid-windows and "
                          "--grid-negatives value must be >= 1")
+    cells = (itertools.product(a.grid_dims, a.grid_windows, a.grid_negatives) if a.grid
+             else [(a.dim, a.window, a.negative)])
     try:
         check_json_path(a.json)
+        for dim, window, negative in cells:  # a bad jaxemb setting: one line, before training
+            jaxemb_config(dataclasses.replace(a, dim=dim, window=window,
+                                              negative=negative)).validate()
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     env = environment()

@@ -25,9 +25,10 @@ Data on device, sampling inside jit from (key, step), fixed shapes:
   window for the same reason). Each centre's negative term is weighted by
   negative·n_pairs/pool (≤ 1 at the default pool), so its expectation equals word2vec's
   (negative draws per pair). ``neg_group=1`` gives each centre its own pool (Ji et al.'s
-  sharing exactly), for comparison; per-pair negatives (word2vec's own) are not offered: they
-  need [b, 2·window, negative] gathered rows per block, a different kernel, and the
-  per-centre pool already has the same expectation per pair.
+  sharing exactly); ``negatives="per_pair"`` (with ``neg_group=1``) word2vec's own negatives,
+  for comparison: a centre's pool holds ``negative`` draws for each of its 2·window slots and
+  a pair's terms weigh 1 on its own slot's draws, 0 elsewhere (the unused slots' scores are
+  computed and discarded, so it runs far slower).
 
 Differences from gensim, by design: mini-batch updates of ``micro_batch`` centres instead of
 per-pair Hogwild, bounded per row as above; negatives shared in groups (above); the centre is
@@ -116,9 +117,14 @@ def block_loss_terms(cfg: SGNSConfig, sp: dict, rows_in: Array, rows_out: Array,
 
 def block_weights(cfg: SGNSConfig, pair_mask: Array, centre_mask: Array):
     """(band [b/T, T, T + 2w], the pair mask [b, 2w] laid out like the positive logits;
-    weight [b/g, g, 1], each centre's negative-term weight negative·n_pairs/pool)."""
+    weight [b/g, g, 1], each centre's negative-term weight negative·n_pairs/pool; with
+    ``negatives="per_pair"`` [b, 1, 2w·negative]: 1 on the ``negative`` slots of each of the
+    centre's pairs, 0 on those of the slots it has no pair in)."""
     w, b, T = cfg.window, pair_mask.shape[0], positive_tile(cfg)
     band = jnp.einsum("tis,isj->tij", pair_mask.reshape(b // T, T, 2 * w), band_selector(T, w))
+    if cfg.negatives == "per_pair":
+        per_slot = jnp.repeat(pair_mask * centre_mask[:, None], cfg.negative, axis=1)
+        return band, per_slot.reshape(b, 1, 2 * w * cfg.negative)
     n_pairs = pair_mask.sum(1) * centre_mask
     weight = (cfg.negative * n_pairs / pool_size(cfg)).reshape(b // cfg.neg_group, cfg.neg_group, 1)
     return band, weight

@@ -36,6 +36,9 @@ class SGNSConfig:
     micro_steps: int = 8  # updates per jitted call
     neg_group: int = 64  # centres sharing one pool of negatives
     neg_pool: int = 0  # negatives per group; 0: negative × 2·window (pool_size)
+    negatives: str = "shared"  # "shared": one pool per group, each centre's terms weighted
+    # negative·n_pairs/pool; "per_pair": word2vec's own, each pair its own `negative` draws of
+    # weight 1 (needs neg_group=1: a centre's pool is its 2·window pairs' draws), for comparison
     update: str = "sequential"  # "sequential": curvature-bounded row steps, input side then
     # output side against the moved inputs; "implicit": the same bound, both sides at once at
     # half a Newton step each; "sum": plain summed SGD; "damped": the summed step of a row
@@ -53,6 +56,13 @@ class SGNSConfig:
                             f"got {self.neg_pool}")
         if self.init not in INITS:
             raise SGNSError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.negatives not in NEGATIVES:
+            raise SGNSError(f"negatives must be one of {', '.join(NEGATIVES)}, "
+                            f"got {self.negatives!r}")
+        if self.negatives == "per_pair" and (self.neg_group != 1 or self.neg_pool):
+            raise SGNSError(f"negatives='per_pair' draws each pair's own negatives: it needs "
+                            f"neg_group=1 and neg_pool=0, got neg_group={self.neg_group}, "
+                            f"neg_pool={self.neg_pool}")
         if self.score == "cosine" and self.table_init == "word2vec":
             # Measured: the first step threw the zero out-rows to length ~1e8 (gradient t/eps)
             # and the loss rose to 16–19 per pair, above (1+k)·log 2 (60 words, d 16, t 10).
@@ -95,6 +105,7 @@ class SGNSConfig:
 
 
 UPDATES = ("implicit", "sequential", "sum", "damped")
+NEGATIVES = ("shared", "per_pair")
 # The tables' initialisations: (in, out) uniform half-widths as functions of d (0: zeros).
 INITS = ("auto", "word2vec", "small", "unit")
 INIT_SCALES = {"word2vec": (lambda d: 0.5 / d, lambda d: 0.0),
@@ -117,6 +128,8 @@ def pool_size(cfg: SGNSConfig) -> int:
     larger pool costs speed where the negatives dominate a block's work (window 10)."""
     if cfg.neg_pool:
         return cfg.neg_pool
+    if cfg.negatives == "per_pair":  # slots [o·negative, (o + 1)·negative) are slot o's pair's
+        return cfg.negative * 2 * cfg.window
     return -(-cfg.negative * 2 * cfg.window // 8) * 8
 
 

@@ -92,3 +92,14 @@ def test_bench_sgns_grid_on_a_tiny_corpus(tmp_path, capsys):
         assert f"×{cell['ratio_median']:5.2f}" in printed
     assert "dim window negative  words/s  ΔWS353 ρ" in printed
     assert out["cells"] == saved["cells"]
+
+
+def test_a_bad_jaxemb_setting_is_one_line_before_training(tmp_path):
+    """--negatives per_pair needs --neg-group 1; a grid cell's window must tile the block:
+    both refused before the corpus is read (no such file here)."""
+    missing = str(tmp_path / "no-corpus.txt")
+    with pytest.raises(SystemExit, match="^error: negatives='per_pair' .* needs neg_group=1"):
+        bench_sgns.main(bench_sgns.Args(corpus=missing, negatives="per_pair"))
+    with pytest.raises(SystemExit, match="^error: micro_batch \\(24\\) must be a multiple of 16"):
+        bench_sgns.main(bench_sgns.Args(corpus=missing, micro_batch=24, neg_group=8, grid=True,
+                                        grid_windows=(2, 5)))

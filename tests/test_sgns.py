@@ -564,3 +564,58 @@ def test_default_pool_weighs_no_negative_above_a_single_word2vec_draw(window, ne
     np.testing.assert_allclose(weight[1], negative / pool, rtol=1e-6)
     assert weight.max() <= 1.0
     assert sgns.pool_size(dataclasses.replace(cfg, neg_pool=3)) == 3
+
+
+@pytest.mark.parametrize("score", ["dot", "bilinear"])
+def test_per_pair_negatives_loss_equals_word2vecs_by_hand(rng, score):
+    """negatives="per_pair": pair (i, slot o) meets its own `negative` draws, slots
+    [o·negative, (o + 1)·negative) of centre i's pool, each term of weight 1 (word2vec's
+    −Σ_pairs [log σ(s⁺) + Σ_k log σ(−s_k)]), written out loop by loop."""
+    w, b, negative, d = 2, 8, 3, 3
+    cfg = SGNSConfig(dim=d, window=w, negative=negative, score=score, micro_batch=b,
+                     neg_group=1, negatives="per_pair")
+    cfg.validate()
+    assert sgns.pool_size(cfg) == 2 * w * negative
+    r_in, r_out = rng.standard_normal((2, b + 2 * w, d)).astype(np.float32)
+    r_neg = rng.standard_normal((b, 2 * w * negative, d)).astype(np.float32)
+    pair = (rng.random((b, 2 * w)) < 0.6).astype(np.float32)
+    centre = np.ones(b, np.float32)
+    centre[-1], pair[-1], pair[0, 0] = 0.0, 0.0, 1.0
+    sp = _score_params(score, rng, d)
+    want = 0.0
+    for i in range(b):
+        for o, off in enumerate(_offsets(w)):
+            if pair[i, o]:
+                q = r_in[w + i]
+                want -= _log_sigmoid(_np_score(score, sp, q, r_out[w + i + off]))
+                for k in r_neg[i, o * negative:(o + 1) * negative]:
+                    want -= _log_sigmoid(-_np_score(score, sp, q, k))
+    got = sgns.block_loss(cfg, sp, r_in, r_out, r_neg, pair, centre)
+    np.testing.assert_allclose(got, want, rtol=2e-6)
+
+
+def test_per_pair_negatives_need_their_own_pool_per_centre():
+    with pytest.raises(SGNSError, match="needs neg_group=1 and neg_pool=0"):
+        SGNSConfig(negatives="per_pair").validate()
+    with pytest.raises(SGNSError, match="needs neg_group=1 and neg_pool=0"):
+        SGNSConfig(negatives="per_pair", neg_group=1, neg_pool=8).validate()
+    with pytest.raises(SGNSError, match="negatives must be one of shared, per_pair"):
+        SGNSConfig(negatives="pairwise").validate()
+
+
+def test_per_pair_negatives_train_on_the_sequential_path(rng):
+    """The dot path and the general path agree under per-pair weights too."""
+    cfg = SGNSConfig(dim=4, window=2, negative=2, micro_batch=8, neg_group=1,
+                     negatives="per_pair")
+    V, b, w = 7, 8, 2
+    P = {t: jnp.asarray(rng.standard_normal((V, 4)), jnp.float32) for t in ("in", "out")}
+    P["score"] = {}
+    ids = jnp.asarray(rng.integers(0, V, b + 2 * w), jnp.int32)
+    neg_ids = jnp.asarray(rng.integers(0, V, (b, sgns.pool_size(cfg))), jnp.int32)
+    pair = jnp.asarray(rng.random((b, 2 * w)) < 0.7, jnp.float32)
+    centre = jnp.ones((b,), jnp.float32)
+    a = sgns.sequential_update(cfg, P, ids, neg_ids, pair, centre, jnp.float32(0.3))
+    g = sgns.sequential_update_general(cfg, P, ids, neg_ids, pair, centre, jnp.float32(0.3))
+    for t in ("in", "out"):
+        np.testing.assert_allclose(a[0][t], g[0][t], rtol=1e-4, atol=1e-5)
+    assert np.isfinite(np.asarray(a[0]["out"])).all()
