@@ -67,6 +67,7 @@ from jaxemb.sgns_model import (  # noqa: F401  (public as sgns.*)
     pair_logits,
     pool_size,
     positive_tile,
+    rounded_pool,
     score_module,
 )
 from jaxemb.sgns_update import (

@@ -130,7 +130,12 @@ def pool_size(cfg: SGNSConfig) -> int:
         return cfg.neg_pool
     if cfg.negatives == "per_pair":  # slots [o·negative, (o + 1)·negative) are slot o's pair's
         return cfg.negative * 2 * cfg.window
-    return -(-cfg.negative * 2 * cfg.window // 8) * 8
+    return rounded_pool(cfg.negative * 2 * cfg.window)
+
+
+def rounded_pool(n: int) -> int:
+    """n negatives rounded up to a multiple of 8 (the width of the pool's score matmuls)."""
+    return -(-n // 8) * 8
 
 
 # --- model ---------------------------------------------------------------------------------

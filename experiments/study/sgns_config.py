@@ -17,7 +17,7 @@ def study_pool(negative: int, window: int) -> int:
     of 8 (the engine's default before issue 14; jaxemb.sgns.pool_size now takes 2·window). The
     study compares scores with every other setting fixed, and its figures (README, docs/main_job)
     were measured with this pool; the larger default would cost its 10-minute budget."""
-    return -(-negative * (window + 1) // 8) * 8
+    return sgns.rounded_pool(negative * (window + 1))
 
 
 class SGNSStudyError(ValueError):
