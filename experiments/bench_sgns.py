@@ -145,7 +145,9 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def main(a: Args) -> dict:
+def check_args(a: Args) -> None:
+    """Every bad argument (and every bad jaxemb setting of every grid cell) as one line,
+    before the corpus is read."""
     if a.seeds < 1 or not a.epochs or min(a.epochs) < 1:
         raise SystemExit("error: --seeds and every --epochs value must be >= 1")
     if a.grid and (a.grid_epochs < 1 or not (a.grid_dims and a.grid_windows and a.grid_negatives)
@@ -156,11 +158,15 @@ def main(a: Args) -> dict:
              else [(a.dim, a.window, a.negative)])
     try:
         check_json_path(a.json)
-        for dim, window, negative in cells:  # a bad jaxemb setting: one line, before training
+        for dim, window, negative in cells:
             jaxemb_config(dataclasses.replace(a, dim=dim, window=window,
                                               negative=negative)).validate()
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
+
+
+def main(a: Args) -> dict:
+    check_args(a)
     env = environment()
     print(f"corpus {a.corpus}; dim {a.dim}, window {a.window}, negative {a.negative}, "
           f"min_count {a.min_count}, sample {a.sample}; gensim workers {a.workers}")
